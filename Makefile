@@ -1,0 +1,31 @@
+# massact_viz: the two set-up commands of the README are `make demo` and `make test`.
+# Both create .venv on first use (torch pinned to the CPU wheel this machine has; see README for GPUs).
+PY      ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+PROMPT  ?= a red circle on a blue background
+export HF_HUB_OFFLINE ?= 1
+
+.PHONY: demo test lab bench clean
+
+$(BIN)/massact-viz: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "torch==2.13.0"
+	$(BIN)/pip install -q -e ".[viz,test]"
+	touch $@
+
+demo: $(BIN)/massact-viz  ## scan the embedded default model and print its massive channels
+	$(BIN)/massact-viz scan --prompt "$(PROMPT)" --steps 8 --out runs/demo
+
+test: $(BIN)/massact-viz  ## the whole test suite (what CI runs)
+	$(BIN)/python -m pytest -q
+
+lab: $(BIN)/massact-viz  ## open JupyterLab on the notebooks
+	$(BIN)/jupyter lab notebooks/
+
+bench: $(BIN)/massact-viz  ## capture overhead and memory benchmarks (writes benchmarks/results.json)
+	$(BIN)/python benchmarks/capture_overhead.py
+
+clean:
+	rm -rf runs/ .pytest_cache

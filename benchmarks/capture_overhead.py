@@ -1,0 +1,135 @@
+"""Benchmark: cost of a full statistics capture against the plain pipeline, in the same process.
+
+Measures, on a tiny random FLUX.1 pipeline at full FLUX.1 depth (19 double + 38 single blocks),
+8 steps, 32x32 (256 image tokens), same prompt and seed, runs interleaved, medians:
+
+* plain      the diffusers pipeline call alone
+* hooks      massact_viz's capture (every block, both streams, every step; abs_mean, mean_abs,
+             max_abs and the Sun criterion), i.e. ``Model.run``
+* nnsight    the same statistics computed in a straightforward nnsight per-block loop over
+             ``tracer.iter`` on ``model.nnsight`` (the user-facing nnsight route)
+
+and the peak resident memory of a statistics capture with 4 vs 28 steps (each in a fresh
+subprocess), against the size of the statistics tensors. Results go to stdout and
+``benchmarks/results.json``; BENCHMARKS.md quotes them. Run with ``make bench``.
+
+Usage: python benchmarks/capture_overhead.py [--reps 7] [--steps 8] [--size 32] [--hidden 512]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch  # noqa: E402
+
+import massact_viz as mv  # noqa: E402
+from massact_viz.stats import reduce_channels  # noqa: E402
+from massact_viz.testing import tiny_pipeline  # noqa: E402
+
+PROMPT = "a red fox in the snow"
+
+
+def nnsight_capture(model: mv.Model, steps: int, size: int):
+    nn = model.nnsight
+    tr = nn.transformer
+    blocks = [tr.transformer_blocks[i] for i in range(len(model.pipe.transformer.transformer_blocks))]
+    blocks += [tr.single_transformer_blocks[i] for i in range(len(model.pipe.transformer.single_transformer_blocks))]
+    out = []
+    with nn.generate(PROMPT, num_inference_steps=steps, height=size, width=size,
+                     generator=torch.Generator("cpu").manual_seed(0)) as tracer:
+        for step in tracer.iter[:steps]:
+            for b in blocks:
+                txt, img = b.output
+                out.append(reduce_channels(img))
+                out.append(reduce_channels(txt))
+    return out
+
+
+def timed(fn, reps: int) -> list[float]:
+    ts = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t)
+    return ts
+
+
+def overhead(reps: int, steps: int, size: int) -> dict:
+    model = mv.load(tiny_pipeline("flux", num_layers=19, num_single_layers=38))
+    pipe = model.pipe
+    plain = lambda: pipe(PROMPT, num_inference_steps=steps, height=size, width=size, output_type="pil",  # noqa: E731
+                         generator=torch.Generator("cpu").manual_seed(0))
+    hooks = lambda: model.run(PROMPT, steps=steps, size=(size, size), progress=False)  # noqa: E731
+    nns = lambda: nnsight_capture(model, steps, size)  # noqa: E731
+    for f in (plain, hooks, nns):  # warm-up (nnsight compiles the trace body on first use)
+        f()
+    res = {"plain": [], "hooks": [], "nnsight": []}
+    for _ in range(reps):  # interleaved so drifts hit all three alike
+        for name, f in (("plain", plain), ("hooks", hooks), ("nnsight", nns)):
+            res[name] += timed(f, 1)
+    med = {k: statistics.median(v) for k, v in res.items()}
+    n_sites = steps * len(model.blocks)
+    return {"blocks": len(model.blocks), "steps": steps, "size": size, "reps": reps,
+            "median_s": med, "ratio_hooks": med["hooks"] / med["plain"], "ratio_nnsight": med["nnsight"] / med["plain"],
+            "nnsight_ms_per_block_output": 1000 * (med["nnsight"] - med["plain"]) / n_sites,
+            "hooks_ms_per_block_output": 1000 * (med["hooks"] - med["plain"]) / n_sites}
+
+
+def _peak_child(steps: int, hidden: int) -> None:
+    model = mv.load(tiny_pipeline("flux", num_layers=19, num_single_layers=38, hidden=hidden))
+    run = model.run(PROMPT, steps=steps, size=(32, 32), progress=False)
+    stats_bytes = sum(t.numel() * t.element_size() for t in run.stats.values.values())
+    stats_bytes += run.stats.median_abs.numel() * 4
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps({"steps": steps, "peak_rss_bytes": peak, "stats_bytes": stats_bytes}))
+
+
+def memory(hidden: int) -> dict:
+    out = {}
+    for steps in (4, 28):
+        r = subprocess.run([sys.executable, __file__, "--peak-child", str(steps), "--hidden", str(hidden)],
+                           capture_output=True, text=True, check=True)
+        out[steps] = json.loads(r.stdout.strip().splitlines()[-1])
+    d_peak = out[28]["peak_rss_bytes"] - out[4]["peak_rss_bytes"]
+    d_stats = out[28]["stats_bytes"] - out[4]["stats_bytes"]
+    return {"hidden": hidden, "runs": out, "peak_diff_bytes": d_peak, "stats_diff_bytes": d_stats}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--reps", type=int, default=7)
+    ap.add_argument("--steps", type=int, default=8)
+    ap.add_argument("--size", type=int, default=32)
+    ap.add_argument("--hidden", type=int, default=512, help="width for the memory benchmark")
+    ap.add_argument("--peak-child", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--out", default=str(Path(__file__).with_name("results.json")))
+    a = ap.parse_args()
+    torch.set_num_threads(os.cpu_count() or 1)
+    if a.peak_child:
+        _peak_child(a.peak_child, a.hidden)
+        return
+    res = {"machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,
+                       "device": "cpu"},
+           "overhead": overhead(a.reps, a.steps, a.size), "memory": memory(a.hidden)}
+    o = res["overhead"]
+    print(f"capture overhead ({o['blocks']} blocks, {o['steps']} steps, {o['size']}x{o['size']}, median of {o['reps']}):")
+    print(f"  plain {o['median_s']['plain'] * 1000:.1f} ms | hooks capture x{o['ratio_hooks']:.3f} | "
+          f"nnsight loop x{o['ratio_nnsight']:.3f} ({o['nnsight_ms_per_block_output']:.2f} ms per block output)")
+    m = res["memory"]
+    print(f"peak RSS 28 vs 4 steps (hidden {m['hidden']}): +{m['peak_diff_bytes'] / 2**20:.1f} MiB; "
+          f"stats tensors +{m['stats_diff_bytes'] / 2**20:.1f} MiB")
+    Path(a.out).write_text(json.dumps(res, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,18 @@
+"""massact_viz: see and steer massive activations inside diffusion transformers.
+
+    import massact_viz as mv
+    model = mv.load("tiny:flux")            # or a Hub id, a local pipeline directory, a pipeline, "shapes"
+    run = model.run("a red fox in the snow", steps=4, seed=0)
+    run.stats.top_k(4, layer="double.0")
+    run.save("runs/fox"); mv.Run.load("runs/fox")
+"""
+__version__ = "0.1.0"
+
+from .capture import Capture, MassActWarning, Raw  # noqa: E402
+from .errors import MassActError, RunFileError, UnsupportedArchitectureError  # noqa: E402
+from .model import Model, load  # noqa: E402
+from .run import Run  # noqa: E402
+from .stats import STATISTICS, ChannelStats  # noqa: E402
+
+__all__ = ["load", "Model", "Run", "Capture", "Raw", "ChannelStats", "STATISTICS", "MassActError",
+           "RunFileError", "UnsupportedArchitectureError", "MassActWarning", "__version__"]

@@ -1,0 +1,281 @@
+"""Capture specs and the capture of one or more generations into a :class:`~massact_viz.run.Run`.
+
+A :class:`Capture` says what to keep: statistics of which layers, steps and streams; raw
+activation slices (:class:`Raw`) for a few (layer, step) pairs; and optional per-step previews
+(the predicted clean image at each step, for timelines). Statistics are reduced inside the forward
+on the model's device, so their memory depends on steps x layers x channels, never on tokens.
+"""
+from __future__ import annotations
+
+import platform
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, Sequence
+
+import torch
+
+from . import __version__
+from .errors import MassActError, check_index
+from .hooks import Site, attach
+from .run import Run
+from .stats import StatsCollector
+
+if TYPE_CHECKING:
+    from .model import Model
+
+
+class MassActWarning(UserWarning):
+    """Something in a run deserves attention (overflow, steps not as asked); the data is kept."""
+
+
+@dataclass(frozen=True)
+class Raw:
+    """A raw activation slice to keep: one layer at one step, optionally a subset of channels/tokens."""
+
+    layer: str | int
+    step: int
+    stream: str = "image"
+    channels: Sequence[int] | None = None
+    tokens: Sequence[int] | None = None
+
+
+@dataclass
+class Capture:
+    """What to capture. ``None`` for layers/steps means all of them."""
+
+    layers: Sequence[str | int] | None = None
+    steps: Sequence[int] | None = None
+    streams: Sequence[str] | None = None  # None: every stream the model has
+    stats: bool = True
+    sun: bool = True
+    raw: Sequence[Raw] = ()
+    previews: bool = False
+    preview_size: int = 256  # longest side of stored previews, in pixels
+
+    @classmethod
+    def nothing(cls) -> "Capture":
+        """Capture nothing (plain generation through the same code path)."""
+        return cls(stats=False)
+
+
+@dataclass
+class _RawRecorder:
+    specs: list[tuple[str, int, Raw]]  # (layer name, step, spec)
+    parts: dict[str, list[torch.Tensor]] = field(default_factory=dict)
+
+    def __call__(self, site: Site) -> None:
+        rows = site.cond
+        if rows.stop == rows.start:
+            return
+        for name, step, spec in self.specs:
+            if name != site.block.name or step != site.step:
+                continue
+            x = site.stream(spec.stream)[rows]
+            if spec.tokens is not None:
+                x = x[:, list(spec.tokens)]
+            if spec.channels is not None:
+                x = x[..., list(spec.channels)]
+            self.parts.setdefault(raw_key(name, step, spec.stream), []).append(x.detach().to("cpu", copy=True))
+
+    def result(self) -> dict[str, torch.Tensor]:
+        return {k: torch.cat(v, dim=0) for k, v in self.parts.items()}
+
+
+def raw_key(layer: str, step: int, stream: str) -> str:
+    """Name of a raw slice in :attr:`Run.raw`, e.g. ``"double.3/step2/image"``."""
+    return f"{layer}/step{step}/{stream}"
+
+
+class _PreviewRecorder:
+    """Records the predicted clean latent at each step from the scheduler's inputs (flow matching:
+    ``x0 = x_t - sigma_t * v``, with the guided velocity the pipeline hands to ``scheduler.step``)."""
+
+    def __init__(self, pipe: Any):
+        self.pipe, self.sched = pipe, pipe.scheduler
+        self.x0: list[torch.Tensor] = []
+        self._orig = None
+
+    def __enter__(self):
+        sched = self.sched
+        orig = self._orig = sched.step
+
+        def step(model_output, timestep, sample, *args, **kwargs):
+            idx = sched.step_index if sched.step_index is not None else len(self.x0)
+            sigma = sched.sigmas[idx].to(sample.device, torch.float32)
+            self.x0.append((sample.float() - sigma * model_output.float()).detach())
+            return orig(model_output, timestep, sample, *args, **kwargs)
+
+        sched.step = step
+        return self
+
+    def __exit__(self, *exc):
+        del self.sched.step  # drop the instance attribute, restoring the class method
+        return False
+
+
+def run_capture(model: "Model", prompts: Sequence[str], *, steps: int, seed: int, size: tuple[int, int] | None,
+                guidance: float | None, negative_prompt: str | None, capture: Capture, batch_size: int,
+                progress: bool, pipe_kwargs: dict) -> Run:
+    """Generate ``prompts`` (in batches) with hooks installed, returning a :class:`Run`."""
+    from tqdm.auto import tqdm
+
+    prompts = check_prompts(prompts)
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise MassActError(f"steps must be a positive integer (number of denoising steps), got {steps!r}.")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise MassActError(f"batch_size must be a positive integer, got {batch_size!r}.")
+    if "num_images_per_prompt" in pipe_kwargs:
+        raise MassActError("pass each image as its own prompt (repeat the prompt) instead of num_images_per_prompt.")
+    fam, pipe = model.family, model.pipe
+    model.check_no_cache()
+    height, width = size if size is not None else fam.default_size(pipe)
+    grid = fam.token_grid(pipe, height, width)
+    blocks = model.resolve_layers(capture.layers)
+    cap_steps = [check_index(s, steps, "step", f"This run has {steps} steps.") for s in
+                 (range(steps) if capture.steps is None else capture.steps)]
+    have = [s for s in ("image", "text") if any(s in b.streams for b in blocks)]
+    streams = have if capture.streams is None else list(capture.streams)
+    for st in streams:
+        if st not in have:
+            raise MassActError(f"stream {st!r} is not available here: the chosen {fam.title} blocks have {have}.")
+    raw_specs = []
+    for r in capture.raw:
+        b = model.layer(r.layer)
+        if r.stream not in b.streams:
+            raise MassActError(f"raw slice: layer {b.name} has no {r.stream!r} stream (it has {list(b.streams)}).")
+        raw_specs.append((b.name, check_index(r.step, steps, "raw step", f"This run has {steps} steps."), r))
+        limits = (("channel", r.channels, model.width), ("token", r.tokens, grid[0] * grid[1] if r.stream == "image" else None))
+        for what, idx, n in limits:
+            for i in (idx if idx is not None and n is not None else ()):
+                check_index(i, n, f"raw {what}")
+    if capture.previews and (fam.preview is None or not hasattr(pipe.scheduler, "sigmas")
+                             or "FlowMatch" not in type(pipe.scheduler).__name__):
+        raise MassActError(f"per-step previews need a flow-matching scheduler and a {fam.title} latent decoder; "
+                           f"they are available for FLUX.1, SD3 and the embedded model. Use previews=False.")
+
+    collector = StatsCollector([b.name for b in blocks], cap_steps, streams, len(prompts),
+                               capture.sun) if capture.stats else None
+    raws = _RawRecorder(raw_specs)
+    hooks_on = [b for b in blocks] if collector else []
+    hooks_on += [model.layer(n) for n, _, _ in raw_specs if model.layer(n) not in hooks_on]
+
+    def on_site(site: Site) -> None:
+        if collector is not None:
+            collector(site)
+        if raw_specs:
+            raws(site)
+
+    base = dict(fam.call_defaults)
+    base.update(num_inference_steps=steps, height=height, width=width, output_type="pil")
+    if guidance is not None:
+        base[fam.guidance_kwarg] = guidance
+    if negative_prompt is not None:
+        base["negative_prompt"] = negative_prompt
+    base.update(pipe_kwargs)
+
+    images, previews, steps_seen, t0 = [], [], None, time.perf_counter()
+    chunks = [prompts[i:i + batch_size] for i in range(0, len(prompts), batch_size)]
+    was_enabled = _progress(pipe, progress and len(chunks) == 1)
+    try:
+        for ci, chunk in enumerate(tqdm(chunks, desc="prompts", unit="batch", disable=not progress or len(chunks) == 1)):
+            first = ci * batch_size
+            gens = [torch.Generator("cpu").manual_seed(seed + first + i) for i in range(len(chunk))]
+            kw = dict(base, prompt=chunk if len(chunk) > 1 else chunk[0], generator=gens if len(gens) > 1 else gens[0])
+            if collector is not None:
+                collector.offset = first
+            rec = _PreviewRecorder(pipe) if capture.previews else None
+            with attach(pipe, fam, hooks_on, on_site, n_images=len(chunk), n_image_tokens=grid[0] * grid[1],
+                        prompts=chunk, call_kwargs=kw) as state:
+                if rec is not None:
+                    with rec:
+                        out = pipe(**kw)
+                else:
+                    out = pipe(**kw)
+            steps_seen = state.step + 1
+            images.extend(out.images)
+            if rec is not None:
+                previews.append(_decode_previews(model, rec.x0, height, width, capture.preview_size, progress))
+    finally:
+        _progress(pipe, was_enabled)
+    elapsed = time.perf_counter() - t0
+
+    notes = []
+    if steps_seen is not None and steps_seen != steps:
+        notes.append(f"the pipeline ran {steps_seen} denoising steps, not the {steps} asked for "
+                     f"(its scheduler or strength changed them); step indices refer to the steps that ran.")
+    stats = collector.result([p for p in prompts]) if collector is not None else None
+    if stats is not None:
+        bad = [n for n, v in stats.values.items() if torch.isinf(v).any()]
+        if bad or any(not _finite_image(im) for im in images):
+            notes.append(f"non-finite values ({', '.join(bad) or 'image'}): with float16 the hidden state "
+                         f"overflows (massive activations exceed 65504). Load with dtype='bfloat16' or 'float32'.")
+    for n in notes:
+        warnings.warn(n, MassActWarning, stacklevel=3)
+    meta = model.metadata()
+    meta.update(prompts=prompts, seeds=[seed + i for i in range(len(prompts))], seed=seed, steps=steps,
+                size=[height, width], token_grid=list(grid), guidance=guidance, negative_prompt=negative_prompt,
+                call_kwargs={k: v for k, v in base.items() if _jsonable(v)},
+                capture=_capture_meta(capture), warnings=notes, seconds=round(elapsed, 3),
+                scheduler={"class": type(pipe.scheduler).__name__, "config": dict(pipe.scheduler.config)},
+                created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), python=platform.python_version())
+    return Run(images, stats, meta, raws.result(), torch.cat(previews, dim=1) if previews else None)
+
+
+def check_prompts(prompts: str | Sequence[str]) -> list[str]:
+    """A non-empty list of non-empty prompt strings, or a clear error."""
+    if isinstance(prompts, str):
+        prompts = [prompts]
+    prompts = list(prompts)
+    if not prompts:
+        raise MassActError("no prompts given: pass a prompt string or a non-empty list of them.")
+    for i, p in enumerate(prompts):
+        if not isinstance(p, str) or not p.strip():
+            raise MassActError(f"prompt {i} is empty or not a string ({p!r}); every prompt needs some text.")
+    return prompts
+
+
+def _progress(pipe: Any, enable: bool) -> bool:
+    prev = not getattr(pipe, "_progress_bar_config", {}).get("disable", False)
+    pipe.set_progress_bar_config(disable=not enable)
+    return prev
+
+
+def _finite_image(im: Any) -> bool:
+    import numpy as np
+    a = np.asarray(im)
+    return bool(np.isfinite(a).all()) if a.dtype.kind == "f" else True
+
+
+def _jsonable(v: Any) -> bool:
+    return v is None or isinstance(v, (bool, int, float, str)) or (
+        isinstance(v, (list, tuple)) and all(isinstance(x, (bool, int, float, str)) for x in v))
+
+
+def _capture_meta(c: Capture) -> dict:
+    d = asdict(c)
+    d["raw"] = [asdict(r) for r in c.raw]
+    return d
+
+
+@torch.no_grad()
+def _decode_previews(model: "Model", x0: list[torch.Tensor], height: int, width: int, max_side: int,
+                     progress: bool) -> torch.Tensor:
+    """Decode predicted clean latents to uint8 images (steps, images, h, w, 3)."""
+    import torch.nn.functional as F
+    from tqdm.auto import tqdm
+
+    pipe, fam = model.pipe, model.family
+    vae = pipe.vae
+    frames = []
+    scale = min(1.0, max_side / max(height, width))
+    for lat in tqdm(x0, desc="previews", unit="step", disable=not progress, leave=False):
+        if fam.preview == "flux":
+            lat = pipe._unpack_latents(lat, height, width, pipe.vae_scale_factor)
+        lat = lat.to(vae.dtype) / vae.config.scaling_factor + (getattr(vae.config, "shift_factor", None) or 0.0)
+        img = vae.decode(lat, return_dict=False)[0].float()
+        img = ((img / 2 + 0.5).clamp(0, 1))
+        if scale < 1:
+            img = F.interpolate(img, size=(round(height * scale), round(width * scale)), mode="area")
+        frames.append((img * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu())
+    return torch.stack(frames)

@@ -1,0 +1,153 @@
+"""The ``massact-viz`` command line: ``info``, ``scan`` and ``generate``.
+
+Every command takes ``--model`` (a Hub id, a local pipeline directory, ``shapes`` or
+``tiny:<family>``; default: the embedded model) and uses the same library calls as a notebook.
+Errors in the input are printed as one line and exit with status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import MassActError
+
+
+def default_model() -> str:
+    """The embedded default: the teaching model when its weights are present, else a tiny FLUX.1."""
+    from .model import data_dir
+    return "shapes" if (data_dir() / "shapes").exists() else "tiny:flux"
+
+
+def parse_size(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    parts = text.lower().replace("*", "x").split("x")
+    try:
+        vals = [int(p) for p in parts]
+    except ValueError:
+        vals = []
+    if len(vals) not in (1, 2) or min(vals) <= 0:
+        raise MassActError(f"--size must look like 1024x1024 (height x width) or 1024, got {text!r}.")
+    return (vals[0], vals[-1])
+
+
+def read_prompts(args) -> list[str]:
+    prompts = list(args.prompt or [])
+    if args.prompts:
+        path = Path(args.prompts)
+        if not path.is_file():
+            raise MassActError(f"prompt file {path} does not exist.")
+        for line in path.read_text(encoding="utf-8").splitlines():
+            line = line.strip()
+            if line and not line.startswith("#"):
+                prompts.append(line)
+    if not prompts:
+        raise MassActError("give at least one prompt with --prompt TEXT or --prompts FILE (one per line).")
+    return prompts
+
+
+def _load(args):
+    from .model import load
+    return load(args.model or default_model(), device=args.device, dtype=args.dtype, offload=args.offload)
+
+
+def cmd_info(args) -> int:
+    model = _load(args)
+    info = model.info(parse_size(args.size))
+    if args.json:
+        print(json.dumps(info, indent=1))
+    else:
+        print(model if args.size is None else model.info(parse_size(args.size)))
+    return 0
+
+
+def cmd_scan(args) -> int:
+    from .capture import Capture
+    model = _load(args)
+    prompts = read_prompts(args)
+    cap = Capture(layers=args.layers or None, sun=not args.no_sun, previews=args.previews)
+    run = model.run(prompts, steps=args.steps, seed=args.seed, size=parse_size(args.size), guidance=args.guidance,
+                    capture=cap, batch_size=args.batch_size, progress=not args.json)
+    out = run.save(args.out)
+    rows = run.stats.summary(k=args.k, stat=args.stat)
+    if args.json:
+        print(json.dumps({"run": str(out), "model": run.meta["model"], "family": run.meta["family"],
+                          "statistic": args.stat, "k": args.k, "prompts": prompts, "steps": args.steps,
+                          "layers": rows}, indent=1))
+        return 0
+    print(f"saved {out}  ({len(prompts)} prompt(s), {args.steps} steps, {len(run.stats.layers)} layers)")
+    print(f"top-{args.k} channels by {args.stat} (mean over images and steps), top-1/median ratio:")
+    for r in rows:
+        chans = ", ".join(f"{c}:{s:.3g}" for c, s in zip(r["top_channels"], r["top_scores"]))
+        print(f"  {r['layer']:>10} {r['stream']:<5}  x{r['ratio']:<7.3g} {chans}")
+    return 0
+
+
+def cmd_generate(args) -> int:
+    model = _load(args)
+    images = model.generate(read_prompts(args)[:1], steps=args.steps, seed=args.seed, size=parse_size(args.size),
+                            guidance=args.guidance)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    images[0].save(out)
+    print(f"saved {out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="massact-viz", description="See and steer massive activations in DiTs.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(sp, prompts=True):
+        sp.add_argument("--model", help="Hub id, local pipeline dir, 'shapes' or 'tiny:<family>' (default: embedded)")
+        sp.add_argument("--device", help="cuda / cpu (default: cuda if available)")
+        sp.add_argument("--dtype", help="bfloat16 / float32 / float16 (default: bf16 on GPU, fp32 on CPU)")
+        sp.add_argument("--offload", choices=["model", "sequential"], help="diffusers CPU offload")
+        sp.add_argument("--size", help="HxW in pixels (default: the pipeline's)")
+        if prompts:
+            sp.add_argument("--prompt", action="append", help="a prompt (repeatable)")
+            sp.add_argument("--prompts", help="file with one prompt per line (# comments)")
+            sp.add_argument("--steps", type=int, default=4, help="denoising steps (default 4)")
+            sp.add_argument("--seed", type=int, default=0, help="seed of image 0; image i uses seed+i")
+            sp.add_argument("--guidance", type=float, help="guidance scale (family's own kwarg)")
+
+    sp = sub.add_parser("info", help="architecture summary")
+    common(sp, prompts=False)
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(fn=cmd_info)
+
+    sp = sub.add_parser("scan", help="capture channel statistics, save a run, print top-k channels per layer")
+    common(sp)
+    sp.add_argument("--out", required=True, help="run directory to write")
+    sp.add_argument("--k", type=int, default=4, help="channels to print per layer (default 4)")
+    sp.add_argument("--stat", default="abs_mean", choices=["abs_mean", "mean_abs", "max_abs"])
+    sp.add_argument("--layers", nargs="*", help="layer names (default: all)")
+    sp.add_argument("--batch-size", type=int, default=8)
+    sp.add_argument("--no-sun", action="store_true", help="skip Sun et al.'s element criterion")
+    sp.add_argument("--previews", action="store_true", help="keep the predicted clean image of every step")
+    sp.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    sp.set_defaults(fn=cmd_scan)
+
+    sp = sub.add_parser("generate", help="generate one image")
+    common(sp)
+    sp.add_argument("--out", required=True, help="PNG file to write")
+    sp.set_defaults(fn=cmd_generate)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "k", 1) is not None and getattr(args, "k", 1) < 1:
+        print("massact-viz: error: --k must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        return args.fn(args)
+    except MassActError as e:
+        print(f"massact-viz: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,31 @@
+"""FLUX.1 (dev, schnell) and the embedded teaching model: 19 double-stream + 38 single-stream blocks.
+
+Both block kinds return ``(text, image)`` in diffusers >= 0.35. The pipeline packs 2x2 latent
+patches into one token (``FluxPipeline._pack_latents``), row-major over the latent grid. FLUX.1 is
+guidance-distilled (``guidance_scale`` is an embedded input, one transformer call per step); with
+``true_cfg_scale > 1`` and a ``negative_prompt`` the pipeline makes a conditional call, then an
+unconditional one, per step. The transformer gets no text mask: T5 pads to
+``max_sequence_length`` (512 by default), so the mask is rebuilt from ``tokenizer_2``.
+"""
+from __future__ import annotations
+
+from .base import BlockGroup, Family, tokenizer_mask
+
+
+class FluxFamily(Family):
+    def text_mask(self, pipe, prompts, n_text, call_kwargs):
+        tok = getattr(pipe, "tokenizer_2", None)
+        return None if tok is None else tokenizer_mask(tok, prompts, n_text)
+
+
+FLUX = FluxFamily(
+    name="flux",
+    title="FLUX.1",
+    transformer_classes=("FluxTransformer2DModel",),
+    groups=(BlockGroup("transformer_blocks", "double", "text_image"),
+            BlockGroup("single_transformer_blocks", "single", "text_image")),
+    pipeline_packing=2,
+    cfg="separate",
+    preview="flux",
+    notes="guidance-distilled; true CFG (true_cfg_scale>1 + negative_prompt) = a second call per step",
+)

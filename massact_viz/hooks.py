@@ -1,0 +1,158 @@
+"""Named hook sites on DiT blocks, keyed by (layer, denoising step, branch).
+
+This is the one place where massact_viz touches module forwards. :func:`attach` installs a
+pre-hook on the transformer (it tracks the denoising step from the ``timestep`` argument, the call
+index within the step, the text length and the text mask) and a forward hook on each chosen
+block. For every block output it calls ``fn(site)`` with a :class:`Site`: views of the image and
+text streams, the step, and which batch rows are the conditional branch. Statistics capture reads
+the views; edits (zeroing, transport) write into them in place.
+
+Step and branch rules (the same for every family):
+
+* a new denoising step starts when the transformer sees a new timestep value;
+* within a step, calls are numbered; with separate-call CFG (FLUX true CFG, Qwen-Image, FLUX.2)
+  call 0 is the conditional pass and later calls (unconditional, skip-layer guidance) are not;
+* with batched CFG (SD3, PixArt, SANA) a call has ``2 n`` rows ``[uncond; cond]`` for ``n``
+  images, and the conditional rows are the second half.
+"""
+from __future__ import annotations
+
+import contextlib
+import inspect
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Sequence
+
+import torch
+
+from .errors import MassActError
+from .families import Block, Family
+
+
+@dataclass
+class CallState:
+    """What the transformer pre-hook learned about the current call."""
+
+    n_images: int
+    n_image_tokens: int
+    step: int = -1
+    call: int = -1  # index of this transformer call within the step
+    timestep: float | None = None
+    batch: int = 0
+    text_len: int | None = None
+    text_mask: torch.Tensor | None = None  # (batch, text_len) bool, on the model device
+    latents: torch.Tensor | None = None  # the transformer's image input of this call
+    _mask_cache: dict = field(default_factory=dict)
+
+    @property
+    def cond(self) -> slice:
+        """Rows of the conditional branch in this call (empty for an unconditional call)."""
+        n = self.n_images
+        if self.batch == 2 * n:
+            return slice(n, 2 * n) if self.call == 0 else slice(0, 0)
+        if self.batch == n:
+            return slice(0, n) if self.call == 0 else slice(0, 0)
+        raise MassActError(
+            f"the transformer was called with batch {self.batch} for {n} images; massact_viz "
+            f"expects {n} (no CFG or separate CFG calls) or {2 * n} (batched CFG). Pass prompts as "
+            f"a list to Model.run rather than prompt_embeds of another size.")
+
+
+@dataclass
+class Site:
+    """One block output at one step: what a hook function sees."""
+
+    block: Block
+    state: CallState
+    image: torch.Tensor  # (batch, image tokens, D) view into the block output
+    text: torch.Tensor | None  # (batch, text tokens, D) view, or None
+
+    @property
+    def step(self) -> int:
+        return self.state.step
+
+    @property
+    def cond(self) -> slice:
+        return self.state.cond
+
+    @property
+    def text_mask(self) -> torch.Tensor | None:
+        return self.state.text_mask
+
+    def stream(self, name: str) -> torch.Tensor | None:
+        if name == "image":
+            return self.image
+        if name == "text":
+            return self.text
+        raise MassActError(f"unknown stream {name!r}: use 'image' or 'text'.")
+
+
+def _first_float(t: Any) -> float | None:
+    if torch.is_tensor(t):
+        return float(t.reshape(-1)[0]) if t.numel() else None
+    return None if t is None else float(t)
+
+
+@contextlib.contextmanager
+def attach(pipe: Any, family: Family, blocks: Sequence[Block], fn: Callable[[Site], None], *,
+           n_images: int, n_image_tokens: int, prompts: Sequence[str] = (),
+           call_kwargs: dict | None = None, on_call: Callable[[CallState], None] | None = None,
+           ) -> Iterator[CallState]:
+    """Install hooks for one pipeline call; ``fn(site)`` runs after each chosen block's forward."""
+    tr = pipe.transformer
+    state = CallState(n_images=n_images, n_image_tokens=n_image_tokens)
+    call_kwargs = call_kwargs or {}
+    params = list(inspect.signature(tr.forward).parameters)
+    t_pos = params.index("timestep") if "timestep" in params else None
+
+    def pre_hook(module, args, kwargs):
+        hidden = kwargs.get("hidden_states", args[0] if args else None)
+        t_arg = kwargs.get("timestep")
+        if t_arg is None and t_pos is not None and len(args) > t_pos:
+            t_arg = args[t_pos]
+        t = _first_float(t_arg)
+        if t is None or t != state.timestep:
+            state.step, state.call, state.timestep = state.step + 1, 0, t
+        else:
+            state.call += 1
+        state.batch = int(hidden.shape[0])
+        state.latents = hidden
+        enc = kwargs.get("encoder_hidden_states")
+        state.text_len = int(enc.shape[1]) if torch.is_tensor(enc) and enc.dim() == 3 else None
+        state.text_mask = _text_mask(state, kwargs, hidden.device)
+        if on_call is not None:
+            on_call(state)
+
+    def _text_mask(st: CallState, kwargs: dict, device: torch.device) -> torch.Tensor | None:
+        if st.text_len is None:
+            return None
+        if family.text_mask_kwarg and torch.is_tensor(kwargs.get(family.text_mask_kwarg)):
+            m = kwargs[family.text_mask_kwarg]
+            return m.bool() if m.shape == (st.batch, st.text_len) else None
+        key = (st.batch, st.text_len)
+        if key not in st._mask_cache:
+            m = family.text_mask(pipe, list(prompts), st.text_len, call_kwargs) if prompts else None
+            if m is not None and m.shape == (len(prompts), st.text_len) and len(prompts) == st.n_images:
+                m = m.to(device)
+                if st.batch == 2 * st.n_images:  # uncond rows: negative prompts, counted whole
+                    m = torch.cat([torch.ones_like(m), m], dim=0)
+            else:
+                m = None
+            st._mask_cache[key] = m
+        return st._mask_cache[key].to(device) if st._mask_cache[key] is not None else None
+
+    def make_hook(block: Block):
+        def hook(module, args, output):
+            views = family.split(output, block, state.text_len, n_image_tokens)
+            fn(Site(block, state, views["image"], views["text"]))
+            return None  # never replace the output: edits happen in place on the views
+        return hook
+
+    handles = [tr.register_forward_pre_hook(pre_hook, with_kwargs=True)]
+    try:
+        for b in blocks:
+            handles.append(tr.get_submodule(b.path).register_forward_hook(make_hook(b)))
+        yield state
+    finally:
+        for h in handles:
+            h.remove()
+

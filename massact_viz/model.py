@@ -1,0 +1,293 @@
+"""Loading a DiT pipeline and the :class:`Model` facade that captures, edits and summarizes it."""
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from .capture import Capture, run_capture
+from .errors import MassActError, check_index
+from .families import Block, Family, detect
+from .run import Run
+
+#: Names that load a model shipped with (or built by) massact_viz instead of a Hub id or directory.
+EMBEDDED = {"shapes": "the embedded teaching model (data/shapes)"}
+TINY_PREFIX = "tiny:"
+
+_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+           "float16": torch.float16, "fp16": torch.float16, "half": torch.float16}
+_CACHE_HOOK_WORDS = ("cache", "pyramid_attention", "layer_skip")
+
+
+def data_dir() -> Path:
+    """Where the project's ``data/`` lives (override with the MASSACT_VIZ_DATA environment variable)."""
+    return Path(os.environ.get("MASSACT_VIZ_DATA", Path(__file__).resolve().parent.parent / "data"))
+
+
+def parse_dtype(dtype: str | torch.dtype | None, device: str) -> torch.dtype:
+    """bfloat16 on GPUs and float32 on CPU unless asked otherwise."""
+    if dtype is None:
+        return torch.bfloat16 if str(device).startswith("cuda") else torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in _DTYPES:
+        raise MassActError(f"unknown dtype {dtype!r}; use one of {sorted(_DTYPES)}.")
+    return _DTYPES[dtype]
+
+
+def load(source: Any, *, device: str | None = None, dtype: str | torch.dtype | None = None,
+         offload: str | None = None, revision: str | None = None) -> "Model":
+    """Load a DiT for tracing.
+
+    ``source`` is a Hub id (``"black-forest-labs/FLUX.1-schnell"``), a local pipeline directory
+    (written by ``save_pretrained``), an in-memory ``DiffusionPipeline``, ``"shapes"`` (the
+    embedded teaching model) or ``"tiny:<family>"`` (a tiny random pipeline from
+    :mod:`massact_viz.testing`, for tests and demos).
+
+    ``device`` defaults to CUDA when available, else CPU; ``dtype`` to bfloat16 on GPU and float32 on
+    CPU. ``offload="model"`` or ``"sequential"`` uses diffusers' CPU offload instead of moving the
+    whole pipeline to the device. ``HF_HUB_OFFLINE=1`` is respected (nothing is downloaded).
+    """
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    torch_dtype = parse_dtype(dtype, device)
+    if torch_dtype == torch.float16:
+        warnings.warn("float16 overflows in DiTs with massive activations (values above 65504 become inf); "
+                      "prefer dtype='bfloat16'. massact_viz will flag non-finite statistics.", stacklevel=2)
+    if offload not in (None, "model", "sequential"):
+        raise MassActError(f"offload must be None, 'model' or 'sequential', got {offload!r}.")
+    name = source if isinstance(source, str) else None
+    if isinstance(source, (str, os.PathLike)):
+        pipe, name = _load_pipeline(str(source), torch_dtype, revision)
+    elif hasattr(source, "components") and hasattr(source, "__call__"):
+        pipe = source
+        name = getattr(getattr(pipe, "config", None), "_name_or_path", None) or type(pipe).__name__
+        if dtype is not None:
+            _cast(pipe, torch_dtype)
+    else:
+        raise MassActError(f"cannot load {type(source).__name__}: pass a Hub id, a local pipeline directory, "
+                           f"a diffusers DiffusionPipeline, 'shapes' or 'tiny:<family>'.")
+    family = detect(pipe)
+    for comp in pipe.components.values():
+        if isinstance(comp, torch.nn.Module):
+            comp.eval().requires_grad_(False)
+    if offload == "model":
+        pipe.enable_model_cpu_offload(device=device)
+    elif offload == "sequential":
+        pipe.enable_sequential_cpu_offload(device=device)
+    else:
+        pipe.to(device)
+    return Model(pipe, family=family, source=name, dtype=torch_dtype, device=device, offload=offload,
+                 revision=revision)
+
+
+def _cast(pipe: Any, dtype: torch.dtype) -> Any:
+    """Cast a built pipeline to ``dtype`` unless it already is (diffusers warns on every cast)."""
+    if next(pipe.transformer.parameters()).dtype != dtype:
+        pipe.to(dtype=dtype)
+    return pipe
+
+
+def _load_pipeline(source: str, dtype: torch.dtype, revision: str | None):
+    if source in EMBEDDED:
+        from .shapes.model import load_shapes_pipeline  # the embedded teaching model
+        path = data_dir() / source
+        if not path.exists():
+            raise MassActError(f"the embedded model {source!r} is not in {path}; check out the repository with "
+                               f"its data/ folder or set MASSACT_VIZ_DATA.")
+        return _cast(load_shapes_pipeline(path), dtype), source
+    if source.startswith(TINY_PREFIX):
+        from .testing import FAMILIES, tiny_pipeline
+        fam = source[len(TINY_PREFIX):]
+        if fam not in FAMILIES:
+            raise MassActError(f"unknown tiny pipeline {source!r}; use tiny:<family> with family in {FAMILIES}.")
+        return _cast(tiny_pipeline(fam), dtype), source
+    from diffusers import DiffusionPipeline
+
+    p = Path(source).expanduser()
+    if p.exists():
+        if not (p / "model_index.json").is_file():
+            raise MassActError(f"{p} is not a diffusers pipeline directory (no model_index.json); save one with "
+                               f"pipe.save_pretrained(...) or pass a Hub id.")
+        return DiffusionPipeline.from_pretrained(str(p), dtype=dtype), str(p)
+    if source.count("/") != 1 or source.startswith((".", "/", "~")):
+        raise MassActError(f"{source!r} is neither an existing directory nor a Hub id of the form 'owner/name'. "
+                           f"Embedded models: {sorted(EMBEDDED)}; tiny pipelines: 'tiny:<family>'.")
+    try:
+        return DiffusionPipeline.from_pretrained(source, dtype=dtype, revision=revision), source
+    except (OSError, ValueError) as e:
+        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False")
+        hint = ("HF_HUB_OFFLINE is set, so only models already in the local Hugging Face cache load; "
+                if offline else "")
+        raise MassActError(f"could not load {source!r} from the Hugging Face Hub ({type(e).__name__}: {e}). {hint}"
+                           f"Download it where you have access (`hf download {source}`; gated models need "
+                           f"`hf auth login` and accepting the licence) or pass a local directory.") from e
+
+
+class Model:
+    """A loaded DiT pipeline plus its family adapter: the object every massact_viz feature takes.
+
+    ``model.pipe`` is the diffusers pipeline, ``model.family`` the adapter, ``model.blocks`` the
+    transformer blocks in execution order, and ``model.nnsight`` an nnsight ``DiffusionModel`` over
+    the same pipeline for your own interventions.
+    """
+
+    def __init__(self, pipe: Any, *, family: Family | None = None, source: str | None = None,
+                 dtype: torch.dtype | None = None, device: str | None = None, offload: str | None = None,
+                 revision: str | None = None):
+        self.pipe = pipe
+        self.family = family or detect(pipe)
+        self.source = source or type(pipe).__name__
+        self.dtype = dtype or next(pipe.transformer.parameters()).dtype
+        self.device = device or str(next(pipe.transformer.parameters()).device)
+        self.offload, self.revision = offload, revision
+        self.blocks: list[Block] = self.family.blocks(pipe.transformer)
+        self._by_name = {b.name: b for b in self.blocks}
+        self._nnsight = None
+        self.check_no_cache()
+
+    # ---------------------------------------------------------------- structure
+    @property
+    def width(self) -> int:
+        """Hidden width (channels) of the block outputs."""
+        cfg = self.pipe.transformer.config
+        for a, b in (("num_attention_heads", "attention_head_dim"),):
+            if hasattr(cfg, a) and hasattr(cfg, b):
+                return int(getattr(cfg, a)) * int(getattr(cfg, b))
+        raise MassActError("cannot read the hidden width from the transformer config.")
+
+    def layer(self, layer: str | int | Block) -> Block:
+        """A block by name (``"double.3"``) or by index in execution order."""
+        if isinstance(layer, Block):
+            return layer
+        if isinstance(layer, str):
+            if layer not in self._by_name:
+                names = [b.name for b in self.blocks]
+                raise MassActError(f"unknown layer {layer!r}; this {self.family.title} model has "
+                                   f"{names[0]}..{names[-1]} ({len(names)} blocks; see print(model)).")
+            return self._by_name[layer]
+        return self.blocks[check_index(layer, len(self.blocks), "layer",
+                                       f"This model has {len(self.blocks)} blocks; see print(model).")]
+
+    def resolve_layers(self, layers: Sequence[str | int] | str | int | None) -> list[Block]:
+        """Blocks for a layer spec: None (all), a name, an index, a kind (``"single"``) or a list."""
+        if layers is None:
+            return list(self.blocks)
+        if isinstance(layers, (str, int)):
+            kinds = {b.kind for b in self.blocks}
+            if isinstance(layers, str) and layers in kinds:
+                return [b for b in self.blocks if b.kind == layers]
+            layers = [layers]
+        out = [self.layer(x) for x in layers]
+        if not out:
+            raise MassActError("an empty layer list was given; pass None for all layers.")
+        return sorted(set(out), key=lambda b: b.index)
+
+    def token_grid(self, size: tuple[int, int] | None = None) -> tuple[int, int]:
+        """(rows, cols) of image tokens at ``size`` (height, width) pixels (default: the pipeline's)."""
+        h, w = size if size is not None else self.family.default_size(self.pipe)
+        return self.family.token_grid(self.pipe, h, w)
+
+    def check_no_cache(self) -> None:
+        """Refuse diffusers block caching: cached blocks would return stale activations."""
+        tr = self.pipe.transformer
+        found = set()
+        if getattr(tr, "is_cache_enabled", False):
+            found.add("a cache enabled with transformer.enable_cache(...)")
+        for _, m in tr.named_modules():
+            reg = getattr(m, "_diffusers_hook", None)
+            for hook_name in getattr(reg, "hooks", {}) or {}:
+                if any(w in hook_name for w in _CACHE_HOOK_WORDS):
+                    found.add(hook_name)
+        if found:
+            raise MassActError(
+                f"diffusers block caching/skipping is active on this transformer ({', '.join(sorted(found))}); "
+                f"cached or skipped blocks would make captured activations stale. Turn it off with "
+                f"model.pipe.transformer.disable_cache() (or remove the hooks) and try again.")
+
+    # ---------------------------------------------------------------- running
+    def run(self, prompt: str | Sequence[str], *, steps: int = 4, seed: int = 0,
+            size: tuple[int, int] | None = None, guidance: float | None = None,
+            negative_prompt: str | None = None, capture: Capture | None = None, batch_size: int = 8,
+            progress: bool = True, **pipe_kwargs: Any) -> Run:
+        """Generate and capture statistics of every block at every step (see :class:`Capture`).
+
+        Image ``i`` uses seed ``seed + i``. ``guidance`` sets the family's guidance kwarg
+        (``guidance_scale``, or ``true_cfg_scale`` for Qwen-Image); other pipeline kwargs pass through.
+        """
+        return run_capture(self, prompt, steps=steps, seed=seed, size=size, guidance=guidance,
+                           negative_prompt=negative_prompt, capture=capture or Capture(),
+                           batch_size=batch_size, progress=progress, pipe_kwargs=pipe_kwargs)
+
+    def generate(self, prompt: str | Sequence[str], **kwargs: Any) -> list:
+        """Images only (same seeds and defaults as :meth:`run`, nothing captured)."""
+        return self.run(prompt, capture=Capture.nothing(), **kwargs).images
+
+    @property
+    def nnsight(self):
+        """An nnsight ``DiffusionModel`` over this pipeline, for your own traces and interventions.
+
+        Its envoy tree mirrors the pipeline: ``model.nnsight.transformer.transformer_blocks[3].output``.
+        Pass ``num_inference_steps`` to every trace (nnsight defaults to 1).
+        """
+        if self._nnsight is None:
+            from nnsight import DiffusionModel
+            from nnsight.modeling.diffusion import _PipelineModule
+
+            nn_model = DiffusionModel(_PipelineModule(self.pipe))
+            nn_model.pipeline = self.pipe
+            self._nnsight = nn_model
+        return self._nnsight
+
+    # ---------------------------------------------------------------- description
+    def metadata(self) -> dict[str, Any]:
+        import diffusers
+        import transformers
+
+        from . import __version__
+        try:
+            import nnsight
+            nn_version = nnsight.__version__
+        except Exception:  # pragma: no cover - nnsight is a dependency
+            nn_version = None
+        cfg = self.pipe.transformer.config
+        return {"model": self.source, "revision": self.revision,
+                "commit": getattr(getattr(self.pipe, "config", None), "_commit_hash", None),
+                "pipeline": type(self.pipe).__name__, "transformer": type(self.pipe.transformer).__name__,
+                "family": self.family.name, "dtype": str(self.dtype).replace("torch.", ""), "device": self.device,
+                "offload": self.offload, "layers": [b.name for b in self.blocks], "width": self.width,
+                "transformer_config": {k: v for k, v in dict(cfg).items() if not k.startswith("_")},
+                "versions": {"massact_viz": __version__, "torch": torch.__version__,
+                             "diffusers": diffusers.__version__, "transformers": transformers.__version__,
+                             "nnsight": nn_version}}
+
+    def info(self, size: tuple[int, int] | None = None) -> dict[str, Any]:
+        """Architecture summary as a dict (what ``print(model)`` and ``massact-viz info`` show)."""
+        h, w = size if size is not None else self.family.default_size(self.pipe)
+        grid = self.family.token_grid(self.pipe, h, w)
+        kinds: dict[str, int] = {}
+        for b in self.blocks:
+            kinds[b.kind] = kinds.get(b.kind, 0) + 1
+        return {"model": self.source, "family": self.family.name, "title": self.family.title,
+                "pipeline": type(self.pipe).__name__, "transformer": type(self.pipe.transformer).__name__,
+                "blocks": len(self.blocks), "block_kinds": kinds, "layers": [b.name for b in self.blocks],
+                "streams": {b.name: list(b.streams) for b in self.blocks}, "width": self.width,
+                "size": [h, w], "pixels_per_token": self.family.pixels_per_token(self.pipe),
+                "token_grid": list(grid), "image_tokens": grid[0] * grid[1], "cfg": self.family.cfg,
+                "dtype": str(self.dtype).replace("torch.", ""), "device": self.device, "notes": self.family.notes}
+
+    def __repr__(self) -> str:
+        i = self.info()
+        kinds = " + ".join(f"{n} {k}" for k, n in i["block_kinds"].items())
+        first, last = i["layers"][0], i["layers"][-1]
+        streams = sorted({s for v in i["streams"].values() for s in v})
+        return (f"massact_viz.Model({i['model']!r})\n"
+                f"  family      {i['title']} ({i['pipeline']}, {i['transformer']})\n"
+                f"  blocks      {i['blocks']} in execution order: {kinds} ({first} .. {last})\n"
+                f"  streams     {', '.join(streams)}; hidden width {i['width']}\n"
+                f"  tokens      {i['token_grid'][0]}x{i['token_grid'][1]} = {i['image_tokens']} image tokens at "
+                f"{i['size'][0]}x{i['size'][1]} px ({i['pixels_per_token']} px per token)\n"
+                f"  CFG         {i['cfg']}\n"
+                f"  dtype       {i['dtype']} on {i['device']}" + (f" (offload: {self.offload})" if self.offload else ""))

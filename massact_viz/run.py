@@ -1,0 +1,167 @@
+"""A :class:`Run`: images, statistics, raw slices, previews and metadata of one generation, and its
+run directory on disk.
+
+Layout of a run directory (no pickle anywhere)::
+
+    run.json               metadata and the index of everything below (written last)
+    tensors.safetensors    statistics, raw slices and previews
+    images/000.png ...     the generated images
+
+Writes are atomic: a run is written into a sibling temporary directory and swapped in by rename,
+so an interrupted save never leaves a half-written run, and an existing run is replaced only once
+the new one is complete. ``run.json`` records the SHA-256 of the tensor file, so truncation or
+corruption is caught on load with a clear error.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import RunFileError
+from .stats import ChannelStats
+
+SCHEMA_VERSION = 1
+FORMAT = "massact_viz.run"
+
+
+@dataclass
+class Run:
+    """The result of :meth:`massact_viz.Model.run`."""
+
+    images: list  # PIL images, one per (prompt, image) row
+    stats: ChannelStats | None
+    meta: dict[str, Any]
+    raw: dict[str, torch.Tensor] = field(default_factory=dict)
+    previews: torch.Tensor | None = None  # (steps, images, H, W, 3) uint8 predicted clean images
+
+    @property
+    def prompts(self) -> list[str]:
+        return list(self.meta.get("prompts", []))
+
+    def __repr__(self) -> str:
+        s = self.stats
+        shape = "none" if s is None else f"{len(s.prompts)} images x {len(s.steps)} steps x {len(s.layers)} layers x {s.streams} x {s.width} channels"
+        return (f"Run(model={self.meta.get('model')!r}, family={self.meta.get('family')!r}, "
+                f"images={len(self.images)}, stats={shape}, raw={len(self.raw)}, "
+                f"previews={None if self.previews is None else tuple(self.previews.shape)})")
+
+    # ---------------------------------------------------------------- save
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the run directory ``path`` atomically (replacing a previous run there)."""
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir()
+        try:
+            tensors: dict[str, torch.Tensor] = {}
+            index: dict[str, Any] = {"stats": None, "raw": sorted(self.raw), "previews": self.previews is not None}
+            if self.stats is not None:
+                for name, t in self.stats.values.items():
+                    tensors[f"stats/{name}"] = t.contiguous()
+                tensors["stats/median_abs"] = self.stats.median_abs.contiguous()
+                index["stats"] = {"layers": self.stats.layers, "steps": self.stats.steps,
+                                  "streams": self.stats.streams, "prompts": self.stats.prompts,
+                                  "values": sorted(self.stats.values)}
+            for name, t in self.raw.items():
+                tensors[f"raw/{name}"] = t.detach().cpu().contiguous()
+            if self.previews is not None:
+                tensors["previews"] = self.previews.contiguous()
+            save_file(tensors, str(tmp / "tensors.safetensors"))
+            (tmp / "images").mkdir()
+            names = []
+            for i, im in enumerate(self.images):
+                names.append(f"images/{i:03d}.png")
+                im.save(tmp / names[-1])
+            doc = {"format": FORMAT, "schema_version": SCHEMA_VERSION, "meta": self.meta, "index": index,
+                   "images": names, "sha256": {"tensors.safetensors": _sha256(tmp / "tensors.safetensors")}}
+            (tmp / "run.json").write_text(json.dumps(doc, indent=1, default=_json_default))
+            _swap_in(tmp, path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return path
+
+    # ---------------------------------------------------------------- load
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Run":
+        """Read a run directory written by :meth:`save`; a clear error if it is not one or is damaged."""
+        from PIL import Image
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        meta_file = path / "run.json"
+        if not meta_file.is_file():
+            raise RunFileError(f"{path} is not a massact_viz run directory (no run.json). Create one with "
+                               f"Run.save(...) or `massact-viz scan ... --out {path}`.")
+        try:
+            doc = json.loads(meta_file.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise RunFileError(f"{meta_file} is corrupt or truncated ({e}); re-create the run.") from None
+        if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+            raise RunFileError(f"{meta_file} was not written by massact_viz (format {doc.get('format') if isinstance(doc, dict) else None!r}).")
+        if doc.get("schema_version") != SCHEMA_VERSION:
+            raise RunFileError(f"{path} has run schema {doc.get('schema_version')}, this massact_viz reads "
+                               f"{SCHEMA_VERSION}; re-create the run or use a matching massact_viz version.")
+        tfile = path / "tensors.safetensors"
+        if not tfile.is_file():
+            raise RunFileError(f"{tfile} is missing; the run directory is incomplete. Re-create the run.")
+        want = doc.get("sha256", {}).get("tensors.safetensors")
+        if want != _sha256(tfile):
+            raise RunFileError(f"{tfile} does not match the checksum recorded in run.json: the file is "
+                               f"truncated or corrupt. Re-create the run.")
+        try:
+            tensors = load_file(str(tfile))
+        except (SafetensorError, OSError, ValueError) as e:
+            raise RunFileError(f"{tfile} cannot be read ({e}); re-create the run.") from None
+        idx = doc["index"]
+        stats = None
+        if idx.get("stats"):
+            si = idx["stats"]
+            stats = ChannelStats({n: tensors[f"stats/{n}"] for n in si["values"]}, tensors["stats/median_abs"],
+                                 si["layers"], si["steps"], si["streams"], si["prompts"])
+        raw = {n: tensors[f"raw/{n}"] for n in idx.get("raw", [])}
+        images = []
+        for name in doc.get("images", []):
+            try:
+                with Image.open(path / name) as im:
+                    images.append(im.convert("RGB"))
+            except (OSError, ValueError) as e:
+                raise RunFileError(f"image {path / name} is missing or damaged ({e}); re-create the run.") from None
+        return cls(images, stats, doc["meta"], raw, tensors.get("previews"))
+
+
+def _sha256(p: Path) -> str:
+    h = hashlib.sha256()
+    with open(p, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _swap_in(tmp: Path, path: Path) -> None:
+    old = None
+    if path.exists():
+        old = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
+        os.replace(path, old)
+    os.replace(tmp, path)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, (torch.dtype, torch.device, Path)):
+        return str(o)
+    if torch.is_tensor(o):
+        return o.tolist()
+    return repr(o)

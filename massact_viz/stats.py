@@ -1,0 +1,201 @@
+"""Per-channel statistics of block outputs, indexed by (image, step, layer, stream, channel).
+
+Statistics (all over the *image tokens* of the conditional branch; text-stream statistics over
+the non-padding text tokens):
+
+``abs_mean``  |mean over tokens|, the seed paper's score (arXiv 2605.13974), the default.
+``mean_abs``  mean over tokens of |x| (SPARK and later reproductions).
+``max_abs``   max over tokens of |x|.
+``sun_count`` number of elements per channel with |x| > 100 and |x| > 1000 x the median |x| of
+              that hidden state (Sun et al. 2024's element criterion), with ``median_abs`` kept.
+
+Missing entries (a text stream that a block does not have, steps or layers not captured) are NaN.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from .errors import MassActError, check_index, check_k
+
+STATISTICS = ("abs_mean", "mean_abs", "max_abs")
+SUN_THRESHOLD = 100.0
+SUN_RATIO = 1000.0
+
+
+@dataclass
+class ChannelStats:
+    """Captured statistics; tensors are (images, steps, layers, streams, channels) float32 on CPU."""
+
+    values: dict[str, torch.Tensor]  # name -> (P, S, L, St, D); includes "sun_count"
+    median_abs: torch.Tensor  # (P, S, L, St)
+    layers: list[str]
+    steps: list[int]
+    streams: list[str]
+    prompts: list[str]  # one per image row
+
+    # ------------------------------------------------------------ indexing
+    @property
+    def width(self) -> int:
+        return int(next(iter(self.values.values())).shape[-1])
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(next(iter(self.values.values())).shape)
+
+    def layer_index(self, layer: str | int) -> int:
+        if isinstance(layer, str):
+            if layer not in self.layers:
+                raise MassActError(f"unknown layer {layer!r}; this capture has {_preview(self.layers)}.")
+            return self.layers.index(layer)
+        return check_index(layer, len(self.layers), "layer", f"Names: {_preview(self.layers)}.")
+
+    def step_index(self, step: int) -> int:
+        """Position of denoising step ``step`` among the captured steps (negative: from the end)."""
+        if isinstance(step, bool) or not isinstance(step, int):
+            raise MassActError(f"step must be an integer, got {step!r}.")
+        if step in self.steps:
+            return self.steps.index(step)
+        if -len(self.steps) <= step < 0:
+            return step % len(self.steps)
+        raise MassActError(f"step {step} was not captured; captured steps are {self.steps}.")
+
+    def stream_index(self, stream: str) -> int:
+        if stream not in self.streams:
+            raise MassActError(f"unknown stream {stream!r}; this capture has {self.streams}.")
+        return self.streams.index(stream)
+
+    def get(self, stat: str = "abs_mean", *, layer: str | int | None = None, step: int | None = None,
+            stream: str = "image", image: int | None = None) -> torch.Tensor:
+        """Select a statistic; ``None`` for step/image averages over them (NaN-aware).
+
+        Returns (layers, D) when ``layer`` is None, else (D,).
+        """
+        if stat not in self.values:
+            raise MassActError(f"unknown statistic {stat!r}; available: {sorted(self.values)}.")
+        t = self.values[stat][:, :, :, self.stream_index(stream)].float()  # (P, S, L, D)
+        t = t[[check_index(image, t.shape[0], "image")]] if image is not None else t
+        t = t[:, [self.step_index(step)]] if step is not None else t
+        t = torch.nanmean(t.flatten(0, 1), dim=0)  # (L, D)
+        return t if layer is None else t[self.layer_index(layer)]
+
+    def top_k(self, k: int, *, layer: str | int, stat: str = "abs_mean", stream: str = "image",
+              step: int | None = None, image: int | None = None) -> tuple[list[int], list[float]]:
+        """Indices and scores of the ``k`` largest channels at ``layer`` (averaged as in :meth:`get`)."""
+        v = self.get(stat, layer=layer, step=step, stream=stream, image=image)
+        _require_finite(v, layer, stream)
+        check_k(k, v.numel())
+        s, i = torch.topk(v, k)
+        return i.tolist(), s.tolist()
+
+    def ratio(self, *, stat: str = "abs_mean", stream: str = "image", step: int | None = None) -> torch.Tensor:
+        """Top-1 / median channel score per layer (NaN where the stream is absent)."""
+        v = self.get(stat, step=step, stream=stream)
+        return v.max(dim=-1).values / v.median(dim=-1).values
+
+    def summary(self, k: int = 5, *, stat: str = "abs_mean", step: int | None = None) -> list[dict]:
+        """Per (layer, stream): top-k channels and scores, the median score and top-1/median."""
+        rows = []
+        for st in self.streams:
+            v = self.get(stat, step=step, stream=st)
+            for li, name in enumerate(self.layers):
+                if not torch.isfinite(v[li]).all():
+                    continue
+                kk = min(k, v.shape[-1])
+                s, i = torch.topk(v[li], kk)
+                med = float(v[li].median())
+                rows.append({"layer": name, "stream": st, "top_channels": i.tolist(),
+                             "top_scores": [float(x) for x in s], "median_score": med,
+                             "ratio": float(s[0]) / med if med > 0 else float("inf")})
+        return rows
+
+
+def _preview(names: Sequence[str], n: int = 6) -> str:
+    return ", ".join(names[:n]) + (f", ... ({len(names)} in all)" if len(names) > n else "")
+
+
+def _require_finite(v: torch.Tensor, layer, stream: str) -> None:
+    if not torch.isfinite(v).all():
+        raise MassActError(
+            f"no finite {stream}-stream statistics at layer {layer!r}: this block has no {stream} stream "
+            f"(or it was not captured, or it overflowed). Use stream='image' or another layer.")
+
+
+class StatsCollector:
+    """Reduces block outputs to per-channel statistics inside the forward, on the model's device.
+
+    Memory is (images x steps x layers x streams x channels) per statistic, whatever the number of
+    tokens; buffers are allocated on the first block output seen.
+    """
+
+    def __init__(self, layers: Sequence[str], steps: Sequence[int], streams: Sequence[str],
+                 n_images: int, sun: bool = True):
+        self.layers, self.steps, self.streams = list(layers), list(steps), list(streams)
+        self._layer_pos = {n: i for i, n in enumerate(self.layers)}
+        self._step_pos = {s: i for i, s in enumerate(self.steps)}
+        self.n_images, self.sun = n_images, sun
+        self.buf: dict[str, torch.Tensor] | None = None
+        self.median: torch.Tensor | None = None
+        self.offset = 0  # first image row of the current pipeline call
+
+    def _alloc(self, width: int, device: torch.device) -> None:
+        shape = (self.n_images, len(self.steps), len(self.layers), len(self.streams), width)
+        names = STATISTICS + (("sun_count",) if self.sun else ())
+        self.buf = {n: torch.full(shape, float("nan"), device=device) for n in names}
+        self.median = torch.full(shape[:-1], float("nan"), device=device)
+
+    def __call__(self, site) -> None:
+        s_pos = self._step_pos.get(site.step)
+        l_pos = self._layer_pos.get(site.block.name)
+        rows = site.cond
+        if s_pos is None or l_pos is None or rows.stop == rows.start:
+            return
+        for st_pos, stream in enumerate(self.streams):
+            x = site.stream(stream)
+            if x is None:
+                continue
+            x = x[rows]
+            mask = site.text_mask[rows] if stream == "text" and site.text_mask is not None else None
+            if self.buf is None:
+                self._alloc(x.shape[-1], x.device)
+            out = reduce_channels(x, mask, self.sun)
+            p = slice(self.offset, self.offset + x.shape[0])
+            for name, val in out.items():
+                if name == "median_abs":
+                    self.median[p, s_pos, l_pos, st_pos] = val
+                else:
+                    self.buf[name][p, s_pos, l_pos, st_pos] = val
+
+    def result(self, prompts: Sequence[str]) -> ChannelStats:
+        if self.buf is None:
+            raise MassActError("nothing was captured: check the capture's layers, steps and streams.")
+        return ChannelStats({k: v.cpu() for k, v in self.buf.items()}, self.median.cpu(), self.layers,
+                            self.steps, self.streams, list(prompts))
+
+
+def reduce_channels(x: torch.Tensor, mask: torch.Tensor | None = None, sun: bool = True) -> dict[str, torch.Tensor]:
+    """Per-channel statistics of ``x`` (B, N, D) over tokens; ``mask`` (B, N) selects tokens.
+
+    Accumulates in float32 whatever the input dtype.
+    """
+    a = x.abs()
+    if mask is None:
+        mean = x.mean(dim=1, dtype=torch.float32)
+        mean_abs = a.mean(dim=1, dtype=torch.float32)
+        max_abs = a.amax(dim=1).float()
+    else:
+        w = mask.to(torch.float32)
+        w = w / w.sum(dim=1, keepdim=True).clamp_min(1.0)
+        mean = torch.einsum("bnd,bn->bd", x.float(), w)
+        mean_abs = torch.einsum("bnd,bn->bd", a.float(), w)
+        max_abs = a.masked_fill(~mask[..., None], 0).amax(dim=1).float()
+    out = {"abs_mean": mean.abs(), "mean_abs": mean_abs, "max_abs": max_abs}
+    if sun:
+        af = a.float() if mask is None else a.float().masked_fill(~mask[..., None], float("nan"))
+        med = af.flatten(1).nanmedian(dim=1).values  # (B,)
+        hit = (af > SUN_THRESHOLD) & (af > SUN_RATIO * med[:, None, None])
+        out["sun_count"] = hit.sum(dim=1).float()
+        out["median_abs"] = med
+    return out

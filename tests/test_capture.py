@@ -1,0 +1,230 @@
+"""Capture, statistics, runs on disk, and clear errors for bad input."""
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import massact_viz as mv
+from massact_viz.stats import reduce_channels
+from massact_viz.testing import tiny_pipeline
+
+SIZE = (32, 32)
+#: Documented ceiling of top-1/median `abs_mean` on the tiny random-weight models (measured
+#: 1.6-6 across families and layers); a planted channel reads far above it.
+UNPLANTED_MAX_RATIO = 10.0
+
+
+def plant(pipe, block_path, channel, scale=1000.0):
+    """Scale one output channel of a FLUX block's image-stream feed-forward (weights and bias)."""
+    blk = pipe.transformer.get_submodule(block_path)
+    lin = blk.ff.net[2] if hasattr(blk, "ff") else blk.proj_out
+    with torch.no_grad():
+        lin.weight[channel] *= scale
+        if lin.bias is not None:
+            lin.bias[channel] *= scale
+    return pipe
+
+
+def test_planted_channel_on_top_at_and_after_its_block():
+    pipe = plant(tiny_pipeline("flux", seed=3), "single_transformer_blocks.1", channel=7)
+    m = mv.load(pipe)
+    run = m.run(["a red cat", "a blue car"], steps=3, size=SIZE, progress=False)
+    ratio = run.stats.ratio()
+    planted_at = m.layer("single.1").index
+    for b in m.blocks:
+        top, _ = run.stats.top_k(1, layer=b.name)
+        if b.index >= planted_at:
+            assert top == [7], b.name
+            assert ratio[b.index] > 20, (b.name, float(ratio[b.index]))
+        else:
+            assert ratio[b.index] < UNPLANTED_MAX_RATIO
+    # the single projection of a single block mixes attention and MLP: the plant is in proj_out
+
+
+@pytest.mark.parametrize("family", ["flux", "sd3", "pixart", "sana", "qwenimage", "flux2"])
+def test_unplanted_models_stay_below_documented_ratio(family, tiny_model):
+    from massact_viz.testing import default_call_kwargs
+    kw = {k: v for k, v in default_call_kwargs(family).items() if k not in ("height", "width")}
+    run = tiny_model(family).run(["a cat", "a house"], steps=2, size=SIZE, progress=False, **kw)
+    r = run.stats.ratio()
+    assert torch.isfinite(r).all() and float(r.max()) < UNPLANTED_MAX_RATIO
+
+
+def test_same_seed_same_stats_and_other_seed_differs(tiny_model):
+    m = tiny_model("flux")
+    a = m.run("a cat", steps=2, seed=5, size=SIZE, progress=False)
+    b = m.run("a cat", steps=2, seed=5, size=SIZE, progress=False)
+    c = m.run("a cat", steps=2, seed=6, size=SIZE, progress=False)
+    for k in a.stats.values:
+        assert torch.equal(a.stats.values[k], b.stats.values[k])
+    assert not torch.equal(a.stats.values["abs_mean"], c.stats.values["abs_mean"])
+    assert np.array_equal(np.asarray(a.images[0]), np.asarray(b.images[0]))
+
+
+def test_batching_does_not_change_results(tiny_model):
+    m = tiny_model("sd3")
+    prompts = ["a cat", "a dog", "a red house"]
+    one = m.run(prompts, steps=2, size=SIZE, progress=False, batch_size=3)
+    many = m.run(prompts, steps=2, size=SIZE, progress=False, batch_size=1)
+    assert one.meta["seeds"] == many.meta["seeds"] == [0, 1, 2]
+    assert torch.allclose(one.stats.values["abs_mean"], many.stats.values["abs_mean"], atol=1e-5, rtol=1e-4,
+                          equal_nan=True)
+
+
+def test_reduce_channels_sun_criterion():
+    x = torch.ones(1, 10, 4) * 0.01
+    x[0, 3, 2] = 500.0  # > 100 and > 1000 x median (0.01)
+    x[0, 4, 1] = 50.0  # large but under 100
+    out = reduce_channels(x)
+    assert out["sun_count"].tolist() == [[0, 0, 1, 0]]
+    assert math.isclose(float(out["median_abs"][0]), 0.01, rel_tol=1e-5)
+    assert torch.allclose(out["abs_mean"][0], x[0].mean(0).abs())
+
+
+def test_stats_selection_steps_and_statistics(tiny_model):
+    m = tiny_model("flux")
+    cap = mv.Capture(layers=["double.1", "single.2"], steps=[1, 2], streams=["image"])
+    run = m.run("a cat", steps=3, size=SIZE, progress=False, capture=cap)
+    s = run.stats
+    assert s.layers == ["double.1", "single.2"] and s.steps == [1, 2] and s.streams == ["image"]
+    assert s.values["abs_mean"].shape == (1, 2, 2, 1, m.width)
+    assert torch.equal(s.get(step=2, layer="single.2"), s.values["abs_mean"][0, 1, 1, 0])
+    assert torch.allclose(s.get(layer=0), s.values["abs_mean"][0, :, 0, 0].mean(0))
+    assert (s.values["max_abs"] >= s.values["mean_abs"] - 1e-6).all()
+    assert (s.values["mean_abs"] >= s.values["abs_mean"] - 1e-6).all()
+    with pytest.raises(mv.MassActError, match="not captured"):
+        s.get(step=0)
+
+
+def test_run_save_load_roundtrip(tmp_path, tiny_model):
+    m = tiny_model("flux")
+    run = m.run(["a cat", "a <b>bold</b> dog"], steps=2, size=SIZE, progress=False,
+                capture=mv.Capture(raw=[mv.Raw("double.0", 1, channels=[1, 2], tokens=[0, 5])], previews=True))
+    assert run.raw["double.0/step1/image"].shape == (2, 2, 2)
+    assert run.previews.shape[:2] == (2, 2) and run.previews.dtype == torch.uint8
+    path = run.save(tmp_path / "r")
+    back = mv.Run.load(path)
+    for k in run.stats.values:
+        assert torch.equal(run.stats.values[k], back.stats.values[k])
+    assert torch.equal(run.stats.median_abs, back.stats.median_abs)
+    assert back.stats.layers == run.stats.layers and back.stats.prompts == run.stats.prompts
+    assert torch.equal(back.raw["double.0/step1/image"], run.raw["double.0/step1/image"])
+    assert torch.equal(back.previews, run.previews)
+    assert all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(back.images, run.images))
+    meta = back.meta
+    for key in ("model", "family", "dtype", "size", "steps", "seeds", "prompts", "scheduler", "versions"):
+        assert key in meta
+    assert meta["versions"]["torch"] == torch.__version__
+    # saving again over the same directory replaces it atomically
+    run.save(path)
+    assert mv.Run.load(path).meta["prompts"] == run.meta["prompts"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_final_preview_matches_the_image(tiny_model):
+    m = tiny_model("flux")
+    run = m.run("a cat", steps=3, size=SIZE, progress=False, capture=mv.Capture(previews=True))
+    last = run.previews[-1, 0].numpy().astype(int)
+    img = np.asarray(run.images[0]).astype(int)
+    assert np.abs(last - img).max() <= 1  # the last prediction is the output (up to rounding)
+
+
+def test_truncated_or_foreign_run_files_give_clear_errors(tmp_path, tiny_model):
+    run = tiny_model("flux").run("a cat", steps=1, size=SIZE, progress=False)
+    path = run.save(tmp_path / "r")
+    t = path / "tensors.safetensors"
+    data = t.read_bytes()
+    t.write_bytes(data[: len(data) // 2])
+    with pytest.raises(mv.RunFileError, match="truncated or corrupt"):
+        mv.Run.load(path)
+    run.save(path)
+    (path / "run.json").write_text('{"format": "massact_viz.run", "schema')
+    with pytest.raises(mv.RunFileError, match="corrupt or truncated"):
+        mv.Run.load(path)
+    (path / "run.json").write_text(json.dumps({"format": "something-else"}))
+    with pytest.raises(mv.RunFileError, match="not written by massact_viz"):
+        mv.Run.load(path)
+    with pytest.raises(mv.RunFileError, match="no run.json"):
+        mv.Run.load(tmp_path / "nowhere")
+
+
+def test_bad_input_errors(tiny_model):
+    m = tiny_model("flux")
+    with pytest.raises(mv.MassActError, match="unknown layer 'double.99'"):
+        m.run("a cat", steps=1, size=SIZE, progress=False, capture=mv.Capture(layers=["double.99"]))
+    with pytest.raises(mv.MassActError, match="layer 40 is out of range"):
+        m.layer(40)
+    with pytest.raises(mv.MassActError, match="step 5 is out of range"):
+        m.run("a cat", steps=2, size=SIZE, progress=False, capture=mv.Capture(steps=[5]))
+    with pytest.raises(mv.MassActError, match="not divisible by 2"):
+        m.run("a cat", steps=1, size=(33, 32), progress=False)
+    with pytest.raises(mv.MassActError, match="empty"):
+        m.run(["a cat", "  "], steps=1, size=SIZE, progress=False)
+    with pytest.raises(mv.MassActError, match="no prompts"):
+        m.run([], steps=1, size=SIZE, progress=False)
+    with pytest.raises(mv.MassActError, match="steps must be a positive"):
+        m.run("a cat", steps=0, size=SIZE, progress=False)
+    with pytest.raises(mv.MassActError, match="raw channel 99 is out of range"):
+        m.run("a cat", steps=1, size=SIZE, progress=False, capture=mv.Capture(raw=[mv.Raw(0, 0, channels=[99])]))
+    run = m.run("a cat", steps=1, size=SIZE, progress=False)
+    for bad_k in (0, m.width + 1):
+        with pytest.raises(mv.MassActError, match="k must be an integer between 1 and 32"):
+            run.stats.top_k(bad_k, layer="double.0")
+    with pytest.raises(mv.MassActError, match="unknown statistic"):
+        run.stats.get("median")
+    with pytest.raises(mv.MassActError, match="unknown dtype"):
+        mv.load("tiny:flux", dtype="float8")
+    with pytest.raises(mv.MassActError, match="neither an existing directory nor a Hub id"):
+        mv.load("./no/such/dir")
+
+
+def test_offline_hub_id_gives_actionable_error(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(mv.MassActError, match="HF_HUB_OFFLINE is set"):
+        mv.load("black-forest-labs/FLUX.1-schnell")
+
+
+def test_unknown_architecture_names_supported_families():
+    class Fake:
+        transformer = torch.nn.Linear(2, 2)
+        components = {"transformer": transformer}
+
+        def __call__(self, *a, **k):
+            pass
+    with pytest.raises(mv.UnsupportedArchitectureError, match="supports FLUX.1.*register"):
+        mv.load(Fake())
+
+
+def test_block_cache_is_refused():
+    from diffusers import FirstBlockCacheConfig
+    pipe = tiny_pipeline("flux")
+    pipe.transformer.enable_cache(FirstBlockCacheConfig(threshold=0.2))
+    with pytest.raises(mv.MassActError, match="disable_cache"):
+        mv.load(pipe)
+    pipe.transformer.disable_cache()
+    assert mv.load(pipe).blocks
+
+
+def test_local_directory_loads_offline(tmp_path, tiny_model):
+    pipe = tiny_pipeline("sd3")
+    pipe.save_pretrained(tmp_path / "p")
+    m = mv.load(str(tmp_path / "p"))
+    a = m.run("a cat", steps=1, size=SIZE, progress=False)
+    b = tiny_model("sd3").run("a cat", steps=1, size=SIZE, progress=False)
+    torch.testing.assert_close(a.stats.values["abs_mean"], b.stats.values["abs_mean"], rtol=0, atol=0, equal_nan=True)
+    assert a.meta["model"] == str(tmp_path / "p")
+
+
+def test_nnsight_model_reads_the_same_activations(tiny_model):
+    m = tiny_model("flux")
+    run = m.run("a cat", steps=2, size=SIZE, progress=False,
+                capture=mv.Capture(raw=[mv.Raw("double.1", 1)]))
+    nn_model = m.nnsight
+    gens = torch.Generator("cpu").manual_seed(0)
+    saved = []  # a list made outside the trace survives it
+    with nn_model.generate("a cat", num_inference_steps=2, height=32, width=32, generator=gens) as tracer:
+        for step in tracer.iter[:2]:
+            saved.append(nn_model.transformer.transformer_blocks[1].output[1].clone())
+    assert torch.equal(saved[1], run.raw["double.1/step1/image"])
