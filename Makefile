@@ -16,7 +16,7 @@ $(BIN)/massact-viz: pyproject.toml
 	touch $@
 
 demo: $(BIN)/massact-viz  ## scan the embedded default model and print its massive channels
-	$(BIN)/massact-viz scan --prompt "$(PROMPT)" --steps 8 --out runs/demo
+	$(BIN)/massact-viz scan --prompt "$(PROMPT)" --out runs/demo
 
 test: $(BIN)/massact-viz  ## the whole test suite (what CI runs)
 	$(BIN)/python -m pytest -q

@@ -70,19 +70,28 @@ def overhead(reps: int, steps: int, size: int) -> dict:
     plain = lambda: pipe(PROMPT, num_inference_steps=steps, height=size, width=size, output_type="pil",  # noqa: E731
                          generator=torch.Generator("cpu").manual_seed(0))
     hooks = lambda: model.run(PROMPT, steps=steps, size=(size, size), progress=False)  # noqa: E731
+    no_sun = lambda: model.run(PROMPT, steps=steps, size=(size, size), progress=False,  # noqa: E731
+                               capture=mv.Capture(sun=False))
+    image_only = lambda: model.run(PROMPT, steps=steps, size=(size, size), progress=False,  # noqa: E731
+                                   capture=mv.Capture(sun=False, streams=["image"]))
+    nothing = lambda: model.run(PROMPT, steps=steps, size=(size, size), progress=False,  # noqa: E731
+                                capture=mv.Capture.nothing())
     nns = lambda: nnsight_capture(model, steps, size)  # noqa: E731
-    for f in (plain, hooks, nns):  # warm-up (nnsight compiles the trace body on first use)
+    variants = {"plain": plain, "run_no_capture": nothing, "hooks": hooks, "hooks_no_sun": no_sun,
+                "hooks_image_only_no_sun": image_only, "nnsight": nns}
+    for f in variants.values():  # warm-up (nnsight compiles the trace body on first use)
         f()
-    res = {"plain": [], "hooks": [], "nnsight": []}
-    for _ in range(reps):  # interleaved so drifts hit all three alike
-        for name, f in (("plain", plain), ("hooks", hooks), ("nnsight", nns)):
+    res = {k: [] for k in variants}
+    for _ in range(reps):  # interleaved so drifts hit every variant alike
+        for name, f in variants.items():
             res[name] += timed(f, 1)
     med = {k: statistics.median(v) for k, v in res.items()}
+    best = {k: min(v) for k, v in res.items()}
     n_sites = steps * len(model.blocks)
-    return {"blocks": len(model.blocks), "steps": steps, "size": size, "reps": reps,
-            "median_s": med, "ratio_hooks": med["hooks"] / med["plain"], "ratio_nnsight": med["nnsight"] / med["plain"],
-            "nnsight_ms_per_block_output": 1000 * (med["nnsight"] - med["plain"]) / n_sites,
-            "hooks_ms_per_block_output": 1000 * (med["hooks"] - med["plain"]) / n_sites}
+    return {"blocks": len(model.blocks), "steps": steps, "size": size, "reps": reps, "median_s": med, "min_s": best,
+            "ratio": {k: med[k] / med["plain"] for k in variants},
+            "ratio_of_minima": {k: best[k] / best["plain"] for k in variants},
+            "ms_per_block_output": {k: 1000 * (med[k] - med["plain"]) / n_sites for k in variants}}
 
 
 def _peak_child(steps: int, hidden: int) -> None:
@@ -111,20 +120,23 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--size", type=int, default=32)
     ap.add_argument("--hidden", type=int, default=512, help="width for the memory benchmark")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is steadiest on a shared 2-core box)")
     ap.add_argument("--peak-child", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--out", default=str(Path(__file__).with_name("results.json")))
     a = ap.parse_args()
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(a.threads)
     if a.peak_child:
         _peak_child(a.peak_child, a.hidden)
         return
-    res = {"machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,
-                       "device": "cpu"},
+    res = {"machine": {"cpu_count": os.cpu_count(), "threads": a.threads, "platform": platform.platform(),
+                       "torch": torch.__version__, "device": "cpu"},
            "overhead": overhead(a.reps, a.steps, a.size), "memory": memory(a.hidden)}
     o = res["overhead"]
     print(f"capture overhead ({o['blocks']} blocks, {o['steps']} steps, {o['size']}x{o['size']}, median of {o['reps']}):")
-    print(f"  plain {o['median_s']['plain'] * 1000:.1f} ms | hooks capture x{o['ratio_hooks']:.3f} | "
-          f"nnsight loop x{o['ratio_nnsight']:.3f} ({o['nnsight_ms_per_block_output']:.2f} ms per block output)")
+    print(f"  plain pipeline call: {o['median_s']['plain'] * 1000:.1f} ms")
+    for k, r in o["ratio"].items():
+        print(f"  {k:<24} x{r:.3f} (medians)  x{o['ratio_of_minima'][k]:.3f} (minima)  "
+              f"{o['ms_per_block_output'][k]:+.3f} ms per block output")
     m = res["memory"]
     print(f"peak RSS 28 vs 4 steps (hidden {m['hidden']}): +{m['peak_diff_bytes'] / 2**20:.1f} MiB; "
           f"stats tensors +{m['stats_diff_bytes'] / 2**20:.1f} MiB")

@@ -167,9 +167,10 @@ def run_capture(model: "Model", prompts: Sequence[str], *, steps: int, seed: int
             raws(site)
 
     base = dict(fam.call_defaults)
+    base.update(model.defaults)
     base.update(num_inference_steps=steps, height=height, width=width, output_type="pil")
     if guidance is not None:
-        base[fam.guidance_kwarg] = guidance
+        base[model.guidance_kwarg] = guidance
     if negative_prompt is not None:
         base["negative_prompt"] = negative_prompt
     base.update(pipe_kwargs)

@@ -74,10 +74,10 @@ def cmd_scan(args) -> int:
     rows = run.stats.summary(k=args.k, stat=args.stat)
     if args.json:
         print(json.dumps({"run": str(out), "model": run.meta["model"], "family": run.meta["family"],
-                          "statistic": args.stat, "k": args.k, "prompts": prompts, "steps": args.steps,
+                          "statistic": args.stat, "k": args.k, "prompts": prompts, "steps": run.meta["steps"],
                           "layers": rows}, indent=1))
         return 0
-    print(f"saved {out}  ({len(prompts)} prompt(s), {args.steps} steps, {len(run.stats.layers)} layers)")
+    print(f"saved {out}  ({len(prompts)} prompt(s), {run.meta['steps']} steps, {len(run.stats.layers)} layers)")
     print(f"top-{args.k} channels by {args.stat} (mean over images and steps), top-1/median ratio:")
     for r in rows:
         chans = ", ".join(f"{c}:{s:.3g}" for c, s in zip(r["top_channels"], r["top_scores"]))
@@ -109,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
         if prompts:
             sp.add_argument("--prompt", action="append", help="a prompt (repeatable)")
             sp.add_argument("--prompts", help="file with one prompt per line (# comments)")
-            sp.add_argument("--steps", type=int, default=4, help="denoising steps (default 4)")
+            sp.add_argument("--steps", type=int, help="denoising steps (default: the model's own, 4 for most)")
             sp.add_argument("--seed", type=int, default=0, help="seed of image 0; image i uses seed+i")
             sp.add_argument("--guidance", type=float, help="guidance scale (family's own kwarg)")
 

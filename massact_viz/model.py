@@ -58,9 +58,11 @@ def load(source: Any, *, device: str | None = None, dtype: str | torch.dtype | N
                       "prefer dtype='bfloat16'. massact_viz will flag non-finite statistics.", stacklevel=2)
     if offload not in (None, "model", "sequential"):
         raise MassActError(f"offload must be None, 'model' or 'sequential', got {offload!r}.")
-    name = source if isinstance(source, str) else None
+    name, defaults = (source if isinstance(source, str) else None), {}
     if isinstance(source, (str, os.PathLike)):
         pipe, name = _load_pipeline(str(source), torch_dtype, revision)
+        sampling = dict((getattr(pipe, "shapes_metadata", None) or {}).get("sampling", {}))
+        defaults = {k: v for k, v in sampling.items() if k not in ("height", "width")}
     elif hasattr(source, "components") and hasattr(source, "__call__"):
         pipe = source
         name = getattr(getattr(pipe, "config", None), "_name_or_path", None) or type(pipe).__name__
@@ -80,7 +82,7 @@ def load(source: Any, *, device: str | None = None, dtype: str | torch.dtype | N
     else:
         pipe.to(device)
     return Model(pipe, family=family, source=name, dtype=torch_dtype, device=device, offload=offload,
-                 revision=revision)
+                 revision=revision, defaults=defaults)
 
 
 def _cast(pipe: Any, dtype: torch.dtype) -> Any:
@@ -136,8 +138,11 @@ class Model:
 
     def __init__(self, pipe: Any, *, family: Family | None = None, source: str | None = None,
                  dtype: torch.dtype | None = None, device: str | None = None, offload: str | None = None,
-                 revision: str | None = None):
+                 revision: str | None = None, defaults: dict[str, Any] | None = None):
         self.pipe = pipe
+        #: pipeline kwargs every run starts from (the embedded model's recommended sampling:
+        #: steps, true CFG, negative prompt); explicit arguments to run() win
+        self.defaults: dict[str, Any] = dict(defaults or {})
         self.family = family or detect(pipe)
         self.source = source or type(pipe).__name__
         self.dtype = dtype or next(pipe.transformer.parameters()).dtype
@@ -208,15 +213,24 @@ class Model:
                 f"model.pipe.transformer.disable_cache() (or remove the hooks) and try again.")
 
     # ---------------------------------------------------------------- running
-    def run(self, prompt: str | Sequence[str], *, steps: int = 4, seed: int = 0,
+    @property
+    def guidance_kwarg(self) -> str:
+        """The pipeline kwarg that ``guidance=`` sets (true CFG where the defaults use it)."""
+        return "true_cfg_scale" if "true_cfg_scale" in self.defaults else self.family.guidance_kwarg
+
+    def run(self, prompt: str | Sequence[str], *, steps: int | None = None, seed: int = 0,
             size: tuple[int, int] | None = None, guidance: float | None = None,
             negative_prompt: str | None = None, capture: Capture | None = None, batch_size: int = 8,
             progress: bool = True, **pipe_kwargs: Any) -> Run:
         """Generate and capture statistics of every block at every step (see :class:`Capture`).
 
-        Image ``i`` uses seed ``seed + i``. ``guidance`` sets the family's guidance kwarg
-        (``guidance_scale``, or ``true_cfg_scale`` for Qwen-Image); other pipeline kwargs pass through.
+        Image ``i`` uses seed ``seed + i``. ``steps`` defaults to the model's recommended count
+        (4 unless the model says otherwise). ``guidance`` sets :attr:`guidance_kwarg`
+        (``guidance_scale``, or ``true_cfg_scale`` for Qwen-Image and the embedded model); other
+        pipeline kwargs pass through and override :attr:`defaults`.
         """
+        if steps is None:
+            steps = int(self.defaults.get("num_inference_steps", 4))
         return run_capture(self, prompt, steps=steps, seed=seed, size=size, guidance=guidance,
                            negative_prompt=negative_prompt, capture=capture or Capture(),
                            batch_size=batch_size, progress=progress, pipe_kwargs=pipe_kwargs)

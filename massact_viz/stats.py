@@ -7,7 +7,8 @@ the non-padding text tokens):
 ``mean_abs``  mean over tokens of |x| (SPARK and later reproductions).
 ``max_abs``   max over tokens of |x|.
 ``sun_count`` number of elements per channel with |x| > 100 and |x| > 1000 x the median |x| of
-              that hidden state (Sun et al. 2024's element criterion), with ``median_abs`` kept.
+              that hidden state (Sun et al. 2024's element criterion), with ``median_abs`` kept;
+              the median is exact up to 65,536 elements, else taken on an evenly strided subsample.
 
 Missing entries (a text stream that a block does not have, steps or layers not captured) are NaN.
 """
@@ -23,6 +24,9 @@ from .errors import MassActError, check_index, check_k
 STATISTICS = ("abs_mean", "mean_abs", "max_abs")
 SUN_THRESHOLD = 100.0
 SUN_RATIO = 1000.0
+#: The Sun median is taken over at most this many elements per hidden state (an evenly strided
+#: subsample; exact below it). A full median of a FLUX-scale state costs as much as a block.
+SUN_MEDIAN_SAMPLE = 1 << 16
 
 
 @dataclass
@@ -127,7 +131,8 @@ class StatsCollector:
     """Reduces block outputs to per-channel statistics inside the forward, on the model's device.
 
     Memory is (images x steps x layers x streams x channels) per statistic, whatever the number of
-    tokens; buffers are allocated on the first block output seen.
+    tokens; buffers are allocated on the first block output seen, and each block output costs one
+    write into them.
     """
 
     def __init__(self, layers: Sequence[str], steps: Sequence[int], streams: Sequence[str],
@@ -135,16 +140,11 @@ class StatsCollector:
         self.layers, self.steps, self.streams = list(layers), list(steps), list(streams)
         self._layer_pos = {n: i for i, n in enumerate(self.layers)}
         self._step_pos = {s: i for i, s in enumerate(self.steps)}
+        self.names = STATISTICS + (("sun_count",) if sun else ())
         self.n_images, self.sun = n_images, sun
-        self.buf: dict[str, torch.Tensor] | None = None
-        self.median: torch.Tensor | None = None
+        self.buf: torch.Tensor | None = None  # (statistics, P, S, L, St, D)
+        self.median: torch.Tensor | None = None  # (P, S, L, St)
         self.offset = 0  # first image row of the current pipeline call
-
-    def _alloc(self, width: int, device: torch.device) -> None:
-        shape = (self.n_images, len(self.steps), len(self.layers), len(self.streams), width)
-        names = STATISTICS + (("sun_count",) if self.sun else ())
-        self.buf = {n: torch.full(shape, float("nan"), device=device) for n in names}
-        self.median = torch.full(shape[:-1], float("nan"), device=device)
 
     def __call__(self, site) -> None:
         s_pos = self._step_pos.get(site.step)
@@ -159,43 +159,55 @@ class StatsCollector:
             x = x[rows]
             mask = site.text_mask[rows] if stream == "text" and site.text_mask is not None else None
             if self.buf is None:
-                self._alloc(x.shape[-1], x.device)
-            out = reduce_channels(x, mask, self.sun)
+                shape = (self.n_images, len(self.steps), len(self.layers), len(self.streams), x.shape[-1])
+                self.buf = torch.full((len(self.names),) + shape, float("nan"), device=x.device)
+                self.median = torch.full(shape[:-1], float("nan"), device=x.device)
+            stacked, med = reduce_stack(x, mask, self.sun)
             p = slice(self.offset, self.offset + x.shape[0])
-            for name, val in out.items():
-                if name == "median_abs":
-                    self.median[p, s_pos, l_pos, st_pos] = val
-                else:
-                    self.buf[name][p, s_pos, l_pos, st_pos] = val
+            self.buf[:, p, s_pos, l_pos, st_pos] = stacked
+            if med is not None:
+                self.median[p, s_pos, l_pos, st_pos] = med
 
     def result(self, prompts: Sequence[str]) -> ChannelStats:
         if self.buf is None:
             raise MassActError("nothing was captured: check the capture's layers, steps and streams.")
-        return ChannelStats({k: v.cpu() for k, v in self.buf.items()}, self.median.cpu(), self.layers,
+        buf = self.buf.cpu()
+        return ChannelStats({n: buf[i] for i, n in enumerate(self.names)}, self.median.cpu(), self.layers,
                             self.steps, self.streams, list(prompts))
 
 
-def reduce_channels(x: torch.Tensor, mask: torch.Tensor | None = None, sun: bool = True) -> dict[str, torch.Tensor]:
-    """Per-channel statistics of ``x`` (B, N, D) over tokens; ``mask`` (B, N) selects tokens.
+def reduce_stack(x: torch.Tensor, mask: torch.Tensor | None = None, sun: bool = True
+                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Per-channel statistics of ``x`` (B, N, D) over tokens, stacked as (statistics, B, D), and the
+    median |x| per row (or None without ``sun``). ``mask`` (B, N) selects tokens per row.
 
-    Accumulates in float32 whatever the input dtype.
+    Order: ``abs_mean, mean_abs, max_abs[, sun_count]``. Accumulates in float32 whatever the dtype.
     """
+    if mask is not None:
+        if bool((mask == mask[:1]).all()):  # the same tokens in every row: select them once
+            x, mask = x[:, mask[0]], None
+        else:
+            parts = [reduce_stack(x[b:b + 1, mask[b]], None, sun) for b in range(x.shape[0])]
+            return (torch.cat([p[0] for p in parts], dim=1),
+                    torch.cat([p[1] for p in parts]) if sun else None)
     a = x.abs()
-    if mask is None:
-        mean = x.mean(dim=1, dtype=torch.float32)
-        mean_abs = a.mean(dim=1, dtype=torch.float32)
-        max_abs = a.amax(dim=1).float()
-    else:
-        w = mask.to(torch.float32)
-        w = w / w.sum(dim=1, keepdim=True).clamp_min(1.0)
-        mean = torch.einsum("bnd,bn->bd", x.float(), w)
-        mean_abs = torch.einsum("bnd,bn->bd", a.float(), w)
-        max_abs = a.masked_fill(~mask[..., None], 0).amax(dim=1).float()
-    out = {"abs_mean": mean.abs(), "mean_abs": mean_abs, "max_abs": max_abs}
+    out = [x.mean(dim=1, dtype=torch.float32).abs_(), a.mean(dim=1, dtype=torch.float32), a.amax(dim=1).float()]
+    med = None
     if sun:
-        af = a.float() if mask is None else a.float().masked_fill(~mask[..., None], float("nan"))
-        med = af.flatten(1).nanmedian(dim=1).values  # (B,)
-        hit = (af > SUN_THRESHOLD) & (af > SUN_RATIO * med[:, None, None])
-        out["sun_count"] = hit.sum(dim=1).float()
+        flat = a.flatten(1)
+        if flat.shape[1] > SUN_MEDIAN_SAMPLE:
+            flat = flat[:, :: -(-flat.shape[1] // SUN_MEDIAN_SAMPLE)]
+        med = flat.median(dim=1).values.float()  # (B,)
+        thr = (SUN_RATIO * med).clamp_min_(SUN_THRESHOLD)
+        out.append((a > thr.to(a.dtype)[:, None, None]).sum(dim=1, dtype=torch.float32))
+    return torch.stack(out), med
+
+
+def reduce_channels(x: torch.Tensor, mask: torch.Tensor | None = None, sun: bool = True) -> dict[str, torch.Tensor]:
+    """:func:`reduce_stack` as a dict by statistic name (plus ``median_abs`` with ``sun``)."""
+    stacked, med = reduce_stack(x, mask, sun)
+    names = STATISTICS + (("sun_count",) if sun else ())
+    out = {n: stacked[i] for i, n in enumerate(names)}
+    if med is not None:
         out["median_abs"] = med
     return out

@@ -228,3 +228,15 @@ def test_nnsight_model_reads_the_same_activations(tiny_model):
         for step in tracer.iter[:2]:
             saved.append(nn_model.transformer.transformer_blocks[1].output[1].clone())
     assert torch.equal(saved[1], run.raw["double.1/step1/image"])
+
+
+def test_sun_median_subsample_is_close_for_large_states():
+    from massact_viz.stats import SUN_MEDIAN_SAMPLE
+    torch.manual_seed(0)
+    x = torch.randn(2, 4096, 64)  # 262,144 elements per row: above the exact-median limit
+    assert x[0].numel() > SUN_MEDIAN_SAMPLE
+    out = reduce_channels(x)
+    exact = x.abs().flatten(1).median(dim=1).values
+    assert torch.allclose(out["median_abs"], exact, rtol=0.02)
+    x[1, 7, 3] = 1e6
+    assert reduce_channels(x)["sun_count"][1].sum() == 1

@@ -1,0 +1,551 @@
+"""Train the ``shapes`` teaching model with rectified flow.
+
+Usage::
+
+    python -m massact_viz.shapes.train --out data/shapes --minutes 30 --seed 0
+    python -m massact_viz.shapes.train --out data/shapes --steps 40000 --seed 0   # exact-step budget
+    python -m massact_viz.shapes.train --out data/shapes --eval-only               # judge shipped weights
+
+Objective (the convention FluxPipeline + FlowMatchEulerDiscreteScheduler sample with):
+``x_t = (1 - t) * x0 + t * eps`` with ``t = sigma`` in [0, 1] (t = 1 is pure
+noise), and the transformer is trained to predict the velocity
+``v = eps - x0``.  The pipeline calls the transformer with ``timestep =
+scheduler_timestep / 1000 = sigma`` and integrates ``x <- x + (sigma_next -
+sigma) * v`` from sigma = 1 down to 0, so training passes ``timestep=t`` exactly.
+Latents are made with the pipeline's own VAE (``PixelShuffleVAE``, identity
+scaling) and packed with ``FluxPipeline._pack_latents``; prompts are encoded with
+``pipe.encode_prompt`` (gradients flow into both text encoders), so training
+and inference see identical inputs.  ``t`` is drawn from a 75/25 mixture of
+logit-normal(0, 1) and U(0, 1) by default (``--t-sampling``).
+
+Caption dropout: with probability ``--cond-drop`` a caption is replaced by
+``""``, which is what ``negative_prompt=""`` encodes at inference, giving
+classifier-free guidance through ``true_cfg_scale``.
+
+Reproducible from ``--seed`` (data: a numpy Generator; noise and t: a torch CPU
+Generator; both saved in checkpoints) and resumable: the checkpoint directory
+(``--ckpt-dir``, default ``runs/shapes-seed{seed}``) holds ``ckpt.pt`` (model,
+EMA, optimizer, RNG states, step), written atomically every ``--ckpt-every``
+minutes and at the end; rerunning the same command resumes from it
+(``--fresh`` starts over).  ``--steps`` is a total-step target; ``--minutes`` a
+wall-clock budget for this invocation.  With a fixed thread count, a resumed
+``--steps`` run reproduces the uninterrupted one.
+
+The EMA weights are written to ``--out`` (``model.safetensors``, fp16 by default,
+and ``config.json`` with the architecture, training summary and evaluation) at
+every checkpoint and at the end, then reloaded from disk and judged on
+``--eval-n`` held-out captions (``scenes.heldout_captions``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import io
+import json
+import math
+import os
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import FluxPipeline
+
+from . import scenes
+from .model import (
+    ShapesConfig,
+    _atomic_write_bytes,
+    build_shapes_pipeline,
+    load_shapes_pipeline,
+    load_shapes_state_dict,
+    save_shapes_weights,
+    shapes_state_dict,
+    trainable_modules,
+)
+
+__all__ = ["TrainArgs", "train", "evaluate", "main", "DEFAULT_SAMPLING"]
+
+#: sampling settings used for evaluation (and recommended for inference)
+DEFAULT_SAMPLING = {"num_inference_steps": 20, "true_cfg_scale": 4.0, "negative_prompt": ""}
+
+
+@dataclass
+class TrainArgs:
+    out: str = "data/shapes"
+    ckpt_dir: str | None = None  # default runs/shapes-seed{seed}
+    seed: int = 0
+    minutes: float | None = None
+    steps: int | None = None
+    batch: int = 32
+    lr: float = 8e-4
+    warmup: int = 500
+    lr_schedule: str = "constant"  # constant | cosine (cosine needs --steps; decays to 10%)
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.99)
+    grad_clip: float = 1.0
+    ema: float = 0.999
+    cond_drop: float = 0.1
+    t_sampling: str = "mixed"  # mixed (75% logit-normal(0,1) + 25% uniform) | logit-normal | uniform
+    p_two: float = 0.5
+    p_style_mention: float = 0.5
+    device: str = "auto"
+    threads: int | None = None
+    ckpt_every: float = 5.0  # minutes
+    eval_n: int = 100
+    eval_every: float = 0.0  # minutes, 0 = only at the end
+    save_dtype: str = "float16"
+    config: dict = field(default_factory=dict)  # ShapesConfig overrides
+    fresh: bool = False
+    progress: bool = True
+    log_every: int = 25
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("cpu")
+    return torch.device(name)
+
+
+def images_to_latents(pipe: FluxPipeline, images_uint8: np.ndarray, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 (B, H, W, 3) -> (packed latents (B, tokens, C*4), img_ids (tokens, 3)),
+    exactly as FluxPipeline lays them out."""
+    x = torch.from_numpy(images_uint8).to(device).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    z = pipe.vae.encode(x).latent_dist.mode()
+    z = (z - pipe.vae.config.shift_factor) * pipe.vae.config.scaling_factor
+    b, c, h, w = z.shape
+    packed = FluxPipeline._pack_latents(z, b, c, h, w)
+    img_ids = FluxPipeline._prepare_latent_image_ids(b, h // 2, w // 2, device, packed.dtype)
+    return packed, img_ids
+
+
+def sample_t(kind: str, n: int, gen: torch.Generator) -> torch.Tensor:
+    """Training times t in (0, 1): logit-normal(0, 1), uniform, or a 75/25 mix of the two
+    (the mix concentrates on mid-noise, where layout and shape form, but keeps
+    coverage of t near 0 and 1, which the sampler starts and ends at)."""
+    ln = torch.sigmoid(torch.randn(n, generator=gen))
+    if kind == "logit-normal":
+        return ln
+    u = torch.rand(n, generator=gen)
+    if kind == "uniform":
+        return u
+    pick = torch.rand(n, generator=gen) < 0.75
+    return torch.where(pick, ln, u)
+
+
+def _lr_at(args: TrainArgs, step: int) -> float:
+    warm = min(1.0, (step + 1) / max(1, args.warmup))
+    if args.lr_schedule == "cosine" and args.steps:
+        p = min(1.0, step / args.steps)
+        return args.lr * warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * p)))
+    return args.lr * warm
+
+
+def _atomic_torch_save(obj, path: Path) -> None:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    _atomic_write_bytes(path, buf.getvalue())
+
+
+class _EMA:
+    def __init__(self, params: list[torch.Tensor], decay: float):
+        self.decay = decay
+        self.shadow = [p.detach().clone() for p in params]
+
+    @torch.no_grad()
+    def update(self, params: list[torch.Tensor], step: int):
+        d = min(self.decay, (1 + step) / (10 + step))
+        torch._foreach_lerp_(self.shadow, [p.detach() for p in params], 1.0 - d)
+
+
+def _named_params(mods) -> list[tuple[str, torch.nn.Parameter]]:
+    out, seen = [], set()
+    for name, m in mods.items():
+        for k, p in m.named_parameters():
+            if id(p) in seen:
+                continue
+            seen.add(id(p))
+            out.append((f"{name}.{k}", p))
+    return out
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+@torch.no_grad()
+def evaluate(
+    pipe: FluxPipeline,
+    captions: list[str] | None = None,
+    *,
+    seed: int = 0,
+    batch: int = 25,
+    size: int | None = None,
+    return_images: bool = False,
+    **sampling,
+) -> dict:
+    """Generate one image per caption (generator seed ``seed + i``) and judge it.
+
+    Returns accuracies (``colour``, ``shape``, ``relation`` (two-object captions
+    only), ``all``), the same split by one/two objects, and per-caption records."""
+    captions = scenes.heldout_captions(100) if captions is None else list(captions)
+    kw = {**DEFAULT_SAMPLING, **sampling}
+    size = size or pipe.default_sample_size * pipe.vae_scale_factor
+    neg = kw.pop("negative_prompt")
+    recs, images = [], []
+    for s in range(0, len(captions), batch):
+        chunk = captions[s : s + batch]
+        gens = [torch.Generator("cpu").manual_seed(seed + s + i) for i in range(len(chunk))]
+        out = pipe(
+            prompt=chunk,
+            negative_prompt=None if neg is None else [neg] * len(chunk),
+            height=size,
+            width=size,
+            generator=gens,
+            output_type="np",
+            **kw,
+        ).images
+        for c, im in zip(chunk, out):
+            img = np.clip(np.rint(im * 255), 0, 255).astype(np.uint8)
+            j = scenes.judge(img, c)
+            recs.append({"caption": c, **{k: j[k] for k in ("colour_ok", "shape_ok", "relation_ok", "ok")},
+                         "shapes": [o["shape"] for o in j["objects"]],
+                         "ious": [round(o["iou"], 3) for o in j["objects"]]})
+            if return_images:
+                images.append(img)
+
+    def acc(rs, key):
+        vals = [r[key] for r in rs if r[key] is not None]
+        return float(np.mean(vals)) if vals else None
+
+    res = {"n": len(recs), "sampling": {**kw, "negative_prompt": neg, "size": size, "seed": seed}}
+    for tag, rs in (("all", recs), ("one", [r for r in recs if r["relation_ok"] is None]),
+                    ("two", [r for r in recs if r["relation_ok"] is not None])):
+        res[tag] = {"n": len(rs), "colour": acc(rs, "colour_ok"), "shape": acc(rs, "shape_ok"),
+                    "relation": acc(rs, "relation_ok"), "all": acc(rs, "ok")}
+    res["records"] = recs
+    if return_images:
+        res["images"] = np.stack(images)
+    return res
+
+
+def _eval_summary(res: dict) -> str:
+    a = res["all"]
+    f = lambda v: "-" if v is None else f"{100 * v:.0f}%"  # noqa: E731
+    return (f"colour {f(a['colour'])} shape {f(a['shape'])} relation {f(a['relation'])} "
+            f"(one-object: colour {f(res['one']['colour'])} shape {f(res['one']['shape'])}; "
+            f"two-object: colour {f(res['two']['colour'])} shape {f(res['two']['shape'])}) n={res['n']}")
+
+
+# --------------------------------------------------------------------------- training
+
+
+def train(args: TrainArgs) -> dict:
+    """Run (or resume) training; returns a summary dict (step, images_seen,
+    train_minutes, loss, out, ckpt, eval, history).  Restores torch's thread
+    count on return."""
+    prev_threads = torch.get_num_threads()
+    try:
+        return _train(args)
+    finally:
+        torch.set_num_threads(prev_threads)
+
+
+def _train(args: TrainArgs) -> dict:
+    n_threads = args.threads or os.cpu_count() or 1
+    torch.set_num_threads(n_threads)
+    device = _device(args.device)
+    if device.type == "cpu" and n_threads > 1 and hasattr(os, "getloadavg") and os.getloadavg()[0] > 0.5:
+        print(f"warning: load average {os.getloadavg()[0]:.1f} before training; on a busy CPU, {n_threads} torch "
+              "threads can run several times slower than --threads 1 (OpenMP threads wait on each other)",
+              file=sys.stderr)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    if args.lr_schedule not in ("constant", "cosine"):
+        raise ValueError("lr_schedule must be 'constant' or 'cosine'")
+    if args.t_sampling not in ("mixed", "logit-normal", "uniform"):
+        raise ValueError("t_sampling must be 'mixed', 'logit-normal' or 'uniform'")
+    if args.minutes is None and args.steps is None:
+        raise ValueError("give a budget: --minutes and/or --steps")
+    cfg = ShapesConfig.from_dict({**ShapesConfig(seed=args.seed).to_dict(), **args.config})
+    ckpt_dir = Path(args.ckpt_dir or f"runs/shapes-seed{args.seed}")
+    ckpt_path = ckpt_dir / "ckpt.pt"
+    out_dir = Path(args.out)
+    save_dtype = getattr(torch, args.save_dtype)
+
+    pipe = build_shapes_pipeline(cfg)
+    pipe.to(device)
+    mods = trainable_modules(pipe)
+    named = _named_params(mods)
+    params = [p for _, p in named]
+    for m in mods.values():
+        m.train().requires_grad_(True)
+    decay, no_decay = [], []
+    for n, p in named:
+        (decay if p.ndim >= 2 and "embed" not in n and "shared" not in n else no_decay).append(p)
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=args.lr, betas=tuple(args.betas), eps=1e-8,
+    )
+    ema = _EMA(params, args.ema)
+    data_rng = np.random.default_rng(args.seed)
+    noise_gen = torch.Generator("cpu").manual_seed(args.seed + 1)
+    step, images_seen, train_seconds, history = 0, 0, 0.0, []
+
+    if ckpt_path.exists() and not args.fresh:
+        ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        if ck["config"] != cfg.to_dict():
+            raise ValueError(f"{ckpt_path} was trained with a different architecture or seed; "
+                             "use --fresh or another --ckpt-dir")
+        load_shapes_state_dict(mods, ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        for s, v in zip(ema.shadow, ck["ema"]):
+            s.copy_(v)
+        data_rng.bit_generator.state = ck["data_rng"]
+        noise_gen.set_state(ck["noise_rng"])
+        step, images_seen, train_seconds = ck["step"], ck["images_seen"], ck["train_seconds"]
+        history = ck.get("history", [])
+        print(f"resumed from {ckpt_path} at step {step} ({images_seen} images, {train_seconds / 60:.1f} min)",
+              file=sys.stderr)
+    elif args.fresh and ckpt_path.exists():
+        print(f"--fresh: ignoring existing {ckpt_path}", file=sys.stderr)
+
+    eval_box: dict = {}
+
+    def write_out(tag: str, eval_res: dict | None = None):
+        if eval_res is not None:
+            eval_box["res"] = {k: v for k, v in eval_res.items() if k not in ("records", "images")}
+            eval_box["res"]["step"] = step
+        # swap the EMA weights into the live modules, save, swap back
+        backup = [p.detach().clone() for p in params]
+        with torch.no_grad():
+            for p, e in zip(params, ema.shadow):
+                p.copy_(e)
+        try:
+            state = shapes_state_dict(mods)
+        finally:
+            with torch.no_grad():
+                for p, b in zip(params, backup):
+                    p.copy_(b)
+        meta = {
+            "training": {
+                "step": step, "images_seen": images_seen, "train_minutes": round(train_seconds / 60, 2),
+                "loss": history[-1]["loss"] if history else None, "status": tag,
+                "args": {k: v for k, v in dataclasses.asdict(args).items()},
+                "torch": torch.__version__, "device": str(device),
+            },
+            "sampling": {**DEFAULT_SAMPLING, "height": cfg.image_size, "width": cfg.image_size},
+        }
+        if eval_box:
+            meta["eval"] = eval_box["res"]  # the latest evaluation (its "step" says of which weights)
+        save_shapes_weights(state, out_dir, cfg, dtype=save_dtype, metadata=meta)
+
+    def checkpoint(tag="running"):
+        model_sd = shapes_state_dict(mods)
+        _atomic_torch_save(
+            {
+                "config": cfg.to_dict(), "model": model_sd, "optimizer": opt.state_dict(),
+                "ema": [t.detach().cpu() for t in ema.shadow], "data_rng": data_rng.bit_generator.state,
+                "noise_rng": noise_gen.get_state(), "step": step, "images_seen": images_seen,
+                "train_seconds": train_seconds, "history": history, "args": dataclasses.asdict(args),
+            },
+            ckpt_path,
+        )
+        write_out(tag)
+
+    def run_eval(n):
+        pipe_eval = load_shapes_pipeline(out_dir, device=device)  # judge exactly what ships (fp16 round trip)
+        return evaluate(pipe_eval, scenes.heldout_captions(n))
+
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    log_f = open(ckpt_dir / "log.jsonl", "a")
+    budget_s = args.minutes * 60 if args.minutes is not None else float("inf")
+    start = time.time()
+    last_ckpt, last_eval, ckpt_step = start, start, None
+    loss_ema, t_window, n_window = None, time.time(), 0
+    # First Ctrl-C: finish the current step, checkpoint, exit cleanly.  Second: abort.
+    stop = {"flag": False}
+    old_handler = None
+
+    def _on_sigint(signum, frame):
+        if stop["flag"]:
+            raise KeyboardInterrupt
+        stop["flag"] = True
+        print("\nCtrl-C: stopping after this step (press again to abort)", file=sys.stderr)
+
+    if threading.current_thread() is threading.main_thread():
+        old_handler = signal.signal(signal.SIGINT, _on_sigint)
+    pbar = None
+    if args.progress:
+        from tqdm.auto import tqdm
+
+        pbar = tqdm(total=args.steps, initial=step, desc="shapes", unit="step", dynamic_ncols=True)
+    size = cfg.image_size
+    try:
+        while not stop["flag"]:
+            if args.steps is not None and step >= args.steps:
+                break
+            if time.time() - start >= budget_s:
+                break
+            t0 = time.time()
+            b = scenes.dataset_batch(data_rng, args.batch, size, p_two=args.p_two,
+                                     p_style_mention=args.p_style_mention)
+            caps = b["captions"]
+            drop = data_rng.random(args.batch) < args.cond_drop
+            caps = ["" if d else c for c, d in zip(caps, drop)]
+            with torch.no_grad():
+                x0, img_ids = images_to_latents(pipe, b["images"], device)
+            t = sample_t(args.t_sampling, args.batch, noise_gen)
+            eps = torch.randn(x0.shape, generator=noise_gen).to(device)
+            t = t.to(device)
+            xt = (1 - t[:, None, None]) * x0 + t[:, None, None] * eps
+            prompt_embeds, pooled, text_ids = pipe.encode_prompt(prompt=caps, prompt_2=None, device=device)
+            v = pipe.transformer(
+                hidden_states=xt, timestep=t, guidance=None, pooled_projections=pooled,
+                encoder_hidden_states=prompt_embeds, txt_ids=text_ids, img_ids=img_ids, return_dict=False,
+            )[0]
+            loss = F.mse_loss(v.float(), (eps - x0).float())
+            for g in opt.param_groups:
+                g["lr"] = _lr_at(args, step)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if args.grad_clip:
+                torch.nn.utils.clip_grad_norm_(params, args.grad_clip)
+            opt.step()
+            ema.update(params, step)
+            step += 1
+            images_seen += args.batch
+            train_seconds += time.time() - t0
+            lv = float(loss.detach())
+            if not math.isfinite(lv):
+                raise FloatingPointError(f"loss became {lv} at step {step}")
+            loss_ema = lv if loss_ema is None else 0.98 * loss_ema + 0.02 * lv
+            n_window += 1
+            if step % args.log_every == 0:
+                now = time.time()
+                rec = {"step": step, "loss": round(loss_ema, 5), "loss_raw": round(lv, 5), "lr": _lr_at(args, step - 1),
+                       "it_s": round(n_window / (now - t_window), 3), "minutes": round(train_seconds / 60, 2)}
+                history.append(rec)
+                log_f.write(json.dumps(rec) + "\n")
+                log_f.flush()
+                t_window, n_window = now, 0
+            if pbar is not None:
+                pbar.update(1)
+                pbar.set_postfix(loss=f"{loss_ema:.4f}", refresh=False)
+            if time.time() - last_ckpt >= args.ckpt_every * 60:
+                checkpoint()
+                last_ckpt, ckpt_step = time.time(), step
+            if args.eval_every and time.time() - last_eval >= args.eval_every * 60 and args.eval_n:
+                if ckpt_step != step:
+                    checkpoint()
+                    last_ckpt, ckpt_step = time.time(), step
+                res = run_eval(args.eval_n)
+                write_out("running", res)
+                rec = {"step": step, "eval": {k: res[k] for k in ("all", "one", "two")}}
+                log_f.write(json.dumps(rec) + "\n")
+                log_f.flush()
+                print(f"\n[eval @ step {step}] {_eval_summary(res)}", file=sys.stderr)
+                last_eval = time.time()
+    finally:
+        if pbar is not None:
+            pbar.close()
+        log_f.close()
+        if old_handler is not None:
+            signal.signal(signal.SIGINT, old_handler)
+    interrupted = stop["flag"]
+    if interrupted:
+        print(f"interrupted at step {step}: writing a checkpoint and the weights", file=sys.stderr)
+
+    if loss_ema is not None and (not history or history[-1]["step"] != step):
+        history.append({"step": step, "loss": round(loss_ema, 5), "minutes": round(train_seconds / 60, 2)})
+    checkpoint("interrupted" if interrupted else "final")
+    summary = {"step": step, "images_seen": images_seen, "train_minutes": train_seconds / 60,
+               "loss": history[-1]["loss"] if history else None, "out": str(out_dir), "ckpt": str(ckpt_path)}
+    if args.eval_n and not interrupted:
+        res = run_eval(args.eval_n)
+        write_out("final", res)
+        summary["eval"] = {k: res[k] for k in ("all", "one", "two")}
+        print(f"[eval] {_eval_summary(res)}", file=sys.stderr)
+    summary["history"] = history
+    return summary
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def _parser() -> argparse.ArgumentParser:
+    d = TrainArgs()
+    p = argparse.ArgumentParser(prog="python -m massact_viz.shapes.train", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--out", default=d.out, help="where the shipped EMA weights go")
+    p.add_argument("--ckpt-dir", default=None, help="checkpoint directory (default runs/shapes-seed{seed})")
+    p.add_argument("--seed", type=int, default=d.seed, help="seed for init, data and noise")
+    p.add_argument("--minutes", type=float, default=None, help="wall-clock budget for this invocation")
+    p.add_argument("--steps", type=int, default=None, help="total optimisation steps (counts resumed steps)")
+    p.add_argument("--batch", type=int, default=d.batch, help="images per step")
+    p.add_argument("--lr", type=float, default=d.lr, help="peak AdamW learning rate")
+    p.add_argument("--warmup", type=int, default=d.warmup, help="linear warm-up steps")
+    p.add_argument("--lr-schedule", choices=["constant", "cosine"], default=d.lr_schedule,
+                   help="cosine decays to 10%% of --lr at --steps")
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="AdamW weight decay (matrices only)")
+    p.add_argument("--betas", type=float, nargs=2, default=list(d.betas), help="AdamW betas")
+    p.add_argument("--grad-clip", type=float, default=d.grad_clip, help="max grad norm (0 = off)")
+    p.add_argument("--ema", type=float, default=d.ema, help="EMA decay of the shipped weights")
+    p.add_argument("--cond-drop", type=float, default=d.cond_drop, help="caption dropout (to \"\") for CFG")
+    p.add_argument("--t-sampling", choices=["mixed", "logit-normal", "uniform"], default=d.t_sampling,
+                   help="training-time distribution")
+    p.add_argument("--p-two", type=float, default=d.p_two, help="fraction of two-object scenes")
+    p.add_argument("--p-style-mention", type=float, default=d.p_style_mention,
+                   help="fraction of captions naming the background style")
+    p.add_argument("--device", default=d.device, help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default os.cpu_count())")
+    p.add_argument("--ckpt-every", type=float, default=d.ckpt_every, help="minutes between checkpoints")
+    p.add_argument("--eval-n", type=int, default=d.eval_n, help="held-out captions judged at the end (0 = skip)")
+    p.add_argument("--eval-every", type=float, default=d.eval_every, help="minutes between evaluations (0 = end only)")
+    p.add_argument("--save-dtype", choices=["float16", "float32", "bfloat16"], default=d.save_dtype,
+                   help="dtype of the shipped safetensors")
+    p.add_argument("--config", default="{}", help="JSON ShapesConfig overrides, e.g. '{\"num_layers\": 2}'")
+    p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--eval-only", action="store_true", help="judge the weights in --out and exit")
+    p.add_argument("--cfg", type=float, default=DEFAULT_SAMPLING["true_cfg_scale"],
+                   help="true_cfg_scale for evaluation")
+    p.add_argument("--sample-steps", type=int, default=DEFAULT_SAMPLING["num_inference_steps"],
+                   help="num_inference_steps for evaluation")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    ns = _parser().parse_args(argv)
+    if ns.eval_only:
+        torch.set_num_threads(ns.threads or os.cpu_count() or 1)
+        res = evaluate(load_shapes_pipeline(ns.out), scenes.heldout_captions(ns.eval_n or 100),
+                       seed=ns.seed, true_cfg_scale=ns.cfg, num_inference_steps=ns.sample_steps)
+        print(_eval_summary(res))
+        return 0
+    args = TrainArgs(
+        out=ns.out, ckpt_dir=ns.ckpt_dir, seed=ns.seed, minutes=ns.minutes, steps=ns.steps, batch=ns.batch,
+        lr=ns.lr, warmup=ns.warmup, lr_schedule=ns.lr_schedule, weight_decay=ns.weight_decay,
+        betas=tuple(ns.betas), grad_clip=ns.grad_clip, ema=ns.ema, cond_drop=ns.cond_drop,
+        t_sampling=ns.t_sampling, p_two=ns.p_two, p_style_mention=ns.p_style_mention, device=ns.device,
+        threads=ns.threads, ckpt_every=ns.ckpt_every, eval_n=ns.eval_n, eval_every=ns.eval_every,
+        save_dtype=ns.save_dtype, config=json.loads(ns.config), fresh=ns.fresh, progress=not ns.no_progress,
+    )
+    summary = train(args)
+    print(json.dumps({k: v for k, v in summary.items() if k != "history"}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    raise SystemExit(main())

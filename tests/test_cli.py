@@ -1,0 +1,81 @@
+"""The massact-viz command line, run in-process through cli.main (the console script calls it)."""
+import json
+
+import pytest
+
+import massact_viz as mv
+from massact_viz.cli import main, parse_size
+
+
+def test_info_json(capsys):
+    assert main(["info", "--model", "tiny:flux", "--size", "32x32", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["family"] == "flux" and info["token_grid"] == [16, 16] and info["blocks"] == 6
+    assert info["layers"][:3] == ["double.0", "double.1", "single.0"]
+
+
+def test_info_text(capsys):
+    assert main(["info", "--model", "tiny:pixart"]) == 0
+    out = capsys.readouterr().out
+    assert "PixArt-Sigma" in out and "block.0 .. block.1" in out
+
+
+def test_scan_json_and_saved_run(tmp_path, capsys):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("# a comment\na red fox\n\na blue <script>alert(1)</script> cat\n")
+    out = tmp_path / "run"
+    rc = main(["scan", "--model", "tiny:flux", "--prompts", str(prompts), "--steps", "2", "--seed", "3",
+               "--size", "32x32", "--k", "3", "--out", str(out), "--json"])
+    assert rc == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["prompts"] == ["a red fox", "a blue <script>alert(1)</script> cat"]
+    rows = doc["layers"]
+    assert {r["stream"] for r in rows} == {"image", "text"}
+    assert len(rows) == 12
+    for r in rows:
+        assert set(r) >= {"layer", "stream", "top_channels", "top_scores", "median_score"}
+        assert len(r["top_channels"]) == 3 and r["top_scores"] == sorted(r["top_scores"], reverse=True)
+    run = mv.Run.load(out)
+    assert run.meta["seeds"] == [3, 4] and len(run.images) == 2
+    top, scores = run.stats.top_k(3, layer="double.0")
+    assert top == rows[0]["top_channels"]
+
+
+def test_scan_table(tmp_path, capsys):
+    assert main(["scan", "--model", "tiny:sd3", "--prompt", "a cat", "--steps", "1", "--size", "32",
+                 "--out", str(tmp_path / "r")]) == 0
+    out = capsys.readouterr().out
+    assert "top-4 channels by abs_mean" in out and "double.0 image" in out
+
+
+def test_generate_writes_png(tmp_path):
+    out = tmp_path / "img" / "cat.png"
+    assert main(["generate", "--model", "tiny:sana", "--prompt", "a cat", "--steps", "2", "--size", "32x32",
+                 "--out", str(out)]) == 0
+    from PIL import Image
+    assert Image.open(out).size == (32, 32)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["scan", "--model", "tiny:flux", "--steps", "1", "--out", "x"], "at least one prompt"),
+    (["scan", "--model", "tiny:flux", "--prompt", "a", "--size", "33x32", "--steps", "1", "--out", "x"], "not divisible"),
+    (["scan", "--model", "tiny:flux", "--prompt", "a", "--size", "big", "--out", "x"], "--size must look like"),
+    (["scan", "--model", "tiny:flux", "--prompt", "a", "--prompts", "/no/file", "--out", "x"], "does not exist"),
+    (["scan", "--model", "tiny:flux", "--prompt", "a", "--size", "32", "--steps", "1", "--layers", "double.7", "--out", "x"], "unknown layer"),
+    (["info", "--model", "tiny:unet"], "unknown tiny pipeline"),
+    (["info", "--model", "./missing/dir"], "neither an existing directory"),
+])
+def test_bad_arguments_exit_2_with_one_line(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and err.startswith("massact-viz: error:")
+    assert not (tmp_path / "x").exists()  # nothing half-written
+
+
+def test_k_must_be_positive(capsys):
+    assert main(["scan", "--model", "tiny:flux", "--prompt", "a", "--k", "0", "--out", "x"]) == 2
+
+
+def test_parse_size():
+    assert parse_size("1024x768") == (1024, 768) and parse_size("512") == (512, 512) and parse_size(None) is None

@@ -1,0 +1,333 @@
+"""Tests for the ``shapes`` teaching model: procedural scenes, judge, VAE, tokenizers,
+pipeline build/load, and a tiny smoke training run."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np
+import pytest
+import torch
+
+from massact_viz.shapes import scenes as S
+from massact_viz.shapes.vae import PixelShuffleVAE
+
+TINY = {
+    "num_layers": 1,
+    "num_single_layers": 1,
+    "num_attention_heads": 2,
+    "attention_head_dim": 16,
+    "axes_dims_rope": [4, 6, 6],
+    "t5_d_model": 32,
+    "t5_d_ff": 64,
+    "t5_num_layers": 1,
+    "clip_hidden": 32,
+    "clip_intermediate": 64,
+    "clip_num_layers": 1,
+}
+
+
+def _scenes(n, seed=0, **kw):
+    rng = np.random.default_rng(seed)
+    return [S.sample_scene(rng, **kw) for _ in range(n)]
+
+
+# --------------------------------------------------------------------------- generator
+
+
+@pytest.mark.parametrize("size", [32, 48])
+def test_masks_match_pixels_exactly(size):
+    for sc in _scenes(150, seed=size):
+        img, fg, masks = S.render(sc, size)
+        assert img.shape == (size, size, 3) and img.dtype == np.uint8
+        assert fg.shape == (size, size) and fg.dtype == bool
+        assert len(masks) == len(sc.objects)
+        assert np.array_equal(fg, np.logical_or.reduce(masks))
+        if len(masks) == 2:
+            assert not (masks[0] & masks[1]).any(), "objects must not overlap"
+        for o, m in zip(sc.objects, masks):
+            assert m.sum() > 0.01 * size * size
+            assert (img[m] == S.COLOURS[o.colour]).all(), "object pixels are exactly the object colour"
+        bg_px = img[~fg]
+        for o in sc.objects:
+            assert not (bg_px == S.COLOURS[o.colour]).all(-1).any(), "no background pixel has an object colour"
+        # textured/gradient backgrounds stay in the background colour's palette cell
+        assert (S.nearest_colour(img)[~fg] == S.COLOUR_NAMES.index(sc.background)).all()
+        if sc.style == "flat":
+            assert (bg_px == S.COLOURS[sc.background]).all()
+        else:
+            assert len(np.unique(bg_px, axis=0)) > 1
+
+
+def test_relations_and_layout():
+    for sc in _scenes(300, seed=1, p_two=1.0):
+        a, b = sc.objects
+        axis, sign = S.RELATIONS[sc.relation]
+        d = np.subtract((a.cx, a.cy), (b.cx, b.cy))
+        assert np.sign(d[axis]) == sign and abs(d[axis]) > abs(d[1 - axis])
+        for o in sc.objects:
+            assert S.MARGIN - 1e-9 <= o.cx - o.size and o.cx + o.size <= 1 - S.MARGIN + 1e-9
+            assert S.MARGIN - 1e-9 <= o.cy - o.size and o.cy + o.size <= 1 - S.MARGIN + 1e-9
+
+
+def test_styles_and_mix():
+    scs = _scenes(600, seed=2)
+    assert {sc.style for sc in scs} == set(S.STYLES)
+    n_two = sum(len(sc.objects) == 2 for sc in scs)
+    assert 200 < n_two < 400
+    mentioned = sum(sc.style_mentioned for sc in scs)
+    assert 200 < mentioned < 400
+
+
+def test_determinism():
+    a = S.dataset_batch(np.random.default_rng(7), 16, 32)
+    b = S.dataset_batch(np.random.default_rng(7), 16, 32)
+    c = S.dataset_batch(np.random.default_rng(8), 16, 32)
+    assert np.array_equal(a["images"], b["images"]) and np.array_equal(a["masks"], b["masks"])
+    assert a["captions"] == b["captions"]
+    assert not np.array_equal(a["images"], c["images"])
+    sc = a["scenes"][0]
+    assert np.array_equal(S.render(sc)[0], S.render(sc)[0])
+    assert np.array_equal(a["images"][0], S.render(sc)[0])
+    assert not any(S.is_heldout(c) for c in a["captions"] + c["captions"])
+
+
+# --------------------------------------------------------------------------- language
+
+
+def test_captions_parse_back():
+    for sc in _scenes(400, seed=3):
+        cap = S.caption(sc)
+        att = S.parse_caption(cap)
+        assert att == sc.attributes()
+        assert S.parse_caption(cap.upper() + ".") == att
+        gt = S.scene_from_caption(cap, np.random.default_rng(0))
+        assert S.caption(gt) == cap
+        assert gt.attributes() == att
+    base = S.parse_caption("a red circle on a blue background")
+    assert base == {"objects": [{"colour": "red", "shape": "circle"}], "relation": None,
+                    "background": "blue", "style": None}
+    two = S.parse_caption("a white triangle left of a red square on a speckled black background")
+    assert two["relation"] == "left of" and two["style"] == "noise" and len(two["objects"]) == 2
+    assert len(S.all_single_captions()) == 90 and len(S.all_single_captions(style_words=True)) == 360
+    for c in S.all_single_captions(style_words=True):
+        S.parse_caption(c)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "a purple circle on a blue background",
+        "a red hexagon on a blue background",
+        "a red circle on a red background",
+        "a red circle",
+        "a red circle next to a blue square on a green background",
+        "a red circle on a blue background please",
+        "red circle on a blue background",
+        "",
+    ],
+)
+def test_parse_rejects_outside_language(bad):
+    with pytest.raises(ValueError, match="outside the shapes language"):
+        S.parse_caption(bad)
+
+
+def test_heldout_split():
+    caps = S.heldout_captions(100)
+    assert len(caps) == len(set(caps)) == 100 and all(S.is_heldout(c) for c in caps)
+    assert caps == S.heldout_captions(100)
+    n_two = sum(S.parse_caption(c)["relation"] is not None for c in caps)
+    assert 20 < n_two < 90
+    frac = np.mean([S.is_heldout(c) for c in S.all_single_captions(style_words=True)])
+    assert 0.05 < frac < 0.2
+
+
+# --------------------------------------------------------------------------- judge
+
+
+@pytest.mark.parametrize("size", [32, 64])
+def test_judge_scores_ground_truth(size):
+    res = [S.judge(S.render(sc, size)[0], S.caption(sc)) for sc in _scenes(200, seed=10 + size)]
+    assert all(r["colour_ok"] for r in res)
+    assert all(r["shape_ok"] for r in res)
+    assert all(r["relation_ok"] is not False for r in res)
+    assert np.mean([r["clean"] for r in res]) > 0.999
+    # PIL and float inputs are accepted
+    from PIL import Image
+
+    sc = _scenes(1, seed=5)[0]
+    img = S.render(sc, size)[0]
+    assert S.judge(Image.fromarray(img), S.caption(sc))["ok"]
+    assert S.judge(img.astype(np.float32) / 255.0, S.caption(sc))["ok"]
+
+
+def test_judge_rejects_wrong_captions():
+    shape_ok, colour_ok, bg_ok, rel_ok = [], [], [], []
+    for i, sc in enumerate(_scenes(150, seed=4, p_two=0.0)):
+        img = S.render(sc)[0]
+        o = sc.objects[0]
+        others = [s for s in S.SHAPES if s != o.shape]
+        shape_ok.append(S.judge(img, f"a {o.colour} {others[i % 2]} on a {sc.background} background")["shape_ok"])
+        cols = [c for c in S.COLOUR_NAMES if c not in (o.colour, sc.background)]
+        wrong_fg = f"a {cols[i % len(cols)]} {o.shape} on a {sc.background} background"
+        colour_ok.append(S.judge(img, wrong_fg)["colour_ok"])
+        bg_ok.append(S.judge(img, f"a {o.colour} {o.shape} on a {cols[i % len(cols)]} background")["colour_ok"])
+    flip = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
+    for sc in _scenes(100, seed=6, p_two=1.0):
+        a, b = sc.objects
+        cap = f"a {a.colour} {a.shape} {flip[sc.relation]} a {b.colour} {b.shape} on a {sc.background} background"
+        rel_ok.append(S.judge(S.render(sc)[0], cap)["relation_ok"] if a.colour != b.colour else False)
+    assert np.mean(shape_ok) < 0.02
+    assert np.mean(colour_ok) == 0 and np.mean(bg_ok) == 0
+    assert np.mean(rel_ok) < 0.02
+
+
+def test_judge_on_blank_and_noise():
+    blank = np.zeros((32, 32, 3), np.uint8) + np.array(S.COLOURS["blue"], np.uint8)
+    r = S.judge(blank, "a red circle on a blue background")
+    assert r["background_ok"] and not r["colour_ok"] and not r["shape_ok"] and r["n_objects"] == 0
+    noise = np.random.default_rng(0).integers(0, 256, (32, 32, 3)).astype(np.uint8)
+    r = S.judge(noise, "a red circle on a blue background")
+    assert not r["ok"]
+    # "everything is foreground" and single 4x4 token blocks are not objects
+    big = blank.copy()
+    big[2:30, 2:30] = S.COLOURS["red"]
+    assert S.judge(big, "a red square on a blue background")["n_objects"] == 0
+    block = blank.copy()
+    block[8:12, 8:12] = S.COLOURS["red"]
+    assert not S.judge(block, "a red square on a blue background")["shape_ok"]
+
+
+# --------------------------------------------------------------------------- VAE
+
+
+def test_vae_round_trip_exact():
+    vae = PixelShuffleVAE(factor=2)
+    assert vae.config.latent_channels == 12 and len(vae.config.block_out_channels) == 2
+    x = torch.rand(3, 3, 32, 32) * 2 - 1
+    enc = vae.encode(x)
+    z = enc.latent_dist.mode()
+    assert z.shape == (3, 12, 16, 16)
+    assert torch.equal(enc.latent_dist.sample(torch.Generator().manual_seed(0)), z)
+    assert torch.equal(vae.decode(z).sample, x)
+    assert torch.equal(vae.decode(z, return_dict=False)[0], x)
+    imgs = torch.from_numpy(S.dataset_batch(np.random.default_rng(0), 4)["images"]).permute(0, 3, 1, 2)
+    x = imgs.float() / 127.5 - 1
+    back = ((vae.decode(vae.encode(x).latent_dist.mode()).sample + 1) * 127.5).round().to(torch.uint8)
+    assert torch.equal(back, imgs)
+    v4 = PixelShuffleVAE(factor=4)
+    assert len(v4.config.block_out_channels) == 3
+    x = torch.randn(1, 3, 32, 32)
+    assert torch.equal(v4.decode(v4.encode(x).latent_dist.mode()).sample, x)
+
+
+# --------------------------------------------------------------------------- model + training
+
+
+@pytest.fixture(scope="module")
+def tiny_pipe():
+    from massact_viz.shapes.model import build_shapes_pipeline
+
+    return build_shapes_pipeline(TINY)
+
+
+def test_tokenizers_cover_language_and_cap_length():
+    from massact_viz.shapes.model import build_clip_tokenizer, build_t5_tokenizer
+
+    t5, clip = build_t5_tokenizer(16), build_clip_tokenizer(16)
+    for w in S.VOCABULARY:
+        assert len(t5.tokenize(w)) == 1 and len(clip.tokenize(w)) == 1
+    c = "a white triangle left of a red square on a shaded black background"  # longest form: 13 words
+    ids = t5(c, padding="max_length", max_length=512, truncation=True).input_ids
+    assert len(ids) == 16 and ids[13] == t5.eos_token_id and ids[14] == t5.pad_token_id
+    assert t5(c).input_ids == build_t5_tokenizer(16)(c).input_ids
+    assert clip(c, padding="max_length", max_length=16).input_ids == build_clip_tokenizer(16)(
+        c, padding="max_length", max_length=16).input_ids
+    assert t5.tokenize("A purple hexagon!")  # out-of-language text still tokenizes
+
+
+def test_pipeline_layout(tiny_pipe):
+    from massact_viz.shapes.train import images_to_latents
+    from diffusers import FluxPipeline
+
+    pipe = tiny_pipe
+    assert isinstance(pipe, FluxPipeline) and pipe.vae_scale_factor == 2
+    assert pipe.default_sample_size * pipe.vae_scale_factor == 32
+    imgs = S.dataset_batch(np.random.default_rng(0), 2)["images"]
+    packed, ids = images_to_latents(pipe, imgs, "cpu")
+    assert packed.shape == (2, 64, 48) and ids.shape == (64, 3)
+    # the pipeline's own decode path inverts our encode path exactly
+    lat = FluxPipeline._unpack_latents(packed, 32, 32, pipe.vae_scale_factor)
+    lat = lat / pipe.vae.config.scaling_factor + pipe.vae.config.shift_factor
+    img = pipe.image_processor.postprocess(pipe.vae.decode(lat, return_dict=False)[0], output_type="np")
+    assert np.array_equal(np.rint(img * 255).astype(np.uint8), imgs)
+
+
+def test_sampling_convention_matches_training():
+    """An oracle transformer returning the exact rectified-flow velocity for a fixed x0,
+    v = (x_t - x0) / t (= eps - x0 when x_t = (1 - t) x0 + t eps), makes FluxPipeline land on x0
+    exactly: the pipeline passes timestep = sigma (not sigma * 1000) and integrates from 1 to 0
+    with unshifted sigmas (mu is ignored: no dynamic shifting), as train.py assumes."""
+    from massact_viz.shapes.model import build_shapes_pipeline
+    from massact_viz.shapes.train import images_to_latents
+
+    pipe = build_shapes_pipeline(TINY)
+    imgs = S.dataset_batch(np.random.default_rng(3), 1)["images"]
+    x0, _ = images_to_latents(pipe, imgs, "cpu")
+    seen = []
+
+    def oracle(hidden_states, timestep, **kw):
+        seen.append(float(timestep[0]))
+        return ((hidden_states - x0) / timestep[:, None, None],)
+
+    pipe.transformer.forward = oracle
+    out = pipe("a red circle on a blue background", negative_prompt="", true_cfg_scale=3.0,
+               num_inference_steps=7, generator=torch.Generator().manual_seed(0), output_type="np")
+    assert np.array_equal(np.rint(out.images[0] * 255).astype(np.uint8), imgs[0])
+    assert np.allclose(seen[::2], np.linspace(1.0, 1 / 7, 7), atol=1e-6)  # cond/uncond pairs
+
+
+def test_diffusers_save_and_from_pretrained(tiny_pipe, tmp_path):
+    import massact_viz.shapes.vae  # noqa: F401  (diffusers resolves the custom VAE from sys.modules)
+    from diffusers import DiffusionPipeline
+
+    tiny_pipe.save_pretrained(tmp_path)
+    p2 = DiffusionPipeline.from_pretrained(tmp_path)
+    assert type(p2).__name__ == "FluxPipeline" and type(p2.vae) is PixelShuffleVAE
+    p2.set_progress_bar_config(disable=True)
+    kw = dict(prompt="a red circle on a blue background", negative_prompt="", true_cfg_scale=4.0,
+              num_inference_steps=2, height=32, width=32, output_type="np")
+    a = tiny_pipe(generator=torch.Generator().manual_seed(0), **kw).images
+    b = p2(generator=torch.Generator().manual_seed(0), **kw).images
+    assert np.abs(a - b).max() < 1e-5
+
+
+def test_smoke_training_resume_and_generation(tmp_path):
+    from massact_viz.shapes import train as T
+    from massact_viz.shapes.model import load_shapes_pipeline
+
+    common = dict(batch=8, lr=3e-3, warmup=5, config=TINY, eval_n=0, progress=False, log_every=1, threads=1)
+    a = T.train(T.TrainArgs(out=str(tmp_path / "a"), ckpt_dir=str(tmp_path / "ca"), steps=20, **common))
+    losses = [h["loss_raw"] for h in a["history"] if "loss_raw" in h]
+    assert len(losses) == 20
+    assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5])
+    # resumable: 10 steps, then resume to 20, reproduces the uninterrupted run
+    T.train(T.TrainArgs(out=str(tmp_path / "b"), ckpt_dir=str(tmp_path / "cb"), steps=10, **common))
+    b = T.train(T.TrainArgs(out=str(tmp_path / "b"), ckpt_dir=str(tmp_path / "cb"), steps=20, **common))
+    assert b["step"] == 20
+    from safetensors.torch import load_file
+
+    wa, wb = load_file(str(tmp_path / "a" / "model.safetensors")), load_file(str(tmp_path / "b" / "model.safetensors"))
+    assert wa.keys() == wb.keys()
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert all(v.dtype == torch.float16 for v in wa.values())
+    # the shipped weights load into a FluxPipeline that generates at 32x32
+    pipe = load_shapes_pipeline(tmp_path / "a")
+    assert next(pipe.transformer.parameters()).dtype == torch.float32
+    out = pipe("a red circle on a blue background", negative_prompt="", true_cfg_scale=4.0,
+               num_inference_steps=4, generator=torch.Generator().manual_seed(0), output_type="np")
+    assert out.images.shape == (1, 32, 32, 3) and np.isfinite(out.images).all()
+    res = T.evaluate(pipe, ["a red circle on a blue background", S.heldout_captions(1)[0]], num_inference_steps=2)
+    assert res["n"] == 2 and set(res["all"]) >= {"colour", "shape"}
