@@ -6,7 +6,7 @@ BIN     := $(VENV)/bin
 PROMPT  ?= a red circle on a blue background
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: demo test lab bench clean
+.PHONY: demo test lab bench shapes-train shapes-card clean
 
 $(BIN)/massact-viz: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -26,6 +26,12 @@ lab: $(BIN)/massact-viz  ## open JupyterLab on the notebooks
 
 bench: $(BIN)/massact-viz  ## capture overhead and memory benchmarks (writes benchmarks/results.json)
 	$(BIN)/python benchmarks/capture_overhead.py
+
+shapes-train: $(BIN)/massact-viz  ## train (or resume) the embedded teaching model into data/shapes
+	$(BIN)/python -m massact_viz.shapes.train --out data/shapes --seed 0 --minutes $(or $(MINUTES),60)
+
+shapes-card: $(BIN)/massact-viz  ## measure the shipped teaching model: data/shapes/card.json and CARD.md
+	$(BIN)/python -m massact_viz.shapes.card
 
 clean:
 	rm -rf runs/ .pytest_cache

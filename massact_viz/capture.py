@@ -11,7 +11,7 @@ import platform
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import torch
 
@@ -116,7 +116,7 @@ class _PreviewRecorder:
 
 def run_capture(model: "Model", prompts: Sequence[str], *, steps: int, seed: int, size: tuple[int, int] | None,
                 guidance: float | None, negative_prompt: str | None, capture: Capture, batch_size: int,
-                progress: bool, pipe_kwargs: dict) -> Run:
+                progress: bool, pipe_kwargs: dict, edit: Callable[[Site], None] | None = None) -> Run:
     """Generate ``prompts`` (in batches) with hooks installed, returning a :class:`Run`."""
     from tqdm.auto import tqdm
 
@@ -157,10 +157,12 @@ def run_capture(model: "Model", prompts: Sequence[str], *, steps: int, seed: int
     collector = StatsCollector([b.name for b in blocks], cap_steps, streams, len(prompts),
                                capture.sun) if capture.stats else None
     raws = _RawRecorder(raw_specs)
-    hooks_on = [b for b in blocks] if collector else []
+    hooks_on = list(model.blocks) if edit is not None else [b for b in blocks] if collector else []
     hooks_on += [model.layer(n) for n, _, _ in raw_specs if model.layer(n) not in hooks_on]
 
     def on_site(site: Site) -> None:
+        if edit is not None:  # edits first, so what is captured is what the next block sees
+            edit(site)
         if collector is not None:
             collector(site)
         if raw_specs:
@@ -217,7 +219,7 @@ def run_capture(model: "Model", prompts: Sequence[str], *, steps: int, seed: int
     meta.update(prompts=prompts, seeds=[seed + i for i in range(len(prompts))], seed=seed, steps=steps,
                 size=[height, width], token_grid=list(grid), guidance=guidance, negative_prompt=negative_prompt,
                 call_kwargs={k: v for k, v in base.items() if _jsonable(v)},
-                capture=_capture_meta(capture), warnings=notes, seconds=round(elapsed, 3),
+                capture=_capture_meta(capture), edited=edit is not None, warnings=notes, seconds=round(elapsed, 3),
                 scheduler={"class": type(pipe.scheduler).__name__, "config": dict(pipe.scheduler.config)},
                 created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), python=platform.python_version())
     return Run(images, stats, meta, raws.result(), torch.cat(previews, dim=1) if previews else None)

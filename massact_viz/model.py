@@ -4,13 +4,14 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
 from .capture import Capture, run_capture
 from .errors import MassActError, check_index
 from .families import Block, Family, detect
+from .hooks import Site
 from .run import Run
 
 #: Names that load a model shipped with (or built by) massact_viz instead of a Hub id or directory.
@@ -221,19 +222,24 @@ class Model:
     def run(self, prompt: str | Sequence[str], *, steps: int | None = None, seed: int = 0,
             size: tuple[int, int] | None = None, guidance: float | None = None,
             negative_prompt: str | None = None, capture: Capture | None = None, batch_size: int = 8,
-            progress: bool = True, **pipe_kwargs: Any) -> Run:
+            progress: bool = True, edit: Callable[[Site], None] | None = None, **pipe_kwargs: Any) -> Run:
         """Generate and capture statistics of every block at every step (see :class:`Capture`).
 
         Image ``i`` uses seed ``seed + i``. ``steps`` defaults to the model's recommended count
         (4 unless the model says otherwise). ``guidance`` sets :attr:`guidance_kwarg`
         (``guidance_scale``, or ``true_cfg_scale`` for Qwen-Image and the embedded model); other
         pipeline kwargs pass through and override :attr:`defaults`.
+
+        ``edit(site)`` runs on every block output before anything is captured and may change the
+        activations in place, e.g. ``lambda site: site.image[..., [3, 7]].zero_()`` zeroes two
+        channels of the image stream in every block, step and CFG branch (``site.block``,
+        ``site.step`` and ``site.cond`` say where it is). Statistics then describe the edited run.
         """
         if steps is None:
             steps = int(self.defaults.get("num_inference_steps", 4))
         return run_capture(self, prompt, steps=steps, seed=seed, size=size, guidance=guidance,
                            negative_prompt=negative_prompt, capture=capture or Capture(),
-                           batch_size=batch_size, progress=progress, pipe_kwargs=pipe_kwargs)
+                           batch_size=batch_size, progress=progress, pipe_kwargs=pipe_kwargs, edit=edit)
 
     def generate(self, prompt: str | Sequence[str], **kwargs: Any) -> list:
         """Images only (same seeds and defaults as :meth:`run`, nothing captured)."""

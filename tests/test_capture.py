@@ -240,3 +240,19 @@ def test_sun_median_subsample_is_close_for_large_states():
     assert torch.allclose(out["median_abs"], exact, rtol=0.02)
     x[1, 7, 3] = 1e6
     assert reduce_channels(x)["sun_count"][1].sum() == 1
+
+
+def test_edit_zeroes_channels_in_place_and_changes_the_image(tiny_model):
+    m = tiny_model("flux")
+    base = m.run("a cat", steps=2, size=SIZE, progress=False)
+    seen = []
+
+    def zero(site):
+        seen.append((site.block.name, site.step))
+        site.image[..., [3, 7]] = 0
+
+    run = m.run("a cat", steps=2, size=SIZE, progress=False, edit=zero)
+    assert len(seen) == 2 * len(m.blocks)
+    assert torch.equal(run.stats.values["max_abs"][0, :, :, 0, [3, 7]], torch.zeros(2, len(m.blocks), 2))
+    assert not np.array_equal(np.asarray(run.images[0]), np.asarray(base.images[0]))
+    assert run.meta["edited"] is True

@@ -445,8 +445,9 @@ def save_shapes_weights(
 
 
 def default_weights_dir() -> Path:
-    """``<repo>/data/shapes`` (where the shipped weights live in a source checkout)."""
-    return Path(__file__).resolve().parents[2] / "data" / "shapes"
+    """``data/shapes`` of the project (``massact_viz.model.data_dir``; MASSACT_VIZ_DATA overrides)."""
+    from ..model import data_dir
+    return data_dir() / "shapes"
 
 
 def read_shapes_config(path: str | os.PathLike) -> dict:

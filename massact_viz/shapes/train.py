@@ -303,7 +303,7 @@ def _train(args: TrainArgs) -> dict:
     step, images_seen, train_seconds, history = 0, 0, 0.0, []
 
     if ckpt_path.exists() and not args.fresh:
-        ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)  # tensors and plain data only: never unpickle code
         if ck["config"] != cfg.to_dict():
             raise ValueError(f"{ckpt_path} was trained with a different architecture or seed; "
                              "use --fresh or another --ckpt-dir")
