@@ -123,9 +123,11 @@ def test_run_save_load_roundtrip(tmp_path, tiny_model):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
-def test_final_preview_matches_the_image(tiny_model):
-    m = tiny_model("flux")
+@pytest.mark.parametrize("family", ["flux", "sd3"])
+def test_final_preview_matches_the_image(family, tiny_model):
+    m = tiny_model(family)
     run = m.run("a cat", steps=3, size=SIZE, progress=False, capture=mv.Capture(previews=True))
+    assert run.previews.shape == (3, 1, 32, 32, 3)
     last = run.previews[-1, 0].numpy().astype(int)
     img = np.asarray(run.images[0]).astype(int)
     assert np.abs(last - img).max() <= 1  # the last prediction is the output (up to rounding)
@@ -148,6 +150,11 @@ def test_truncated_or_foreign_run_files_give_clear_errors(tmp_path, tiny_model):
         mv.Run.load(path)
     with pytest.raises(mv.RunFileError, match="no run.json"):
         mv.Run.load(tmp_path / "nowhere")
+
+
+def test_previews_refused_where_no_decoder(tiny_model):
+    with pytest.raises(mv.MassActError, match="previews need a flow-matching scheduler"):
+        tiny_model("pixart").run("a cat", steps=1, size=SIZE, progress=False, capture=mv.Capture(previews=True))
 
 
 def test_bad_input_errors(tiny_model):
