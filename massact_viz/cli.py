@@ -68,9 +68,9 @@ def cmd_scan(args) -> int:
     model = _load(args)
     prompts = read_prompts(args)
     cap = Capture(layers=args.layers or None, sun=not args.no_sun, previews=args.previews)
-    run = model.run(prompts, steps=args.steps, seed=args.seed, size=parse_size(args.size), guidance=args.guidance,
-                    capture=cap, batch_size=args.batch_size, progress=not args.json)
-    out = run.save(args.out)
+    run = model.scan(prompts, args.out, steps=args.steps, seed=args.seed, size=parse_size(args.size),
+                     guidance=args.guidance, capture=cap, batch_size=args.batch_size, progress=not args.json)
+    out = Path(args.out)
     rows = run.stats.summary(k=args.k, stat=args.stat)
     if args.json:
         print(json.dumps({"run": str(out), "model": run.meta["model"], "family": run.meta["family"],
@@ -118,7 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(fn=cmd_info)
 
-    sp = sub.add_parser("scan", help="capture channel statistics, save a run, print top-k channels per layer")
+    sp = sub.add_parser("scan", help="capture channel statistics, save a run, print top-k channels per layer "
+                                     "(resumable: rerun the same command after an interruption)")
     common(sp)
     sp.add_argument("--out", required=True, help="run directory to write")
     sp.add_argument("--k", type=int, default=4, help="channels to print per layer (default 4)")

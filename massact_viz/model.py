@@ -241,6 +241,12 @@ class Model:
                            negative_prompt=negative_prompt, capture=capture or Capture(),
                            batch_size=batch_size, progress=progress, pipe_kwargs=pipe_kwargs, edit=edit)
 
+    def scan(self, prompts: Sequence[str], out: str | os.PathLike, **kwargs: Any) -> Run:
+        """:meth:`run` over many prompts in batches, saved to ``out`` and resumable after an interruption
+        (see :func:`massact_viz.scan.scan`; same keyword arguments as :meth:`run`)."""
+        from .scan import scan
+        return scan(self, prompts, out, **kwargs)
+
     def generate(self, prompt: str | Sequence[str], **kwargs: Any) -> list:
         """Images only (same seeds and defaults as :meth:`run`, nothing captured)."""
         return self.run(prompt, capture=Capture.nothing(), **kwargs).images

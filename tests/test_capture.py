@@ -263,3 +263,31 @@ def test_edit_zeroes_channels_in_place_and_changes_the_image(tiny_model):
     assert torch.equal(run.stats.values["max_abs"][0, :, :, 0, [3, 7]], torch.zeros(2, len(m.blocks), 2))
     assert not np.array_equal(np.asarray(run.images[0]), np.asarray(base.images[0]))
     assert run.meta["edited"] is True
+
+
+def test_scan_resumes_after_interruption_with_the_same_result(tmp_path, tiny_model, monkeypatch):
+    m = tiny_model("flux")
+    prompts = ["a cat", "a dog", "a red house", "a tree", "a blue car"]
+    ref = m.scan(prompts, tmp_path / "ref", steps=2, size=SIZE, batch_size=2, progress=False)
+    calls = {"n": 0}
+    real_run = type(m).run
+
+    def flaky(self, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt  # the user pressed Ctrl-C during the second batch
+        return real_run(self, *a, **k)
+    monkeypatch.setattr(type(m), "run", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        m.scan(prompts, tmp_path / "s", steps=2, size=SIZE, batch_size=2, progress=False)
+    assert (tmp_path / "s.parts" / "000000" / "run.json").exists() and not (tmp_path / "s").exists()
+    monkeypatch.setattr(type(m), "run", real_run)
+    with pytest.raises(mv.MassActError, match="other settings"):
+        m.scan(prompts, tmp_path / "s", steps=3, size=SIZE, batch_size=2, progress=False)
+    done = m.scan(prompts, tmp_path / "s", steps=2, size=SIZE, batch_size=2, progress=False)
+    assert done.meta["resumed_prompts"] == 2
+    back = mv.Run.load(tmp_path / "s")
+    assert back.meta["seeds"] == [0, 1, 2, 3, 4] and back.meta["prompts"] == prompts
+    for k in ref.stats.values:
+        torch.testing.assert_close(back.stats.values[k], ref.stats.values[k], rtol=0, atol=0, equal_nan=True)
+    assert not (tmp_path / "s.parts").exists()

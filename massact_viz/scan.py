@@ -1,0 +1,112 @@
+"""Resumable statistics scans over many prompts.
+
+``scan(model, prompts, out, ...)`` runs the prompts in batches and saves each finished batch as a
+part under ``out.parts/``; an interrupted scan (Ctrl-C, crash, lost machine) run again with the same
+arguments skips the finished batches and ends with exactly the result of an uninterrupted one,
+because image ``i`` always uses seed ``seed + i`` whatever the batching. When every batch is done
+the parts are merged into one run directory ``out`` and removed.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+import torch
+
+from .capture import Capture, check_prompts
+from .errors import MassActError, RunFileError
+from .run import Run
+from .stats import ChannelStats
+
+if TYPE_CHECKING:
+    from .model import Model
+
+
+def scan(model: "Model", prompts: Sequence[str], out: str | Path, *, steps: int | None = None, seed: int = 0,
+         size: tuple[int, int] | None = None, guidance: float | None = None, capture: Capture | None = None,
+         batch_size: int = 8, progress: bool = True, **pipe_kwargs: Any) -> Run:
+    """Capture ``prompts`` in batches into the run directory ``out``, resuming a previous attempt."""
+    from tqdm.auto import tqdm
+
+    prompts = check_prompts(prompts)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise MassActError(f"batch_size must be a positive integer, got {batch_size!r}.")
+    capture = capture or Capture()
+    out = Path(out)
+    parts_dir = out.parent / f"{out.name}.parts"
+    settings = {"model": model.source, "prompts_sha256": hashlib.sha256("\n".join(prompts).encode()).hexdigest(),
+                "n": len(prompts), "steps": steps, "seed": seed, "size": list(size) if size else None,
+                "guidance": guidance, "batch_size": batch_size, "capture": repr(capture),
+                "pipe_kwargs": {k: repr(v) for k, v in sorted(pipe_kwargs.items())}}
+    manifest = parts_dir / "scan.json"
+    if manifest.exists():
+        try:
+            previous = json.loads(manifest.read_text())
+        except json.JSONDecodeError:
+            previous = None
+        if previous != settings:
+            raise MassActError(f"{parts_dir} holds a partial scan started with other settings (model, prompts, "
+                               f"steps, seed, size, batching or capture). Resume it with the same arguments, or "
+                               f"delete {parts_dir} (or choose another --out) to start over.")
+    else:
+        parts_dir.mkdir(parents=True, exist_ok=True)
+        manifest.write_text(json.dumps(settings, indent=1))
+
+    starts = list(range(0, len(prompts), batch_size))
+    parts: list[Run] = []
+    done = 0
+    bar = tqdm(total=len(prompts), desc="scan", unit="prompt", disable=not progress)
+    try:
+        for start in starts:
+            part_dir = parts_dir / f"{start:06d}"
+            chunk = prompts[start:start + batch_size]
+            part = None
+            if part_dir.exists():
+                try:
+                    part = Run.load(part_dir)
+                except RunFileError:
+                    part = None  # a damaged part (e.g. killed mid-write by the OS) is recomputed
+            if part is None:
+                part = model.run(chunk, steps=steps, seed=seed + start, size=size, guidance=guidance,
+                                 capture=capture, batch_size=batch_size, progress=False, **pipe_kwargs)
+                part.save(part_dir)
+            else:
+                done += len(chunk)
+            parts.append(part)
+            bar.update(len(chunk))
+    finally:
+        bar.close()
+    merged = concat_runs(parts)
+    merged.meta["resumed_prompts"] = done
+    merged.save(out)
+    shutil.rmtree(parts_dir, ignore_errors=True)
+    return merged
+
+
+def concat_runs(runs: Sequence[Run]) -> Run:
+    """One run from runs of the same model and settings over different prompts (images in order)."""
+    if not runs:
+        raise MassActError("nothing to concatenate: no runs given.")
+    first = runs[0]
+    images = [im for r in runs for im in r.images]
+    stats = None
+    if first.stats is not None:
+        s0 = first.stats
+        for r in runs[1:]:
+            s = r.stats
+            if s is None or (s.layers, s.steps, s.streams) != (s0.layers, s0.steps, s0.streams):
+                raise MassActError("runs captured different layers, steps or streams; they cannot be concatenated.")
+        stats = ChannelStats({k: torch.cat([r.stats.values[k] for r in runs]) for k in s0.values},
+                             torch.cat([r.stats.median_abs for r in runs]), s0.layers, s0.steps, s0.streams,
+                             [p for r in runs for p in r.stats.prompts])
+    raw = {k: torch.cat([r.raw[k] for r in runs]) for k in first.raw}
+    previews = torch.cat([r.previews for r in runs], dim=1) if first.previews is not None else None
+    meta = dict(first.meta)
+    meta["prompts"] = [p for r in runs for p in r.meta["prompts"]]
+    meta["seeds"] = [s for r in runs for s in r.meta["seeds"]]
+    meta["seconds"] = round(sum(r.meta.get("seconds", 0.0) for r in runs), 3)
+    meta["warnings"] = sorted({w for r in runs for w in r.meta.get("warnings", [])})
+    return Run(images, stats, meta, raw, previews)
