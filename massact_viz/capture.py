@@ -73,6 +73,8 @@ class _RawRecorder:
                 continue
             x = site.stream(spec.stream)[rows]
             if spec.tokens is not None:
+                for t in spec.tokens:
+                    check_index(t, x.shape[1], f"raw {spec.stream} token")
                 x = x[:, list(spec.tokens)]
             if spec.channels is not None:
                 x = x[..., list(spec.channels)]
@@ -87,31 +89,113 @@ def raw_key(layer: str, step: int, stream: str) -> str:
     return f"{layer}/step{step}/{stream}"
 
 
-class _PreviewRecorder:
-    """Records the predicted clean latent at each step from the scheduler's inputs (flow matching:
-    ``x0 = x_t - sigma_t * v``, with the guided velocity the pipeline hands to ``scheduler.step``)."""
+def _record_x0(store: list[torch.Tensor]):
+    """A scheduler-step callback recording the predicted clean latent of each step (flow matching:
+    ``x0 = x_t - sigma_t * v`` with the guided velocity the pipeline hands to ``scheduler.step``)."""
+    def record(sched, model_output, sample):
+        idx = sched.step_index if sched.step_index is not None else len(store)
+        sigma = sched.sigmas[idx].to(sample.device, torch.float32)
+        store.append((sample.float() - sigma * model_output.float()).detach())
+    return record
 
-    def __init__(self, pipe: Any):
-        self.pipe, self.sched = pipe, pipe.scheduler
-        self.x0: list[torch.Tensor] = []
-        self._orig = None
 
-    def __enter__(self):
-        sched = self.sched
-        orig = self._orig = sched.step
+#: pipeline kwargs that massact_viz sets itself (they decide the token grid, the steps, the prompts
+#: the text masks are rebuilt from, and the image rows)
+RESERVED_KWARGS = {"height": "size=(h, w)", "width": "size=(h, w)", "num_inference_steps": "steps=",
+                   "prompt": "the prompts argument", "generator": "seed=", "output_type": "nothing (PIL images)",
+                   "prompt_2": "the prompts argument (the same text feeds every encoder)",
+                   "prompt_3": "the prompts argument (the same text feeds every encoder)",
+                   "num_images_per_prompt": "repeating the prompt"}
 
-        def step(model_output, timestep, sample, *args, **kwargs):
-            idx = sched.step_index if sched.step_index is not None else len(self.x0)
-            sigma = sched.sigmas[idx].to(sample.device, torch.float32)
-            self.x0.append((sample.float() - sigma * model_output.float()).detach())
-            return orig(model_output, timestep, sample, *args, **kwargs)
 
-        sched.step = step
-        return self
+def _check_size(size: Any) -> tuple[int, int] | None:
+    if size is None:
+        return None
+    if isinstance(size, int) and not isinstance(size, bool):
+        return (size, size)
+    if isinstance(size, (tuple, list)) and len(size) == 2:
+        return (size[0], size[1])
+    raise MassActError(f"size must be (height, width) in pixels or one int for a square, got {size!r}.")
 
-    def __exit__(self, *exc):
-        del self.sched.step  # drop the instance attribute, restoring the class method
-        return False
+
+def _listify(v: Any, what: str) -> list | None:
+    if v is None:
+        return None
+    if isinstance(v, (str, int)) and not isinstance(v, bool):
+        return [v]
+    try:
+        return list(v)
+    except TypeError:
+        raise MassActError(f"{what} must be a list (or a single value), got {v!r}.") from None
+
+
+@dataclass
+class Plan:
+    """A validated capture: everything :func:`run_capture` needs, resolved against the model."""
+
+    prompts: list[str]
+    steps: int
+    height: int
+    width: int
+    grid: tuple[int, int]
+    blocks: list
+    cap_steps: list[int]
+    streams: list[str]
+    raw_specs: list
+
+
+def plan_capture(model: "Model", prompts: Sequence[str], *, steps: int, seed: int, size: Any,
+                 guidance: float | None, capture: Capture, batch_size: int, pipe_kwargs: dict) -> Plan:
+    """Validate a capture request against the model before anything runs (clear errors, nothing lost)."""
+    prompts = check_prompts(prompts)
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise MassActError(f"steps must be a positive integer (number of denoising steps), got {steps!r}.")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise MassActError(f"batch_size must be a positive integer, got {batch_size!r}.")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise MassActError(f"seed must be a non-negative integer, got {seed!r}.")
+    if guidance is not None and (isinstance(guidance, bool) or not isinstance(guidance, (int, float))):
+        raise MassActError(f"guidance must be a number, got {guidance!r}.")
+    for k in pipe_kwargs:
+        if k in RESERVED_KWARGS:
+            raise MassActError(f"do not pass {k}= to run(); use {RESERVED_KWARGS[k]} instead.")
+    if not isinstance(capture.preview_size, int) or capture.preview_size < 8:
+        raise MassActError(f"preview_size must be an integer of at least 8 pixels, got {capture.preview_size!r}.")
+    fam, pipe = model.family, model.pipe
+    model.check_no_cache()
+    height, width = _check_size(size) or fam.default_size(pipe)
+    grid = fam.token_grid(pipe, height, width)
+    blocks = model.resolve_layers(capture.layers)
+    step_list = _listify(capture.steps, "Capture.steps")
+    cap_steps = sorted({check_index(s, steps, "step", f"This run has {steps} steps.") for s in
+                        (range(steps) if step_list is None else step_list)})
+    have = [s for s in ("image", "text") if any(s in b.streams for b in blocks)]
+    streams = have if capture.streams is None else _listify(capture.streams, "Capture.streams")
+    for st in streams:
+        if st not in have:
+            raise MassActError(f"stream {st!r} is not available here: the chosen {fam.title} blocks have {have}.")
+    raw_specs = []
+    for r in capture.raw:
+        if not isinstance(r, Raw):
+            raise MassActError(f"Capture.raw takes Raw(...) specs, got {r!r}.")
+        b = model.layer(r.layer)
+        if r.stream not in b.streams:
+            raise MassActError(f"raw slice: layer {b.name} has no {r.stream!r} stream (it has {list(b.streams)}).")
+        st = check_index(r.step, steps, "raw step", f"This run has {steps} steps.")
+        chans, toks = _listify(r.channels, "Raw.channels"), _listify(r.tokens, "Raw.tokens")
+        for i in chans or ():
+            check_index(i, model.width, "raw channel")
+        for i in (toks or ()) if r.stream == "image" else ():
+            check_index(i, grid[0] * grid[1], "raw token")
+        spec = Raw(b.name, st, r.stream, chans, toks)
+        if any(raw_key(n, s2, x.stream) == raw_key(b.name, st, r.stream) for n, s2, x in raw_specs):
+            raise MassActError(f"two raw slices ask for {raw_key(b.name, st, r.stream)}; merge their channels/tokens.")
+        raw_specs.append((b.name, st, spec))
+    if capture.previews and (fam.preview is None or type(pipe.scheduler).__name__ != "FlowMatchEulerDiscreteScheduler"):
+        raise MassActError(f"per-step previews need a flow-matching Euler scheduler and a {fam.title} latent decoder; "
+                           f"they are available for FLUX.1, SD3 and the embedded model. Use previews=False.")
+
+    return Plan(prompts, steps, height, width, grid, blocks, cap_steps, streams, raw_specs)
 
 
 def run_capture(model: "Model", prompts: Sequence[str], *, steps: int, seed: int, size: tuple[int, int] | None,
@@ -120,40 +204,11 @@ def run_capture(model: "Model", prompts: Sequence[str], *, steps: int, seed: int
     """Generate ``prompts`` (in batches) with hooks installed, returning a :class:`Run`."""
     from tqdm.auto import tqdm
 
-    prompts = check_prompts(prompts)
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise MassActError(f"steps must be a positive integer (number of denoising steps), got {steps!r}.")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise MassActError(f"batch_size must be a positive integer, got {batch_size!r}.")
-    if "num_images_per_prompt" in pipe_kwargs:
-        raise MassActError("pass each image as its own prompt (repeat the prompt) instead of num_images_per_prompt.")
+    plan = plan_capture(model, prompts, steps=steps, seed=seed, size=size, guidance=guidance, capture=capture,
+                        batch_size=batch_size, pipe_kwargs=pipe_kwargs)
+    prompts, height, width, grid, blocks = plan.prompts, plan.height, plan.width, plan.grid, plan.blocks
+    cap_steps, streams, raw_specs = plan.cap_steps, plan.streams, plan.raw_specs
     fam, pipe = model.family, model.pipe
-    model.check_no_cache()
-    height, width = size if size is not None else fam.default_size(pipe)
-    grid = fam.token_grid(pipe, height, width)
-    blocks = model.resolve_layers(capture.layers)
-    cap_steps = [check_index(s, steps, "step", f"This run has {steps} steps.") for s in
-                 (range(steps) if capture.steps is None else capture.steps)]
-    have = [s for s in ("image", "text") if any(s in b.streams for b in blocks)]
-    streams = have if capture.streams is None else list(capture.streams)
-    for st in streams:
-        if st not in have:
-            raise MassActError(f"stream {st!r} is not available here: the chosen {fam.title} blocks have {have}.")
-    raw_specs = []
-    for r in capture.raw:
-        b = model.layer(r.layer)
-        if r.stream not in b.streams:
-            raise MassActError(f"raw slice: layer {b.name} has no {r.stream!r} stream (it has {list(b.streams)}).")
-        raw_specs.append((b.name, check_index(r.step, steps, "raw step", f"This run has {steps} steps."), r))
-        limits = (("channel", r.channels, model.width), ("token", r.tokens, grid[0] * grid[1] if r.stream == "image" else None))
-        for what, idx, n in limits:
-            for i in (idx if idx is not None and n is not None else ()):
-                check_index(i, n, f"raw {what}")
-    if capture.previews and (fam.preview is None or not hasattr(pipe.scheduler, "sigmas")
-                             or "FlowMatch" not in type(pipe.scheduler).__name__):
-        raise MassActError(f"per-step previews need a flow-matching scheduler and a {fam.title} latent decoder; "
-                           f"they are available for FLUX.1, SD3 and the embedded model. Use previews=False.")
-
     collector = StatsCollector([b.name for b in blocks], cap_steps, streams, len(prompts),
                                capture.sun) if capture.stats else None
     raws = _RawRecorder(raw_specs)
@@ -186,19 +241,18 @@ def run_capture(model: "Model", prompts: Sequence[str], *, steps: int, seed: int
             gens = [torch.Generator("cpu").manual_seed(seed + first + i) for i in range(len(chunk))]
             kw = dict(base, prompt=chunk if len(chunk) > 1 else chunk[0], generator=gens if len(gens) > 1 else gens[0])
             if collector is not None:
-                collector.offset = first
-            rec = _PreviewRecorder(pipe) if capture.previews else None
+                collector.begin(first, len(chunk))
+            x0: list[torch.Tensor] = []
             with attach(pipe, fam, hooks_on, on_site, n_images=len(chunk), n_image_tokens=grid[0] * grid[1],
-                        prompts=chunk, call_kwargs=kw) as state:
-                if rec is not None:
-                    with rec:
-                        out = pipe(**kw)
-                else:
-                    out = pipe(**kw)
+                        prompts=chunk, call_kwargs=kw,
+                        on_scheduler_step=_record_x0(x0) if capture.previews else None) as state:
+                out = pipe(**kw)
+            if collector is not None:
+                collector.end()
             steps_seen = state.step + 1
             images.extend(out.images)
-            if rec is not None:
-                previews.append(_decode_previews(model, rec.x0, height, width, capture.preview_size, progress))
+            if capture.previews:
+                previews.append(_decode_previews(model, x0, height, width, capture.preview_size, progress))
     finally:
         _progress(pipe, was_enabled)
     elapsed = time.perf_counter() - t0
@@ -207,12 +261,10 @@ def run_capture(model: "Model", prompts: Sequence[str], *, steps: int, seed: int
     if steps_seen is not None and steps_seen != steps:
         notes.append(f"the pipeline ran {steps_seen} denoising steps, not the {steps} asked for "
                      f"(its scheduler or strength changed them); step indices refer to the steps that ran.")
-    stats = collector.result([p for p in prompts]) if collector is not None else None
-    if stats is not None:
-        bad = [n for n, v in stats.values.items() if torch.isinf(v).any()]
-        if bad or any(not _finite_image(im) for im in images):
-            notes.append(f"non-finite values ({', '.join(bad) or 'image'}): with float16 the hidden state "
-                         f"overflows (massive activations exceed 65504). Load with dtype='bfloat16' or 'float32'.")
+    stats = collector.result(prompts) if collector is not None else None
+    if collector is not None and collector.overflowed():
+        notes.append("non-finite statistics: the hidden state overflowed (with float16, massive activations "
+                     "exceed 65504). The run is kept; load with dtype='bfloat16' or 'float32' for usable numbers.")
     for n in notes:
         warnings.warn(n, MassActWarning, stacklevel=3)
     meta = model.metadata()
@@ -229,6 +281,8 @@ def check_prompts(prompts: str | Sequence[str]) -> list[str]:
     """A non-empty list of non-empty prompt strings, or a clear error."""
     if isinstance(prompts, str):
         prompts = [prompts]
+    if prompts is None or not hasattr(prompts, "__iter__"):
+        raise MassActError(f"prompts must be a string or a list of strings, got {prompts!r}.")
     prompts = list(prompts)
     if not prompts:
         raise MassActError("no prompts given: pass a prompt string or a non-empty list of them.")
@@ -242,12 +296,6 @@ def _progress(pipe: Any, enable: bool) -> bool:
     prev = not getattr(pipe, "_progress_bar_config", {}).get("disable", False)
     pipe.set_progress_bar_config(disable=not enable)
     return prev
-
-
-def _finite_image(im: Any) -> bool:
-    import numpy as np
-    a = np.asarray(im)
-    return bool(np.isfinite(a).all()) if a.dtype.kind == "f" else True
 
 
 def _jsonable(v: Any) -> bool:

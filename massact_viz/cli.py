@@ -59,7 +59,7 @@ def cmd_info(args) -> int:
     if args.json:
         print(json.dumps(info, indent=1))
     else:
-        print(model if args.size is None else model.info(parse_size(args.size)))
+        print(model.describe(parse_size(args.size)))
     return 0
 
 

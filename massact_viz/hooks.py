@@ -9,8 +9,10 @@ the views; edits (zeroing, transport) write into them in place.
 
 Step and branch rules (the same for every family):
 
-* a new denoising step starts when the transformer sees a new timestep value;
-* within a step, calls are numbered; with separate-call CFG (FLUX true CFG, Qwen-Image, FLUX.2)
+* the denoising step is the number of ``scheduler.step`` calls made so far in this pipeline call
+  (the scheduler is wrapped for the duration), so steps stay distinct even when two timesteps
+  round to the same bf16 value;
+* within a step, transformer calls are numbered; with separate-call CFG (FLUX true CFG, Qwen-Image, FLUX.2)
   call 0 is the conditional pass and later calls (unconditional, skip-layer guidance) are not;
 * with batched CFG (SD3, PixArt, SANA) a call has ``2 n`` rows ``[uncond; cond]`` for ``n``
   images, and the conditional rows are the second half.
@@ -18,7 +20,6 @@ Step and branch rules (the same for every family):
 from __future__ import annotations
 
 import contextlib
-import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Sequence
 
@@ -36,10 +37,11 @@ class CallState:
     n_image_tokens: int
     step: int = -1
     call: int = -1  # index of this transformer call within the step
-    timestep: float | None = None
+    scheduler_steps: int = 0  # scheduler.step calls so far
     batch: int = 0
     text_len: int | None = None
     text_mask: torch.Tensor | None = None  # (batch, text_len) bool, on the model device
+    text_index: torch.Tensor | None = None  # real text token positions when every row has the same
     latents: torch.Tensor | None = None  # the transformer's image input of this call
     _mask_cache: dict = field(default_factory=dict)
 
@@ -78,6 +80,10 @@ class Site:
     def text_mask(self) -> torch.Tensor | None:
         return self.state.text_mask
 
+    @property
+    def text_index(self) -> torch.Tensor | None:
+        return self.state.text_index
+
     def stream(self, name: str) -> torch.Tensor | None:
         if name == "image":
             return self.image
@@ -86,32 +92,24 @@ class Site:
         raise MassActError(f"unknown stream {name!r}: use 'image' or 'text'.")
 
 
-def _first_float(t: Any) -> float | None:
-    if torch.is_tensor(t):
-        return float(t.reshape(-1)[0]) if t.numel() else None
-    return None if t is None else float(t)
-
-
 @contextlib.contextmanager
 def attach(pipe: Any, family: Family, blocks: Sequence[Block], fn: Callable[[Site], None], *,
-           n_images: int, n_image_tokens: int, prompts: Sequence[str] = (),
-           call_kwargs: dict | None = None, on_call: Callable[[CallState], None] | None = None,
+           n_images: int, n_image_tokens: int, prompts: Sequence[str] = (), call_kwargs: dict | None = None,
+           on_scheduler_step: Callable[[Any, torch.Tensor, torch.Tensor], None] | None = None,
            ) -> Iterator[CallState]:
-    """Install hooks for one pipeline call; ``fn(site)`` runs after each chosen block's forward."""
-    tr = pipe.transformer
+    """Install hooks for one pipeline call; ``fn(site)`` runs after each chosen block's forward.
+
+    ``on_scheduler_step(scheduler, model_output, sample)`` runs before each scheduler step (the
+    guided prediction and the current latents, e.g. for previews).
+    """
+    tr, sched = pipe.transformer, pipe.scheduler
     state = CallState(n_images=n_images, n_image_tokens=n_image_tokens)
     call_kwargs = call_kwargs or {}
-    params = list(inspect.signature(tr.forward).parameters)
-    t_pos = params.index("timestep") if "timestep" in params else None
 
     def pre_hook(module, args, kwargs):
         hidden = kwargs.get("hidden_states", args[0] if args else None)
-        t_arg = kwargs.get("timestep")
-        if t_arg is None and t_pos is not None and len(args) > t_pos:
-            t_arg = args[t_pos]
-        t = _first_float(t_arg)
-        if t is None or t != state.timestep:
-            state.step, state.call, state.timestep = state.step + 1, 0, t
+        if state.step != state.scheduler_steps:  # the scheduler moved on: a new denoising step
+            state.step, state.call = state.scheduler_steps, 0
         else:
             state.call += 1
         state.batch = int(hidden.shape[0])
@@ -119,8 +117,19 @@ def attach(pipe: Any, family: Family, blocks: Sequence[Block], fn: Callable[[Sit
         enc = kwargs.get("encoder_hidden_states")
         state.text_len = int(enc.shape[1]) if torch.is_tensor(enc) and enc.dim() == 3 else None
         state.text_mask = _text_mask(state, kwargs, hidden.device)
-        if on_call is not None:
-            on_call(state)
+        state.text_index = None
+        if state.text_mask is not None and bool((state.text_mask == state.text_mask[:1]).all()):
+            state.text_index = state.text_mask[0].nonzero().squeeze(1)  # one host sync per call, not per block
+
+    orig_step = sched.step
+    had_own = "step" in vars(sched)
+
+    def scheduler_step(model_output, timestep, sample, *args, **kwargs):
+        if on_scheduler_step is not None:
+            on_scheduler_step(sched, model_output, sample)
+        out = orig_step(model_output, timestep, sample, *args, **kwargs)
+        state.scheduler_steps += 1
+        return out
 
     def _text_mask(st: CallState, kwargs: dict, device: torch.device) -> torch.Tensor | None:
         if st.text_len is None:
@@ -148,6 +157,7 @@ def attach(pipe: Any, family: Family, blocks: Sequence[Block], fn: Callable[[Sit
         return hook
 
     handles = [tr.register_forward_pre_hook(pre_hook, with_kwargs=True)]
+    sched.step = scheduler_step
     try:
         for b in blocks:
             handles.append(tr.get_submodule(b.path).register_forward_hook(make_hook(b)))
@@ -155,4 +165,8 @@ def attach(pipe: Any, family: Family, blocks: Sequence[Block], fn: Callable[[Sit
     finally:
         for h in handles:
             h.remove()
+        if had_own:
+            sched.step = orig_step
+        else:
+            del sched.step  # back to the class's method
 

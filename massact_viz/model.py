@@ -8,7 +8,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from .capture import Capture, run_capture
+from .capture import Capture, _check_size, run_capture
 from .errors import MassActError, check_index
 from .families import Block, Family, detect
 from .hooks import Site
@@ -20,7 +20,7 @@ TINY_PREFIX = "tiny:"
 
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
            "float16": torch.float16, "fp16": torch.float16, "half": torch.float16}
-_CACHE_HOOK_WORDS = ("cache", "pyramid_attention", "layer_skip")
+_CACHE_HOOK_WORDS = ("cache", "fbc_", "pyramid_attention", "layer_skip")  # diffusers/hooks names
 
 
 def data_dir() -> Path:
@@ -54,7 +54,7 @@ def load(source: Any, *, device: str | None = None, dtype: str | torch.dtype | N
     """
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     torch_dtype = parse_dtype(dtype, device)
-    if torch_dtype == torch.float16:
+    if torch_dtype == torch.float16 or (dtype is None and _is_fp16_pipeline(source)):
         warnings.warn("float16 overflows in DiTs with massive activations (values above 65504 become inf); "
                       "prefer dtype='bfloat16'. massact_viz will flag non-finite statistics.", stacklevel=2)
     if offload not in (None, "model", "sequential"):
@@ -69,6 +69,8 @@ def load(source: Any, *, device: str | None = None, dtype: str | torch.dtype | N
         name = getattr(getattr(pipe, "config", None), "_name_or_path", None) or type(pipe).__name__
         if dtype is not None:
             _cast(pipe, torch_dtype)
+        else:
+            torch_dtype = next(pipe.transformer.parameters()).dtype
     else:
         raise MassActError(f"cannot load {type(source).__name__}: pass a Hub id, a local pipeline directory, "
                            f"a diffusers DiffusionPipeline, 'shapes' or 'tiny:<family>'.")
@@ -84,6 +86,11 @@ def load(source: Any, *, device: str | None = None, dtype: str | torch.dtype | N
         pipe.to(device)
     return Model(pipe, family=family, source=name, dtype=torch_dtype, device=device, offload=offload,
                  revision=revision, defaults=defaults)
+
+
+def _is_fp16_pipeline(source: Any) -> bool:
+    tr = getattr(source, "transformer", None)
+    return tr is not None and next(tr.parameters()).dtype == torch.float16
 
 
 def _cast(pipe: Any, dtype: torch.dtype) -> Any:
@@ -191,9 +198,9 @@ class Model:
             raise MassActError("an empty layer list was given; pass None for all layers.")
         return sorted(set(out), key=lambda b: b.index)
 
-    def token_grid(self, size: tuple[int, int] | None = None) -> tuple[int, int]:
+    def token_grid(self, size: tuple[int, int] | int | None = None) -> tuple[int, int]:
         """(rows, cols) of image tokens at ``size`` (height, width) pixels (default: the pipeline's)."""
-        h, w = size if size is not None else self.family.default_size(self.pipe)
+        h, w = _check_size(size) or self.family.default_size(self.pipe)
         return self.family.token_grid(self.pipe, h, w)
 
     def check_no_cache(self) -> None:
@@ -219,6 +226,10 @@ class Model:
         """The pipeline kwarg that ``guidance=`` sets (true CFG where the defaults use it)."""
         return "true_cfg_scale" if "true_cfg_scale" in self.defaults else self.family.guidance_kwarg
 
+    def resolve_steps(self, steps: int | None) -> int:
+        """``steps``, or the model's recommended number (4 unless its defaults say otherwise)."""
+        return int(self.defaults.get("num_inference_steps", 4)) if steps is None else steps
+
     def run(self, prompt: str | Sequence[str], *, steps: int | None = None, seed: int = 0,
             size: tuple[int, int] | None = None, guidance: float | None = None,
             negative_prompt: str | None = None, capture: Capture | None = None, batch_size: int = 8,
@@ -235,9 +246,7 @@ class Model:
         channels of the image stream in every block, step and CFG branch (``site.block``,
         ``site.step`` and ``site.cond`` say where it is). Statistics then describe the edited run.
         """
-        if steps is None:
-            steps = int(self.defaults.get("num_inference_steps", 4))
-        return run_capture(self, prompt, steps=steps, seed=seed, size=size, guidance=guidance,
+        return run_capture(self, prompt, steps=self.resolve_steps(steps), seed=seed, size=size, guidance=guidance,
                            negative_prompt=negative_prompt, capture=capture or Capture(),
                            batch_size=batch_size, progress=progress, pipe_kwargs=pipe_kwargs, edit=edit)
 
@@ -289,9 +298,9 @@ class Model:
                              "diffusers": diffusers.__version__, "transformers": transformers.__version__,
                              "nnsight": nn_version}}
 
-    def info(self, size: tuple[int, int] | None = None) -> dict[str, Any]:
+    def info(self, size: tuple[int, int] | int | None = None) -> dict[str, Any]:
         """Architecture summary as a dict (what ``print(model)`` and ``massact-viz info`` show)."""
-        h, w = size if size is not None else self.family.default_size(self.pipe)
+        h, w = _check_size(size) or self.family.default_size(self.pipe)
         grid = self.family.token_grid(self.pipe, h, w)
         kinds: dict[str, int] = {}
         for b in self.blocks:
@@ -305,7 +314,11 @@ class Model:
                 "dtype": str(self.dtype).replace("torch.", ""), "device": self.device, "notes": self.family.notes}
 
     def __repr__(self) -> str:
-        i = self.info()
+        return self.describe()
+
+    def describe(self, size: tuple[int, int] | int | None = None) -> str:
+        """The text of ``print(model)``, with the token grid at ``size``."""
+        i = self.info(size)
         kinds = " + ".join(f"{n} {k}" for k, n in i["block_kinds"].items())
         first, last = i["layers"][0], i["layers"][-1]
         streams = sorted({s for v in i["streams"].values() for s in v})

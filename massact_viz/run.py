@@ -55,10 +55,17 @@ class Run:
 
     # ---------------------------------------------------------------- save
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the run directory ``path`` atomically (replacing a previous run there)."""
+        """Write the run directory ``path`` atomically.
+
+        An existing run at ``path`` is replaced only once the new one is complete; any other existing
+        file or non-empty directory there is refused (never deleted).
+        """
         from safetensors.torch import save_file
 
         path = Path(path)
+        if path.exists() and not (path.is_dir() and (not any(path.iterdir()) or _is_run_dir(path))):
+            raise RunFileError(f"{path} exists and is not a massact_viz run directory; refusing to replace it. "
+                               f"Choose another path (a new or empty directory, or an earlier run to overwrite).")
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
         tmp.mkdir()
@@ -139,6 +146,13 @@ class Run:
             except (OSError, ValueError) as e:
                 raise RunFileError(f"image {path / name} is missing or damaged ({e}); re-create the run.") from None
         return cls(images, stats, doc["meta"], raw, tensors.get("previews"))
+
+
+def _is_run_dir(path: Path) -> bool:
+    try:
+        return json.loads((path / "run.json").read_text()).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _sha256(p: Path) -> str:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 
-from .capture import Capture, check_prompts
+from .capture import Capture, plan_capture
 from .errors import MassActError, RunFileError
 from .run import Run
 from .stats import ChannelStats
@@ -31,10 +31,10 @@ def scan(model: "Model", prompts: Sequence[str], out: str | Path, *, steps: int 
     """Capture ``prompts`` in batches into the run directory ``out``, resuming a previous attempt."""
     from tqdm.auto import tqdm
 
-    prompts = check_prompts(prompts)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise MassActError(f"batch_size must be a positive integer, got {batch_size!r}.")
     capture = capture or Capture()
+    steps = model.resolve_steps(steps)
+    prompts = plan_capture(model, prompts, steps=steps, seed=seed, size=size, guidance=guidance, capture=capture,
+                           batch_size=batch_size, pipe_kwargs=pipe_kwargs).prompts  # every error before any work
     out = Path(out)
     parts_dir = out.parent / f"{out.name}.parts"
     settings = {"model": model.source, "prompts_sha256": hashlib.sha256("\n".join(prompts).encode()).hexdigest(),

@@ -8,7 +8,8 @@ the non-padding text tokens):
 ``max_abs``   max over tokens of |x|.
 ``sun_count`` number of elements per channel with |x| > 100 and |x| > 1000 x the median |x| of
               that hidden state (Sun et al. 2024's element criterion), with ``median_abs`` kept;
-              the median is exact up to 65,536 elements, else taken on an evenly strided subsample.
+              the median is exact up to 65,536 elements, else taken over evenly strided tokens
+              (every channel kept).
 
 Missing entries (a text stream that a block does not have, steps or layers not captured) are NaN.
 """
@@ -24,8 +25,8 @@ from .errors import MassActError, check_index, check_k
 STATISTICS = ("abs_mean", "mean_abs", "max_abs")
 SUN_THRESHOLD = 100.0
 SUN_RATIO = 1000.0
-#: The Sun median is taken over at most this many elements per hidden state (an evenly strided
-#: subsample; exact below it). A full median of a FLUX-scale state costs as much as a block.
+#: The Sun median is taken over about this many elements per hidden state (every channel of evenly
+#: strided tokens; exact below it). A full median of a FLUX-scale state costs as much as a block.
 SUN_MEDIAN_SAMPLE = 1 << 16
 
 
@@ -88,6 +89,8 @@ class ChannelStats:
     def top_k(self, k: int, *, layer: str | int, stat: str = "abs_mean", stream: str = "image",
               step: int | None = None, image: int | None = None) -> tuple[list[int], list[float]]:
         """Indices and scores of the ``k`` largest channels at ``layer`` (averaged as in :meth:`get`)."""
+        if layer is None:
+            raise MassActError("top_k needs a layer (a name like 'double.3' or an index); see stats.layers.")
         v = self.get(stat, layer=layer, step=step, stream=stream, image=image)
         _require_finite(v, layer, stream)
         check_k(k, v.numel())
@@ -101,6 +104,7 @@ class ChannelStats:
 
     def summary(self, k: int = 5, *, stat: str = "abs_mean", step: int | None = None) -> list[dict]:
         """Per (layer, stream): top-k channels and scores, the median score and top-1/median."""
+        check_k(k, self.width)
         rows = []
         for st in self.streams:
             v = self.get(stat, step=step, stream=st)
@@ -131,8 +135,8 @@ class StatsCollector:
     """Reduces block outputs to per-channel statistics inside the forward, on the model's device.
 
     Memory is (images x steps x layers x streams x channels) per statistic, whatever the number of
-    tokens; buffers are allocated on the first block output seen, and each block output costs one
-    write into them.
+    tokens. The device buffer holds one batch (allocated on its first block output, one write per
+    block output, no host sync); :meth:`end` moves it to the CPU result after each batch.
     """
 
     def __init__(self, layers: Sequence[str], steps: Sequence[int], streams: Sequence[str],
@@ -142,9 +146,15 @@ class StatsCollector:
         self._step_pos = {s: i for i, s in enumerate(self.steps)}
         self.names = STATISTICS + (("sun_count",) if sun else ())
         self.n_images, self.sun = n_images, sun
-        self.buf: torch.Tensor | None = None  # (statistics, P, S, L, St, D)
-        self.median: torch.Tensor | None = None  # (P, S, L, St)
-        self.offset = 0  # first image row of the current pipeline call
+        self.values: torch.Tensor | None = None  # CPU (statistics, P, S, L, St, D)
+        self.median: torch.Tensor | None = None  # CPU (P, S, L, St)
+        self.written: torch.Tensor | None = None  # CPU (P, S, L, St) bool: entries a block output filled
+        self._dev: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        self.offset, self.batch = 0, n_images
+
+    def begin(self, offset: int, batch: int) -> None:
+        """Start a pipeline call whose images are rows ``offset .. offset + batch`` of the result."""
+        self.offset, self.batch, self._dev = offset, batch, None
 
     def __call__(self, site) -> None:
         s_pos = self._step_pos.get(site.step)
@@ -156,50 +166,83 @@ class StatsCollector:
             x = site.stream(stream)
             if x is None:
                 continue
-            x = x[rows]
-            mask = site.text_mask[rows] if stream == "text" and site.text_mask is not None else None
-            if self.buf is None:
-                shape = (self.n_images, len(self.steps), len(self.layers), len(self.streams), x.shape[-1])
-                self.buf = torch.full((len(self.names),) + shape, float("nan"), device=x.device)
-                self.median = torch.full(shape[:-1], float("nan"), device=x.device)
+            x, mask = x[rows], None
+            if stream == "text" and site.text_mask is not None:
+                if site.text_index is not None:
+                    x = x.index_select(1, site.text_index)
+                else:
+                    mask = site.text_mask[rows]
+            if self._dev is None:
+                shape = (self.batch, len(self.steps), len(self.layers), len(self.streams))
+                self._dev = (torch.full((len(self.names),) + shape + (x.shape[-1],), float("nan"), device=x.device),
+                             torch.full(shape, float("nan"), device=x.device),
+                             torch.zeros(shape, dtype=torch.bool, device=x.device))
             stacked, med = reduce_stack(x, mask, self.sun)
-            p = slice(self.offset, self.offset + x.shape[0])
-            self.buf[:, p, s_pos, l_pos, st_pos] = stacked
+            buf, median, written = self._dev
+            buf[:, :, s_pos, l_pos, st_pos] = stacked
+            written[:, s_pos, l_pos, st_pos] = True
             if med is not None:
-                self.median[p, s_pos, l_pos, st_pos] = med
+                median[:, s_pos, l_pos, st_pos] = med
+
+    def end(self) -> None:
+        """Move the current batch's statistics to the CPU result."""
+        if self._dev is None:
+            return
+        buf, median, written = (t.cpu() for t in self._dev)
+        if self.values is None:
+            shape = (self.n_images,) + tuple(buf.shape[2:5])
+            self.values = torch.full((len(self.names),) + shape + (buf.shape[-1],), float("nan"))
+            self.median = torch.full(shape, float("nan"))
+            self.written = torch.zeros(shape, dtype=torch.bool)
+        p = slice(self.offset, self.offset + self.batch)
+        self.values[:, p], self.median[p], self.written[p] = buf, median, written
+        self._dev = None
 
     def result(self, prompts: Sequence[str]) -> ChannelStats:
-        if self.buf is None:
+        self.end()
+        if self.values is None:
             raise MassActError("nothing was captured: check the capture's layers, steps and streams.")
-        buf = self.buf.cpu()
-        return ChannelStats({n: buf[i] for i, n in enumerate(self.names)}, self.median.cpu(), self.layers,
+        return ChannelStats({n: self.values[i] for i, n in enumerate(self.names)}, self.median, self.layers,
                             self.steps, self.streams, list(prompts))
+
+    def overflowed(self) -> bool:
+        """True when a filled entry is not finite (an overflowing hidden state, typically float16)."""
+        if self.values is None:
+            return False
+        bad = ~torch.isfinite(self.values).all(dim=-1).all(dim=0)  # (P, S, L, St)
+        return bool((bad & self.written).any())
 
 
 def reduce_stack(x: torch.Tensor, mask: torch.Tensor | None = None, sun: bool = True
                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Per-channel statistics of ``x`` (B, N, D) over tokens, stacked as (statistics, B, D), and the
-    median |x| per row (or None without ``sun``). ``mask`` (B, N) selects tokens per row.
+    median |x| per row (or None without ``sun``). ``mask`` (B, N) bool selects tokens per row.
 
     Order: ``abs_mean, mean_abs, max_abs[, sun_count]``. Accumulates in float32 whatever the dtype.
+    No host synchronisation, so it is cheap to call from a forward hook on a GPU.
     """
-    if mask is not None:
-        if bool((mask == mask[:1]).all()):  # the same tokens in every row: select them once
-            x, mask = x[:, mask[0]], None
-        else:
-            parts = [reduce_stack(x[b:b + 1, mask[b]], None, sun) for b in range(x.shape[0])]
-            return (torch.cat([p[0] for p in parts], dim=1),
-                    torch.cat([p[1] for p in parts]) if sun else None)
     a = x.abs()
-    out = [x.mean(dim=1, dtype=torch.float32).abs_(), a.mean(dim=1, dtype=torch.float32), a.amax(dim=1).float()]
+    if mask is None:
+        out = [x.mean(dim=1, dtype=torch.float32).abs_(), a.mean(dim=1, dtype=torch.float32), a.amax(dim=1).float()]
+    else:
+        w = mask.to(torch.float32)
+        w = w / w.sum(dim=1, keepdim=True).clamp_min(1.0)
+        keep = mask[..., None]
+        out = [torch.einsum("bnd,bn->bd", x.float(), w).abs_(), torch.einsum("bnd,bn->bd", a.float(), w),
+               a.masked_fill(~keep, 0).amax(dim=1).float()]
     med = None
     if sun:
-        flat = a.flatten(1)
-        if flat.shape[1] > SUN_MEDIAN_SAMPLE:
-            flat = flat[:, :: -(-flat.shape[1] // SUN_MEDIAN_SAMPLE)]
-        med = flat.median(dim=1).values.float()  # (B,)
+        d = x.shape[-1]
+        stride = max(1, -(-x.shape[1] * d // SUN_MEDIAN_SAMPLE))  # subsample tokens, keep every channel
+        sub = a[:, ::stride].float()
+        if mask is not None:
+            sub = sub.masked_fill(~mask[:, ::stride, None], float("nan"))
+        med = sub.flatten(1).nanmedian(dim=1).values  # (B,)
         thr = (SUN_RATIO * med).clamp_min_(SUN_THRESHOLD)
-        out.append((a > thr.to(a.dtype)[:, None, None]).sum(dim=1, dtype=torch.float32))
+        hit = a.float() > thr[:, None, None]
+        if mask is not None:
+            hit &= keep
+        out.append(hit.sum(dim=1, dtype=torch.float32))
     return torch.stack(out), med
 
 

@@ -153,7 +153,7 @@ def test_truncated_or_foreign_run_files_give_clear_errors(tmp_path, tiny_model):
 
 
 def test_previews_refused_where_no_decoder(tiny_model):
-    with pytest.raises(mv.MassActError, match="previews need a flow-matching scheduler"):
+    with pytest.raises(mv.MassActError, match="previews need a flow-matching Euler scheduler"):
         tiny_model("pixart").run("a cat", steps=1, size=SIZE, progress=False, capture=mv.Capture(previews=True))
 
 
@@ -291,3 +291,94 @@ def test_scan_resumes_after_interruption_with_the_same_result(tmp_path, tiny_mod
     for k in ref.stats.values:
         torch.testing.assert_close(back.stats.values[k], ref.stats.values[k], rtol=0, atol=0, equal_nan=True)
     assert not (tmp_path / "s.parts").exists()
+
+
+def test_save_refuses_to_replace_a_directory_that_is_not_a_run(tmp_path, tiny_model):
+    run = tiny_model("flux").run("a cat", steps=1, size=SIZE, progress=False)
+    (tmp_path / "runs" / "fox").mkdir(parents=True)
+    (tmp_path / "runs" / "notes.txt").write_text("keep me")
+    with pytest.raises(mv.RunFileError, match="not a massact_viz run directory; refusing"):
+        run.save(tmp_path / "runs")
+    assert (tmp_path / "runs" / "notes.txt").read_text() == "keep me" and (tmp_path / "runs" / "fox").is_dir()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(mv.RunFileError):
+        run.save(tmp_path / "file")
+    (tmp_path / "empty").mkdir()
+    assert mv.Run.load(run.save(tmp_path / "empty")).meta["prompts"] == ["a cat"]
+
+
+def test_steps_stay_distinct_when_timesteps_collide(tiny_model):
+    """bf16 can round two timesteps to one value; steps follow the scheduler, not the timestep."""
+    m = tiny_model("flux")
+    run = m.run("a cat", steps=4, size=SIZE, progress=False, sigmas=[1.0, 0.5, 0.5, 0.25],
+                true_cfg_scale=2.0, negative_prompt="blurry")
+    assert run.stats.steps == [0, 1, 2, 3] and not run.meta["warnings"]
+    assert torch.isfinite(run.stats.values["abs_mean"][:, :, :, 0]).all()
+
+
+def test_sun_median_keeps_every_channel_when_subsampling():
+    x = torch.ones(1, 4096, 64)
+    x[..., ::4] = 0.001  # a quarter of the channels are quiet: the exact median is 1
+    out = reduce_channels(x)
+    assert float(out["median_abs"][0]) == 1.0
+
+
+def test_text_stream_stats_and_sun_match_plain_hooks(tiny_model):
+    m = tiny_model("sd3")
+    name = m.blocks[0].name
+    run = m.run("a cat", steps=1, size=SIZE, progress=False, capture=mv.Capture(raw=[mv.Raw(name, 0, "text")]))
+    txt = run.raw[f"{name}/step0/text"][0]
+    clip = m.pipe.tokenizer(["a cat"], padding="max_length", max_length=77, truncation=True,
+                            return_tensors="pt").attention_mask[0].bool()
+    t5 = m.pipe.tokenizer_3(["a cat"], padding="max_length", max_length=txt.shape[0] - 77, truncation=True,
+                            return_tensors="pt").attention_mask[0].bool()
+    real = txt[torch.cat([clip, t5])]
+    got = {k: run.stats.values[k][0, 0, 0, 1] for k in ("abs_mean", "mean_abs", "max_abs", "sun_count")}
+    torch.testing.assert_close(got["mean_abs"], real.abs().mean(0))
+    torch.testing.assert_close(got["max_abs"], real.abs().amax(0))
+    thr = max(100.0, 1000.0 * float(real.abs().flatten().median()))
+    assert torch.equal(got["sun_count"], (real.abs() > thr).sum(0).float())
+
+
+def test_first_block_cache_applied_directly_is_refused():
+    from diffusers.hooks import FirstBlockCacheConfig, apply_first_block_cache
+    pipe = tiny_pipeline("flux")
+    apply_first_block_cache(pipe.transformer, FirstBlockCacheConfig(threshold=0.2))
+    with pytest.raises(mv.MassActError, match="fbc_"):
+        mv.load(pipe)
+
+
+def test_float16_overflow_is_flagged_and_the_run_kept():
+    pipe = plant(tiny_pipeline("flux", seed=3), "transformer_blocks.0", channel=5, scale=1e7)
+    with pytest.warns(UserWarning, match="float16"):
+        m = mv.load(pipe, dtype="float16")
+    with pytest.warns(mv.MassActWarning, match="non-finite statistics"):
+        run = m.run("a cat", steps=1, size=SIZE, progress=False)
+    assert run.meta["warnings"] and run.stats is not None and len(run.images) == 1
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(height=64), "use size="), (dict(num_inference_steps=3), "use steps="), (dict(prompt_2="x"), "prompts"),
+    (dict(size=(32, 32, 3)), "size must be"), (dict(seed="a"), "seed must be"), (dict(guidance="x"), "guidance must"),
+    (dict(capture=mv.Capture(preview_size=0)), "preview_size"),
+    (dict(capture=mv.Capture(raw=[mv.Raw(0, 0), mv.Raw("double.0", 0)])), "two raw slices"),
+    (dict(capture=mv.Capture(raw=[mv.Raw(0, 0, stream="text", tokens=[999])])), "raw text token 999"),
+])
+def test_more_bad_input_errors(kwargs, message, tiny_model):
+    kw = dict(steps=1, size=SIZE, progress=False)
+    kw.update(kwargs)
+    with pytest.raises(mv.MassActError, match=message):
+        tiny_model("flux").run("a cat", **kw)
+
+
+def test_single_values_are_accepted_where_lists_are_expected(tiny_model):
+    m = tiny_model("flux")
+    run = m.run("a cat", steps=2, size=32, progress=False,
+                capture=mv.Capture(layers="double.0", steps=[1, -1], streams="image", raw=[mv.Raw(0, 1, channels=5)]))
+    assert run.stats.steps == [1] and run.stats.streams == ["image"] and run.stats.layers == ["double.0"]
+    assert run.raw["double.0/step1/image"].shape == (1, 256, 1)
+    assert m.token_grid(32) == (16, 16)
+    with pytest.raises(mv.MassActError, match="needs a layer"):
+        run.stats.top_k(2, layer=None)
+    with pytest.raises(mv.MassActError, match="k must be"):
+        run.stats.summary(k=0)

@@ -1,0 +1,543 @@
+"""Plotly figures of massive activations, built from :class:`~massact_viz.stats.ChannelStats`
+(or a :class:`~massact_viz.run.Run`) and raw slices, plus export and notebook display.
+
+* :func:`channel_heatmap`     layer x channel magnitude (log10), slider over steps, top-k marked;
+* :func:`layer_curves`        Sun et al.'s layer-wise plot: top-1/2/3 max|x| and the median per layer;
+* :func:`activation_surface`  Sun et al.'s 3-D plot of |x| over tokens x channels for one raw slice;
+* :func:`magnitude_vs_step`   chosen channels' score against the denoising step, per prompt;
+* :func:`stability_matrix`    an annotated Jaccard (or any 0..1) matrix;
+* :func:`save_figure`         .html (self-contained, no CDN), .png/.svg/.pdf (kaleido + a local
+  Chromium), .json;
+* :func:`show` / :class:`NotebookFigure`  display with both the interactive plotly mimetype and a
+  static PNG, so figures survive nbconvert and GitHub.
+
+Every figure uses the module template :data:`TEMPLATE` (one palette, one font). User text (prompts,
+labels) is HTML-escaped before it reaches a figure: plotly renders HTML-like markup in labels.
+Static export never downloads a browser: without a Chromium it raises
+:class:`~massact_viz.errors.MassActError` saying ``apt-get install -y chromium``.
+"""
+from __future__ import annotations
+
+import atexit
+import base64
+import html
+import json
+import math
+import os
+import uuid
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+import plotly.io as pio
+import torch
+
+from .errors import MassActError, check_index, check_k
+from .stats import ChannelStats
+
+# ---------------------------------------------------------------- one look for every figure
+#: Okabe-Ito: distinguishable under the common colour-vision deficiencies.
+PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000")
+#: Sequential colour scale of every magnitude heatmap and surface.
+SEQUENTIAL = "Viridis"
+#: Colour scale of 0..1 agreement matrices (Jaccard).
+AGREEMENT = "Blues"
+FONT = dict(family="Inter, 'Helvetica Neue', Helvetica, Arial, sans-serif", size=13, color="#222222")
+#: Marker of the top-k cells in :func:`channel_heatmap` and line colour of the median in :func:`layer_curves`.
+MARK_COLOR = "#D55E00"
+MEDIAN_COLOR = "#555555"
+
+TEMPLATE = go.layout.Template(pio.templates["plotly_white"])
+TEMPLATE.layout.update(
+    font=FONT, colorway=list(PALETTE), title=dict(font=dict(size=16), x=0.02, xanchor="left"),
+    colorscale=dict(sequential=SEQUENTIAL), hoverlabel=dict(font=dict(family=FONT["family"], size=12)),
+    legend=dict(font=dict(size=12)), margin=dict(l=80, r=30, t=70, b=60))
+pio.templates["massact"] = TEMPLATE  # registered for reuse; never made the default
+
+STATIC_FORMATS = ("png", "svg", "pdf")
+SUFFIXES = (".html", ".json") + tuple("." + f for f in STATIC_FORMATS)
+CHROMIUM_HINT = ("Static export (PNG/SVG/PDF) needs a local Chromium: run `apt-get install -y chromium` "
+                 "(Debian/Ubuntu, as root; `make test`/`make demo` do it), or set BROWSER_PATH to a "
+                 "Chrome/Chromium executable. .html and .json export need no browser.")
+MIME_PLOTLY = "application/vnd.plotly.v1+json"
+
+
+# ---------------------------------------------------------------- helpers
+def _stats(obj) -> ChannelStats:
+    st = getattr(obj, "stats", obj)
+    if not isinstance(st, ChannelStats):
+        raise MassActError(f"expected a ChannelStats or a Run (run.stats), got {type(obj).__name__}. "
+                           "Capture statistics with model.run(...) or load a run with Run.load(path).")
+    return st
+
+
+def _check_stat(stats: ChannelStats, stat: str) -> None:
+    if stat not in stats.values:
+        raise MassActError(f"unknown statistic {stat!r}; available: {sorted(stats.values)}.")
+
+
+def _esc(text: Any) -> str:
+    """HTML-escape ``< > &`` (plotly renders HTML-like markup in names, hover text and titles).
+
+    Quotes are left alone: plotly.js does not decode ``&quot;``, so escaping them would show the entity.
+    """
+    return html.escape(str(text), quote=False)
+
+
+def _short(text: str, n: int = 40) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= n else text[: n - 1] + "\u2026"
+
+
+def _log10(v: np.ndarray) -> np.ndarray:
+    """log10 of non-negative magnitudes; zeros, negatives and NaN become NaN (an empty cell)."""
+    v = np.asarray(v, dtype=np.float64)
+    out = np.full(v.shape, np.nan)
+    ok = np.isfinite(v) & (v > 0)
+    out[ok] = np.log10(v[ok])
+    return out
+
+
+def _layer_axis(layers: Sequence[str], *, reverse: bool = False) -> dict:
+    ax = dict(type="category", categoryorder="array", categoryarray=list(layers), title="layer")
+    if reverse:
+        ax["autorange"] = "reversed"
+    return ax
+
+
+def _select_rows(t: torch.Tensor, stats: ChannelStats, image: int | None, step: int | None) -> torch.Tensor:
+    """Keep one image and/or one step of an (images, steps, ...) tensor (dims kept)."""
+    if image is not None:
+        t = t[[check_index(image, t.shape[0], "image", f"This capture has {t.shape[0]} images.")]]
+    if step is not None:
+        t = t[:, [stats.step_index(step)]]
+    return t
+
+
+def _prompt_label(stats: ChannelStats, i: int, n: int = 40) -> str:
+    p = stats.prompts[i] if i < len(stats.prompts) else ""
+    return f"image {i}: {_esc(_short(p, n))}"
+
+
+# ---------------------------------------------------------------- 1. channel heatmap
+def channel_heatmap(stats, *, stat: str = "abs_mean", stream: str = "image", image: int | None = None,
+                    k: int = 3, steps: Sequence[int] | None = None, title: str | None = None) -> go.Figure:
+    """Layer x channel heatmap of ``stat`` on a log10 colour scale, with a slider over steps.
+
+    Rows are layers in execution order (top to bottom), columns channel indices. The slider's first
+    position is the mean over the captured steps (what :meth:`ChannelStats.get` returns with
+    ``step=None``); then one position per step in ``steps`` (default: every captured step). Each
+    position is one heatmap trace plus one marker trace on the ``k`` largest channels of every layer
+    (as :meth:`ChannelStats.top_k`), so the figure holds ``2 * (len(steps) + 1)`` traces, one pair
+    visible. ``image=None`` averages over images. Colours are ``log10(value)`` on one range shared by
+    all positions; zero or missing values (a layer without this stream) are empty cells. Hover shows
+    layer, channel and the value itself.
+
+    Size: every position stores layers x channels values twice (log and value), so for a large model
+    restrict ``steps`` to keep the HTML small.
+    """
+    stats = _stats(stats)
+    _check_stat(stats, stat)
+    stats.stream_index(stream)
+    k = check_k(k, stats.width)
+    steps = list(stats.steps) if steps is None else [stats.steps[stats.step_index(s)] for s in steps]
+    options = [("mean over steps", None)] + [(f"step {s}", s) for s in steps]
+    layers, width = list(stats.layers), stats.width
+    channels = np.arange(width)
+    grids = []
+    for _, step in options:
+        v = stats.get(stat, step=step, stream=stream, image=image).double().numpy()  # (L, D)
+        grids.append(v)
+    logs = [_log10(v) for v in grids]
+    finite = np.concatenate([z[np.isfinite(z)] for z in logs]) if logs else np.array([])
+    zmin, zmax = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    if zmax <= zmin:
+        zmax = zmin + 1.0
+
+    fig = go.Figure()
+    for i, ((label, step), v, z) in enumerate(zip(options, grids, logs)):
+        visible = i == 0
+        fig.add_trace(go.Heatmap(
+            z=z.astype(np.float32), x=channels, y=layers, customdata=v.astype(np.float32),
+            coloraxis="coloraxis", visible=visible, name=label, hoverongaps=False,
+            hovertemplate=(f"layer %{{y}}<br>channel %{{x}}<br>{stat} %{{customdata:.4g}}"
+                           f"<br>log10 %{{z:.3f}}<extra>{label}</extra>")))
+        mx, my, mt = [], [], []
+        for li, name in enumerate(layers):
+            row = torch.from_numpy(v[li])
+            if not torch.isfinite(row).all():
+                continue
+            s, idx = torch.topk(row, k)
+            for rank, (c, val) in enumerate(zip(idx.tolist(), s.tolist()), 1):
+                mx.append(c)
+                my.append(name)
+                mt.append(f"top-{rank} at {name}: channel {c}, {stat} {val:.4g}")
+        fig.add_trace(go.Scatter(
+            x=mx, y=my, mode="markers", visible=visible, name=f"top-{k} ({label})", hovertext=mt,
+            hoverinfo="text", showlegend=False,
+            marker=dict(symbol="circle-open", size=8, color=MARK_COLOR, line=dict(width=2))))
+
+    slider_steps = []
+    for i, (label, _) in enumerate(options):
+        vis = [False] * (2 * len(options))
+        vis[2 * i] = vis[2 * i + 1] = True
+        slider_steps.append(dict(method="update", label=label, args=[{"visible": vis}]))
+    who = "mean over images" if image is None else _prompt_label(stats, image % stats.shape[0])
+    fig.update_layout(
+        template=TEMPLATE,
+        title=title if title is not None else f"{stat} per channel, {stream} stream ({who}); top-{k} circled",
+        xaxis=dict(title="channel", showgrid=False, zeroline=False, range=[-0.5, width - 0.5]),
+        yaxis=_layer_axis(layers, reverse=True) | dict(showgrid=False),
+        coloraxis=dict(colorscale=SEQUENTIAL, cmin=zmin, cmax=zmax,
+                       colorbar=dict(title=dict(text=f"log10 {stat}"))),
+        sliders=[dict(active=0, steps=slider_steps, currentvalue=dict(prefix="showing: "),
+                      pad=dict(t=50))],
+        height=max(420, 18 * len(layers) + 230))
+    return fig
+
+
+# ---------------------------------------------------------------- 2. layer curves
+def layer_curves(stats, *, stream: str = "image", image: int | None = None, step: int | None = None,
+                 title: str | None = None) -> go.Figure:
+    """Sun et al.'s layer-wise massive-activation plot: top-1, top-2, top-3 and median |x| per layer.
+
+    For every (image, step) the per-channel maxima ``max_abs`` of a layer are sorted and the three
+    largest kept; these and the median |x| of the hidden state (``median_abs``, the Sun criterion's
+    median) are then averaged over the captured images and steps (or taken at ``image`` / ``step``),
+    as Sun et al. average over ten sequences. Note: top-k here are the k largest per-channel
+    maxima, i.e. k distinct channels; Sun et al. sort all elements, so their top-2 can be a second
+    token of the top-1 channel. Markers: circles for the tops, a downward triangle for the median;
+    log y axis; x = layer names in execution order. Four traces.
+    """
+    stats = _stats(stats)
+    _check_stat(stats, "max_abs")
+    st = stats.stream_index(stream)
+    mx = _select_rows(stats.values["max_abs"][:, :, :, st].double(), stats, image, step)  # (P, S, L, D)
+    kk = min(3, stats.width)
+    tops = torch.sort(mx, dim=-1, descending=True).values[..., :kk]  # NaN rows stay NaN
+    tops = torch.nanmean(tops.flatten(0, 1), dim=0).numpy()  # (L, kk)
+    med = _select_rows(stats.median_abs[:, :, :, st].double(), stats, image, step)
+    med = torch.nanmean(med.flatten(0, 1), dim=0).numpy()  # (L,)
+    layers = list(stats.layers)
+    fig = go.Figure()
+    for r in range(kk):
+        fig.add_trace(go.Scatter(
+            x=layers, y=tops[:, r], mode="lines+markers", name=f"top-{r + 1}",
+            line=dict(color=PALETTE[r], width=2), marker=dict(symbol="circle", size=8, color=PALETTE[r]),
+            hovertemplate=f"layer %{{x}}<br>top-{r + 1} max|x| %{{y:.4g}}<extra></extra>"))
+    captured = bool(np.isfinite(med).any())
+    fig.add_trace(go.Scatter(
+        x=layers, y=med, mode="lines+markers", name="median" if captured else "median (not captured)",
+        line=dict(color=MEDIAN_COLOR, width=2, dash="dot"),
+        marker=dict(symbol="triangle-down", size=9, color=MEDIAN_COLOR),
+        hovertemplate="layer %{x}<br>median |x| %{y:.4g}<extra></extra>"))
+    where = ", ".join(x for x in (None if image is None else _prompt_label(stats, image % stats.shape[0]),
+                                  None if step is None else f"step {step}") if x) or "mean over images and steps"
+    fig.update_layout(
+        template=TEMPLATE,
+        title=title if title is not None else f"Largest channel magnitudes per layer, {stream} stream ({where})",
+        xaxis=_layer_axis(layers), yaxis=dict(type="log", title="magnitude |x|"),
+        legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0),
+        height=460)
+    return fig
+
+
+# ---------------------------------------------------------------- 3. activation surface
+def activation_surface(x, *, title: str = "|activation| over tokens and channels",
+                       channels: Sequence[int] | None = None, label_top: int = 2,
+                       max_cells: int = 250_000) -> go.Figure:
+    """3-D surface of |x| over tokens x channels for one raw slice, like Sun et al.'s exp1 plot.
+
+    ``x``: a (tokens, channels) tensor, or (1, tokens, channels) as in ``run.raw[...]`` (index one
+    image first: ``run.raw[key][i]``). ``channels``: the model channel numbers of the columns when
+    the slice kept a subset (``Raw(..., channels=[...])``); default 0..C-1. The ``label_top``
+    channels with the largest |x| are labelled at their peaks, as Sun et al. label 1415 and 2533.
+    Slices with more than ``max_cells`` cells are max-pooled over groups of tokens (then channels),
+    which keeps every peak; the axis titles say so. Traces: the surface, plus one labelled marker
+    trace when ``label_top > 0``.
+    """
+    if isinstance(x, np.ndarray):
+        x = torch.from_numpy(x)
+    if not torch.is_tensor(x):
+        raise MassActError(f"activation_surface takes a tensor (tokens, channels), got {type(x).__name__}; "
+                           "pass run.raw['<layer>/step<S>/<stream>'][i].")
+    if x.dim() == 3 and x.shape[0] == 1:
+        x = x[0]
+    if x.dim() != 2:
+        raise MassActError(f"activation_surface needs one slice of shape (tokens, channels) or (1, tokens, "
+                           f"channels), got {tuple(x.shape)}; index one image first: run.raw[key][i].")
+    T, C = x.shape
+    if T == 0 or C == 0:
+        raise MassActError("activation_surface got an empty slice; capture a Raw(...) with tokens and channels.")
+    chan = list(range(C)) if channels is None else [int(c) for c in channels]
+    if len(chan) != C:
+        raise MassActError(f"channels has {len(chan)} entries but the slice has {C} channels.")
+    a = x.detach().float().abs().cpu()  # (T, C)
+    if isinstance(max_cells, bool) or not isinstance(max_cells, int) or max_cells < 64:
+        raise MassActError(f"max_cells must be an integer >= 64, got {max_cells!r}.")
+    gt = gc = 1
+    if T * C > max_cells:
+        gt = math.ceil(T / max(min(T, 16), max_cells // C))
+        gc = math.ceil(C / max(1, max_cells // math.ceil(T / gt)))
+    pooled = a
+    if gt > 1 or gc > 1:
+        pad = (0, (-C) % gc, 0, (-T) % gt)
+        p = torch.nn.functional.pad(a, pad, value=0.0)
+        pooled = p.reshape(p.shape[0] // gt, gt, p.shape[1] // gc, gc).amax(dim=(1, 3))
+    tok_ax = np.arange(pooled.shape[0]) * gt
+    ch_ax = np.array(chan[::gc]) if channels is not None else np.arange(pooled.shape[1]) * gc
+    z = pooled.T.numpy()  # rows = channels (y), columns = tokens (x)
+    fig = go.Figure(go.Surface(
+        x=tok_ax, y=ch_ax, z=z, colorscale=SEQUENTIAL, colorbar=dict(title=dict(text="|x|")),
+        hovertemplate="token %{x}<br>channel %{y}<br>|x| %{z:.4g}<extra></extra>", name="|x|"))
+    if label_top > 0:
+        peak, tok = a.max(dim=0)  # per channel
+        n = min(int(label_top), C)
+        top = torch.topk(peak, n).indices.tolist()
+        fig.add_trace(go.Scatter3d(
+            x=[int(tok[c]) for c in top], y=[chan[c] for c in top], z=[float(peak[c]) for c in top],
+            mode="markers+text", text=[f"ch {chan[c]}" for c in top], textposition="top center",
+            marker=dict(size=4, color=MARK_COLOR), name="largest channels", showlegend=False,
+            hovertemplate="channel %{y}<br>token %{x}<br>|x| %{z:.4g}<extra></extra>"))
+    tok_title = "token" if gt == 1 else f"token (max over groups of {gt})"
+    ch_title = "channel" if gc == 1 else f"channel (max over groups of {gc})"
+    fig.update_layout(
+        template=TEMPLATE, title=_esc(title), height=600,
+        scene=dict(xaxis=dict(title=tok_title), yaxis=dict(title=ch_title), zaxis=dict(title="|x|"),
+                   camera=dict(eye=dict(x=1.6, y=-1.6, z=0.9))))
+    return fig
+
+
+# ---------------------------------------------------------------- 4. magnitude vs step
+def magnitude_vs_step(stats, channels: Sequence[int], *, layer: str | int, stat: str = "abs_mean",
+                      stream: str = "image", log_y: bool = False, title: str | None = None) -> go.Figure:
+    """The given channels' ``stat`` at ``layer`` against the denoising step, one line per (prompt, channel).
+
+    Colour is the channel, line dash the prompt; the legend groups lines by channel and names each
+    line by its (escaped, shortened) prompt; hover shows the full escaped prompt. Traces are ordered
+    channel-major: ``channels[0]`` for every image, then ``channels[1]``, ...
+    """
+    stats = _stats(stats)
+    _check_stat(stats, stat)
+    st = stats.stream_index(stream)
+    li = stats.layer_index(layer)
+    name = stats.layers[li]
+    chans = [int(c) for c in channels] if not isinstance(channels, int) else [int(channels)]
+    if not chans:
+        raise MassActError("channels is empty: pass the channel indices to plot, e.g. stats.top_k(3, layer=...)[0].")
+    chans = [check_index(c, stats.width, "channel", f"This model has {stats.width} channels.") for c in chans]
+    vals = stats.values[stat][:, :, li, st].double().numpy()  # (P, S, D)
+    dashes = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
+    fig = go.Figure()
+    for ci, c in enumerate(chans):
+        color = PALETTE[ci % len(PALETTE)]
+        for p in range(vals.shape[0]):
+            prompt = stats.prompts[p] if p < len(stats.prompts) else ""
+            full = _esc(prompt)
+            fig.add_trace(go.Scatter(
+                x=list(stats.steps), y=vals[p, :, c], mode="lines+markers",
+                name=_prompt_label(stats, p, 32), legendgroup=f"ch{c}",
+                legendgrouptitle=dict(text=f"channel {c}"),
+                line=dict(color=color, dash=dashes[p % len(dashes)], width=2), marker=dict(size=6, color=color),
+                hovertext=[f"channel {c}, image {p}<br>{full}"] * len(stats.steps),
+                hovertemplate=f"%{{hovertext}}<br>step %{{x}}<br>{stat} %{{y:.4g}}<extra></extra>"))
+    fig.update_layout(
+        template=TEMPLATE,
+        title=title if title is not None else f"{stat} against denoising step at {name}, {stream} stream",
+        xaxis=dict(title="denoising step", tickmode="array", tickvals=list(stats.steps)),
+        yaxis=dict(title=stat, type="log" if log_y else "linear"),
+        legend=dict(groupclick="toggleitem", tracegroupgap=8), height=460)
+    return fig
+
+
+# ---------------------------------------------------------------- 5. stability matrix
+def stability_matrix(matrix, labels: Sequence[str], *, title: str = "Top-k Jaccard similarity") -> go.Figure:
+    """Heatmap of a square agreement matrix (e.g. top-k Jaccard between steps, images or layers).
+
+    Values are written in the cells (two decimals); the colour range is fixed to 0..1 so figures are
+    comparable; NaN cells stay empty. ``labels`` name rows and columns (escaped). One trace.
+    """
+    m = matrix.detach().cpu().double().numpy() if torch.is_tensor(matrix) else np.asarray(matrix, dtype=np.float64)
+    if m.ndim != 2 or m.shape[0] != m.shape[1]:
+        raise MassActError(f"stability_matrix needs a square matrix, got shape {tuple(m.shape)}.")
+    labels = [_esc(x) for x in labels]
+    if len(labels) != m.shape[0]:
+        raise MassActError(f"{len(labels)} labels for a {m.shape[0]}x{m.shape[0]} matrix; give one per row.")
+    if len(set(labels)) != len(labels):
+        raise MassActError("labels must be distinct (they name the rows and columns).")
+    n = m.shape[0]
+    fig = go.Figure(go.Heatmap(
+        z=m, x=labels, y=labels, zmin=0.0, zmax=1.0, colorscale=AGREEMENT, texttemplate="%{z:.2f}",
+        colorbar=dict(title=dict(text="Jaccard")), hoverongaps=False,
+        hovertemplate="%{y} vs %{x}<br>%{z:.3f}<extra></extra>"))
+    side = max(380, 42 * n + 200)
+    fig.update_layout(
+        template=TEMPLATE, title=_esc(title), width=side + 100, height=side,
+        xaxis=dict(type="category", showgrid=False, tickangle=-45 if n > 6 else 0),
+        yaxis=dict(type="category", showgrid=False, autorange="reversed", scaleanchor="x"))
+    return fig
+
+
+# ---------------------------------------------------------------- export
+def _find_browser() -> str:
+    """Path of the Chromium kaleido would use, or a MassActError; never downloads one."""
+    try:
+        from choreographer.browsers.chromium import Chromium
+        path = Chromium.find_browser(skip_local=False)
+    except ImportError:
+        raise MassActError("static export needs kaleido>=1: pip install 'massact-viz[viz]'.") from None
+    except Exception:  # noqa: BLE001 (choreographer internals vary between versions)
+        path = None
+    if not path or not Path(path).is_file():
+        raise MassActError(f"no Chrome/Chromium found for kaleido{f' (BROWSER_PATH={path!r})' if path else ''}. "
+                           + CHROMIUM_HINT)
+    return str(path)
+
+
+#: Keep one headless Chromium running after the first static export (kaleido's sync server):
+#: the first export costs a few seconds, later ones a fraction of a second. Closed at exit or by
+#: :func:`close_browser`. Set to False for a fresh browser per export.
+KEEP_BROWSER = True
+_server_started = False
+
+
+def _start_browser() -> None:
+    global _server_started
+    if not KEEP_BROWSER or _server_started:
+        return
+    try:
+        import kaleido
+        kaleido.start_sync_server(silence_warnings=True)
+    except Exception:  # noqa: BLE001 older kaleido, or already running: fall back to one-shot exports
+        return
+    _server_started = True
+    atexit.register(close_browser)
+
+
+def close_browser() -> None:
+    """Close the Chromium that static exports keep running (no-op when none is)."""
+    global _server_started
+    if not _server_started:
+        return
+    _server_started = False
+    try:
+        import kaleido
+        kaleido.stop_sync_server(silence_warnings=True)
+    except Exception:  # noqa: BLE001
+        pass
+
+
+def to_image(fig: go.Figure, fmt: str = "png", *, width: int | None = None, height: int | None = None,
+             scale: float | None = None) -> bytes:
+    """Static image bytes of ``fig`` (``png``, ``svg`` or ``pdf``) via kaleido and a local Chromium."""
+    fmt = fmt.lower().lstrip(".")
+    if fmt not in STATIC_FORMATS:
+        raise MassActError(f"unknown static format {fmt!r}; use one of {', '.join(STATIC_FORMATS)}.")
+    _find_browser()
+    _start_browser()
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*kopts argument is ignored.*")
+            return pio.to_image(fig, format=fmt, width=width, height=height, scale=scale, validate=False)
+    except MassActError:
+        raise
+    except Exception as e:  # noqa: BLE001 kaleido/choreographer raise plain RuntimeErrors
+        close_browser()  # a fresh browser next time
+        msg = str(e)
+        if "chrome" in msg.lower() or "browser" in msg.lower() or type(e).__name__.startswith("Browser"):
+            raise MassActError(f"kaleido could not run Chromium ({type(e).__name__}: {_short(msg, 200)}). "
+                               + CHROMIUM_HINT) from None
+        raise
+
+
+def save_figure(fig: go.Figure, path: str | os.PathLike, *, width: int | None = None,
+                height: int | None = None, scale: float | None = None) -> Path:
+    """Write ``fig`` to ``path``; the format follows the suffix.
+
+    ``.html``: a self-contained page with the plotly.js bundle inlined (works offline, no CDN);
+    ``.json``: the plotly figure JSON (``plotly.io.read_json`` reads it back);
+    ``.png`` / ``.svg`` / ``.pdf``: a static image through kaleido, which needs a local Chromium
+    (``apt-get install -y chromium``); a browser is never downloaded. ``width``/``height``/``scale``
+    apply to static images. Parent directories are created; the file is written atomically.
+    """
+    if not isinstance(fig, go.Figure):
+        raise MassActError(f"save_figure takes a plotly Figure, got {type(fig).__name__}.")
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in SUFFIXES:
+        raise MassActError(f"cannot save a figure as {path.name!r}: unknown suffix {suffix or '(none)'!r}. "
+                           f"Use one of {', '.join(SUFFIXES)}.")
+    if suffix == ".html":
+        data = fig.to_html(include_plotlyjs=True, full_html=True, validate=False).encode()
+    elif suffix == ".json":
+        data = pio.to_json(fig, validate=False).encode()
+    else:
+        data = to_image(fig, suffix[1:], width=width, height=height, scale=scale)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+# ---------------------------------------------------------------- notebooks
+def figure_bundle(fig: go.Figure, *, png: bool = True, width: int | None = None,
+                  height: int | None = None) -> dict[str, Any]:
+    """The notebook MIME bundle of ``fig``: the interactive plotly JSON, a static ``image/png``
+    (base64; skipped when ``png=False`` or when kaleido/Chromium fail) and ``text/plain``."""
+    bundle: dict[str, Any] = {MIME_PLOTLY: json.loads(pio.to_json(fig, validate=False)) | {"config": {}}}
+    title = fig.layout.title.text or "figure"
+    note = ""
+    if png:
+        try:
+            bundle["image/png"] = base64.b64encode(to_image(fig, "png", width=width, height=height)).decode()
+        except Exception as e:  # noqa: BLE001 display must never fail; the interactive figure still shows
+            note = f" (static PNG unavailable: {_short(str(e), 160)})"
+    bundle["text/plain"] = f"<plotly figure: {html.unescape(str(title))}, {len(fig.data)} traces>{note}"
+    return bundle
+
+
+class NotebookFigure:
+    """Wraps a figure for notebooks: displays as interactive plotly *and* a static PNG, so the
+    figure survives nbconvert, GitHub and viewers without the plotly renderer."""
+
+    def __init__(self, fig: go.Figure, *, png: bool = True, width: int | None = None, height: int | None = None):
+        self.fig, self.png, self.width, self.height = fig, png, width, height
+
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        b = figure_bundle(self.fig, png=self.png, width=self.width, height=self.height)
+        if include:
+            b = {k: v for k, v in b.items() if k in include}
+        if exclude:
+            b = {k: v for k, v in b.items() if k not in exclude}
+        return b
+
+    def __repr__(self) -> str:
+        return f"NotebookFigure({self.fig.layout.title.text!r}, {len(self.fig.data)} traces)"
+
+
+def show(fig: go.Figure, *, png: bool = True, width: int | None = None, height: int | None = None):
+    """Display ``fig`` in a notebook with both the interactive plotly output and a static PNG.
+
+    Inside IPython it displays and returns None; elsewhere it returns the :class:`NotebookFigure`
+    (so a script can still inspect ``_repr_mimebundle_()``).
+    """
+    obj = NotebookFigure(fig, png=png, width=width, height=height)
+    try:
+        from IPython import get_ipython
+        from IPython.display import display
+    except ImportError:
+        return obj
+    if get_ipython() is None:
+        return obj
+    display(obj)
+    return None
+
+
+__all__ = ["channel_heatmap", "layer_curves", "activation_surface", "magnitude_vs_step", "stability_matrix",
+           "save_figure", "to_image", "close_browser", "figure_bundle", "NotebookFigure", "show", "TEMPLATE", "PALETTE"]
