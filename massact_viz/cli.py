@@ -1,4 +1,4 @@
-"""The ``massact-viz`` command line: ``info``, ``scan`` and ``generate``.
+"""The ``massact-viz`` command line: ``info``, ``scan``, ``report`` and ``generate``.
 
 Every command takes ``--model`` (a Hub id, a local pipeline directory, ``shapes`` or
 ``tiny:<family>``; default: the embedded model) and uses the same library calls as a notebook.
@@ -96,6 +96,13 @@ def cmd_generate(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from .report import write_report
+    out = write_report(args.run, args.out, k=args.k, stat=args.stat)
+    print(f"saved {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="massact-viz", description="See and steer massive activations in DiTs.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -130,6 +137,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--previews", action="store_true", help="keep the predicted clean image of every step")
     sp.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     sp.set_defaults(fn=cmd_scan)
+
+    sp = sub.add_parser("report", help="one self-contained HTML page (figures + top-k table) for a run directory")
+    sp.add_argument("run", help="run directory written by scan")
+    sp.add_argument("--out", required=True, help="HTML file to write")
+    sp.add_argument("--k", type=int, default=4)
+    sp.add_argument("--stat", default="abs_mean", choices=["abs_mean", "mean_abs", "max_abs"])
+    sp.set_defaults(fn=cmd_report)
 
     sp = sub.add_parser("generate", help="generate one image")
     common(sp)

@@ -79,3 +79,24 @@ def test_k_must_be_positive(capsys):
 
 def test_parse_size():
     assert parse_size("1024x768") == (1024, 768) and parse_size("512") == (512, 512) and parse_size(None) is None
+
+
+def test_report_is_self_contained_and_escaped(tmp_path):
+    run_dir = tmp_path / "r"
+    assert main(["scan", "--model", "tiny:flux", "--prompt", "a <script>alert(1)</script> fox", "--prompt", "a cat",
+                 "--steps", "3", "--size", "32", "--out", str(run_dir), "--json"]) == 0
+    out = tmp_path / "report.html"
+    assert main(["report", str(run_dir), "--out", str(out), "--k", "3"]) == 0
+    page = out.read_text()
+    assert "<script>alert(1)</script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "<script src" not in page and 'src="http' not in page and "data:image/png;base64," in page
+    assert page.count("Plotly.newPlot") >= 4  # heatmap, curves, against step, stability
+    run = mv.Run.load(run_dir)
+    top, scores = run.stats.top_k(3, layer="single.1")
+    row = page.split("<tr><td>single.1</td><td>image</td>")[1].split("</tr>")[0]
+    assert ", ".join(f"{c} ({v:.3g})" for c, v in zip(top, scores)) in row
+
+
+def test_report_of_a_missing_run_is_a_clear_error(tmp_path, capsys):
+    assert main(["report", str(tmp_path / "nope"), "--out", str(tmp_path / "x.html")]) == 2
+    assert "not a massact_viz run directory" in capsys.readouterr().err

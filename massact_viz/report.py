@@ -1,0 +1,98 @@
+"""One self-contained HTML page for a run directory: ``massact-viz report RUNDIR --out report.html``.
+
+The page inlines plotly.js once (no CDN, no network at view time) and holds: the run's settings,
+its images, the layer x channel heatmap, the per-layer top-1/2/3 and median curves, the top
+channels against step, the top-k stability across steps, the agreement of the two statistics, and
+a table of the top-k channels per layer and stream. Every piece of user text (prompts, model id)
+is HTML-escaped.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import os
+from pathlib import Path
+
+from . import analysis, plots
+from .errors import MassActError
+from .run import Run
+
+
+def _img_tag(im) -> str:
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    w = max(128, im.width)
+    return (f'<img alt="generated image" width="{w}" style="image-rendering:pixelated" '
+            f'src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">')
+
+
+def _fig(fig) -> str:
+    return fig.to_html(full_html=False, include_plotlyjs=False, config={"displaylogo": False})
+
+
+def build_report(run: Run, *, k: int = 4, stat: str = "abs_mean") -> str:
+    """The HTML text of the report for ``run`` (which must hold statistics)."""
+    from plotly.offline import get_plotlyjs
+
+    s = run.stats
+    if s is None:
+        raise MassActError("this run holds no statistics (captured with Capture(stats=False)); scan it again.")
+    e = html.escape
+    meta = run.meta
+    mid = s.layers[len(s.layers) // 2]
+    top_mid = s.top_k(min(3, s.width), layer=mid, stat=stat)[0]
+    sections = [
+        ("Channel magnitude per layer", _fig(plots.channel_heatmap(s, stat=stat))),
+        ("Top-1 / top-2 / top-3 channel maxima and the median |x| per layer", _fig(plots.layer_curves(s))),
+        (f"Top channels of {mid} against denoising step", _fig(plots.magnitude_vs_step(s, top_mid, layer=mid, stat=stat))),
+    ]
+    if len(s.steps) > 1:
+        m = analysis.stability(s, k, over="steps", layer=mid, stat=stat)
+        sections.append((f"Top-{k} stability across steps at {mid}",
+                         _fig(plots.stability_matrix(m, [f"step {x}" for x in s.steps]))))
+    agree = analysis.statistic_agreement(s, k)
+    rows = []
+    for r in s.summary(k=k, stat=stat):
+        li = s.layers.index(r["layer"])
+        j = agree["top"][li] if r["stream"] == "image" else float("nan")
+        chans = ", ".join(f"{c} ({v:.3g})" for c, v in zip(r["top_channels"], r["top_scores"]))
+        rows.append(f"<tr><td>{e(r['layer'])}</td><td>{e(r['stream'])}</td><td>{r['ratio']:.3g}</td>"
+                    f"<td>{r['median_score']:.3g}</td><td>{chans}</td><td>{'' if j != j else f'{j:.2f}'}</td></tr>")
+    settings = {"model": meta.get("model"), "family": meta.get("family"), "dtype": meta.get("dtype"),
+                "size": meta.get("size"), "steps": meta.get("steps"), "guidance": meta.get("guidance"),
+                "seeds": meta.get("seeds"), "scheduler": (meta.get("scheduler") or {}).get("class"),
+                "massact_viz": (meta.get("versions") or {}).get("massact_viz")}
+    prompts = "".join(f"<li>{e(p)}</li>" for p in run.prompts)
+    imgs = "".join(f"<figure>{_img_tag(im)}<figcaption>{e(p)}</figcaption></figure>"
+                   for im, p in zip(run.images, run.prompts))
+    body = "".join(f"<h2>{e(t)}</h2>{f}" for t, f in sections)
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<title>massact_viz report: {e(str(meta.get('model')))}</title>
+<style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:2px 8px;text-align:left;font-size:13px}}figure{{display:inline-block;margin:4px}}
+figcaption{{font-size:12px;max-width:200px}}</style>
+<script type="text/javascript">{get_plotlyjs()}</script></head><body>
+<h1>massact_viz report</h1>
+<table>{''.join(f'<tr><th>{e(str(a))}</th><td>{e(str(b))}</td></tr>' for a, b in settings.items())}</table>
+<h2>Prompts</h2><ol>{prompts}</ol>
+<h2>Images</h2>{imgs}
+{body}
+<h2>Top-{k} channels per layer by {e(stat)} (mean over images and steps)</h2>
+<p>ratio = top-1 / median channel score; Jaccard = overlap of the top-{k} by abs_mean and by mean_abs.</p>
+<table><tr><th>layer</th><th>stream</th><th>ratio</th><th>median</th><th>top channels (score)</th><th>Jaccard</th></tr>
+{''.join(rows)}</table>
+</body></html>
+"""
+
+
+def write_report(run_dir: str | os.PathLike, out: str | os.PathLike, *, k: int = 4, stat: str = "abs_mean") -> Path:
+    """Load ``run_dir`` and write its report to ``out`` (atomically)."""
+    text = build_report(Run.load(run_dir), k=k, stat=stat)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, out)
+    return out
