@@ -252,3 +252,13 @@ def test_bias_content_on_a_captured_raw_slice(tiny_model):
     out = A.bias_content(run.raw["double.1/step1/image"])
     total = out["bias_share"] + out["content_share"]
     assert out["bias_share"].shape == (m.width,) and torch.allclose(total, torch.ones(m.width))
+
+
+@pytest.mark.parametrize("family", ["flux", "sd3"])
+def test_bottom_k_never_intersects_top_k_on_real_captures(family, tiny_model):
+    run = tiny_model(family).run(["a cat", "a dog"], steps=2, size=SIZE, progress=False)
+    for layer in run.stats.layers:
+        for k in (1, 4, 16):
+            top = set(A.select(run.stats, "top", k, layer=layer))
+            assert top.isdisjoint(A.select(run.stats, "bottom", k, layer=layer))
+            assert top.isdisjoint(A.select(run.stats, "random", k, layer=layer, seed=3))
