@@ -213,7 +213,9 @@ def run_capture(model: "Model", prompts: Sequence[str], *, steps: int, seed: int
                                capture.sun) if capture.stats else None
     raws = _RawRecorder(raw_specs)
     hooks_on = list(model.blocks) if edit is not None else [b for b in blocks] if collector else []
-    hooks_on += [model.layer(n) for n, _, _ in raw_specs if model.layer(n) not in hooks_on]
+    for n, _, _ in raw_specs:  # one hook per block, even with raw slices at several steps of it
+        if model.layer(n) not in hooks_on:
+            hooks_on.append(model.layer(n))
 
     def on_site(site: Site) -> None:
         if edit is not None:  # edits first, so what is captured is what the next block sees

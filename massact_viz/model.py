@@ -245,7 +245,10 @@ class Model:
         activations in place, e.g. ``lambda site: site.image[..., [3, 7]].zero_()`` zeroes two
         channels of the image stream in every block, step and CFG branch (``site.block``,
         ``site.step`` and ``site.cond`` say where it is). Statistics then describe the edited run.
+        A :class:`massact_viz.edits.Edit` (or ``compose(...)``) is validated against the model first.
         """
+        if edit is not None and hasattr(edit, "check"):  # an Edit / compose(): validate before running
+            edit = edit.check(self, self.resolve_steps(steps), size)
         return run_capture(self, prompt, steps=self.resolve_steps(steps), seed=seed, size=size, guidance=guidance,
                            negative_prompt=negative_prompt, capture=capture or Capture(),
                            batch_size=batch_size, progress=progress, pipe_kwargs=pipe_kwargs, edit=edit)

@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from .errors import RunFileError
+from .errors import MassActError, RunFileError
 from .stats import ChannelStats
 
 SCHEMA_VERSION = 1
@@ -146,6 +146,25 @@ class Run:
             except (OSError, ValueError) as e:
                 raise RunFileError(f"image {path / name} is missing or damaged ({e}); re-create the run.") from None
         return cls(images, stats, doc["meta"], raw, tensors.get("previews"))
+
+
+def resume_manifest(directory: Path, settings: dict, what: str, hint: str) -> None:
+    """Start or resume a resumable job in ``directory``: write ``manifest.json`` with ``settings`` the
+    first time; later, refuse (with ``hint``) when the settings differ. Never touches other data."""
+    manifest = directory / "manifest.json"
+    settings = json.loads(json.dumps(settings, default=_json_default))
+    if manifest.exists():
+        try:
+            previous = json.loads(manifest.read_text())
+        except json.JSONDecodeError:
+            previous = None
+        if previous != settings:
+            raise MassActError(f"{directory} holds a {what} started with other settings. {hint}")
+        return
+    if directory.exists() and any(directory.iterdir()):
+        raise MassActError(f"{directory} exists and is not a {what}; choose a new or empty directory.")
+    directory.mkdir(parents=True, exist_ok=True)
+    manifest.write_text(json.dumps(settings, indent=1))
 
 
 def _is_run_dir(path: Path) -> bool:

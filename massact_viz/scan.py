@@ -9,7 +9,6 @@ the parts are merged into one run directory ``out`` and removed.
 from __future__ import annotations
 
 import hashlib
-import json
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
@@ -18,7 +17,7 @@ import torch
 
 from .capture import Capture, plan_capture
 from .errors import MassActError, RunFileError
-from .run import Run
+from .run import Run, resume_manifest
 from .stats import ChannelStats
 
 if TYPE_CHECKING:
@@ -41,19 +40,9 @@ def scan(model: "Model", prompts: Sequence[str], out: str | Path, *, steps: int 
                 "n": len(prompts), "steps": steps, "seed": seed, "size": list(size) if size else None,
                 "guidance": guidance, "batch_size": batch_size, "capture": repr(capture),
                 "pipe_kwargs": {k: repr(v) for k, v in sorted(pipe_kwargs.items())}}
-    manifest = parts_dir / "scan.json"
-    if manifest.exists():
-        try:
-            previous = json.loads(manifest.read_text())
-        except json.JSONDecodeError:
-            previous = None
-        if previous != settings:
-            raise MassActError(f"{parts_dir} holds a partial scan started with other settings (model, prompts, "
-                               f"steps, seed, size, batching or capture). Resume it with the same arguments, or "
-                               f"delete {parts_dir} (or choose another --out) to start over.")
-    else:
-        parts_dir.mkdir(parents=True, exist_ok=True)
-        manifest.write_text(json.dumps(settings, indent=1))
+    resume_manifest(parts_dir, settings, "partial scan",
+                    f"Resume it with the same arguments (model, prompts, steps, seed, size, batching, capture), "
+                    f"or delete {parts_dir} (or choose another --out) to start over.")
 
     starts = list(range(0, len(prompts), batch_size))
     parts: list[Run] = []

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from . import scenes
+from ..probes.localization import cluster_foreground as _cluster_fg, iou as _iou
 
 K = 4
 N_PROMPTS = 16
@@ -58,20 +59,6 @@ def _fg_token_mask(image, caption: str, grid: int) -> np.ndarray:
     fg = np.isin(idx, list(obj_colours))
     h = fg.shape[0] // grid
     return fg.reshape(grid, h, grid, h).mean(axis=(1, 3)) > 0.5
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
-
-
-def _cluster_fg(feats: np.ndarray) -> np.ndarray:
-    from sklearn.cluster import KMeans
-    lo, hi = feats.min(0), feats.max(0)
-    norm = np.where(hi > lo, (feats - lo) / np.where(hi > lo, hi - lo, 1), 0.0)
-    labels = KMeans(2, n_init=10, random_state=0).fit_predict(norm)
-    score = [norm[labels == c].sum(1).mean() if (labels == c).any() else -1 for c in (0, 1)]
-    return labels == int(np.argmax(score))
 
 
 def localization(model, run, stats_run, seeds: int = 3) -> dict:

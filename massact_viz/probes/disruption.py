@@ -1,0 +1,347 @@
+"""The disruption probe: edit top-k / bottom-k / random-k channels and measure the image damage.
+
+``disrupt(model, prompts)`` runs the prompts once unedited (the baseline, whose statistics choose
+the channels of each layer with :func:`massact_viz.analysis.select`, averaged over the edited steps
+and the images), then once per configuration ``(set, k, draw)`` with an :class:`~massact_viz.edits.Edit`
+at the same seed, and compares every edited image with its baseline image under the chosen metrics.
+
+With ``out=`` each finished configuration is saved under ``out/configs/<key>/`` (and the baseline
+under ``out/baseline/``); a rerun with the same settings skips what is done. Adding ks or draws to
+a finished sweep only runs the new configurations. The directory layout is the one :meth:`DisruptionResult.save`
+writes (JSON and PNG, no pickle).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+from ..analysis import KINDS, select
+from ..capture import Capture, check_prompts
+from ..edits import Edit, compose, describe_layers, describe_steps
+from ..errors import MassActError, RunFileError, check_k
+from ..metrics import get_metric
+from ..run import Run, resume_manifest
+
+if TYPE_CHECKING:
+    from ..model import Model
+
+FORMAT = "massact_viz.disruption"
+
+
+def _key(set_name: str, k: int, draw: int) -> str:
+    return f"{set_name}-k{k}-d{draw}"
+
+
+@dataclass
+class DisruptionResult:
+    """Rows of metrics per configuration, the edited images, and the baseline run."""
+
+    table: list[dict]
+    images: dict[tuple, list]  # (set, k, draw) -> PIL images, one per prompt
+    baseline: Run
+    settings: dict = field(default_factory=dict)
+
+    @property
+    def metrics(self) -> list[str]:
+        return list(self.settings.get("metrics", []))
+
+    def summary(self) -> list[dict]:
+        """Rows averaged over random draws: one per (set, k)."""
+        groups: dict[tuple, list[dict]] = {}
+        for r in self.table:
+            groups.setdefault((r["set"], r["k"]), []).append(r)
+        out = []
+        for (s, k), rows in groups.items():
+            row = {key: rows[0][key] for key in ("set", "k", "op", "layers", "steps", "stream")}
+            row["draws"] = len(rows)
+            for m in self.metrics:
+                row[m] = float(sum(r[m] for r in rows) / len(rows))
+            out.append(row)
+        return out
+
+    def to_markdown(self, summary: bool = False) -> str:
+        """The table (or :meth:`summary`) as Markdown; arrows say which direction is better."""
+        rows = self.summary() if summary else self.table
+        cols = ["set", "k"] + ([] if summary else ["draw"]) + ["op", "layers", "steps", "stream"]
+        head = cols + [f"{m} {'↑' if get_metric(m).higher_is_better else '↓'}" for m in self.metrics]
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for r in rows:
+            cells = [str(r[c]) for c in cols] + [_fmt(r[m]) for m in self.metrics]
+            lines.append("| " + " | ".join(cells) + " |")
+        return "\n".join(lines)
+
+    def grid(self, image: int = 0, draw: int = 0, cell: int | None = None):
+        """One PIL image: a baseline column, then one column per k; one row per channel set."""
+        from PIL import Image, ImageDraw
+
+        base = self.baseline.images[image]
+        if cell is None:  # tiny images are blown up so the labels fit
+            f = max(1, math.ceil(96 / min(base.size)))
+            w, h = base.size[0] * f, base.size[1] * f
+        else:
+            w, h = cell, cell
+        sets = list(dict.fromkeys(s for s, _, _ in self.images))
+        ks = sorted({k for _, k, _ in self.images})
+        lw, th = 70, 14
+        canvas = Image.new("RGB", (lw + w * (len(ks) + 1), th + h * len(sets)), "white")
+        d = ImageDraw.Draw(canvas)
+        d.text((lw + 2, 1), "baseline", fill="black")
+        for j, k in enumerate(ks):
+            d.text((lw + w * (j + 1) + 2, 1), f"k={k}", fill="black")
+        for i, s in enumerate(sets):
+            y = th + h * i
+            d.text((2, y + h // 2 - 5), s[:11], fill="black")
+            canvas.paste(base.convert("RGB").resize((w, h), Image.NEAREST), (lw, y))
+            for j, k in enumerate(ks):
+                ims = self.images.get((s, k, draw)) or self.images.get((s, k, 0))
+                if ims:
+                    canvas.paste(ims[image].convert("RGB").resize((w, h), Image.NEAREST), (lw + w * (j + 1), y))
+        return canvas
+
+    # ---------------------------------------------------------------- disk
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write ``path``: ``disruption.json``, ``baseline/`` (a run directory) and ``configs/<key>/``."""
+        path = Path(path)
+        if path.exists() and any(path.iterdir()) and not (path / "disruption.json").exists() \
+                and not (path / "manifest.json").exists():
+            raise RunFileError(f"{path} exists and is not a disruption directory; choose a new or empty one.")
+        path.mkdir(parents=True, exist_ok=True)
+        if not (path / "baseline" / "run.json").exists():
+            self.baseline.save(path / "baseline")
+        rows = {_key(r["set"], r["k"], r["draw"]): r for r in self.table}
+        for (s, k, dr), ims in self.images.items():
+            key = _key(s, k, dr)
+            if not (path / "configs" / key / "row.json").exists():
+                _write_config(path / "configs" / key, rows[key], ims)
+        doc = {"format": FORMAT, "settings": self.settings, "table": self.table,
+               "configs": [[s, k, dr] for s, k, dr in self.images]}
+        tmp = path / f".disruption.json.tmp-{uuid.uuid4().hex[:8]}"
+        tmp.write_text(json.dumps(doc, indent=1, default=_json_default))
+        os.replace(tmp, path / "disruption.json")
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "DisruptionResult":
+        path = Path(path)
+        f = path / "disruption.json"
+        if not f.is_file():
+            raise RunFileError(f"{path} holds no disruption.json; it was not written by DisruptionResult.save.")
+        try:
+            doc = json.loads(f.read_text())
+        except json.JSONDecodeError as e:
+            raise RunFileError(f"{f} is damaged ({e}).") from e
+        if doc.get("format") != FORMAT:
+            raise RunFileError(f"{f} is not a massact_viz disruption result.")
+        images = {}
+        for s, k, dr in doc["configs"]:
+            loaded = _read_config(path / "configs" / _key(s, k, dr))
+            if loaded is None:
+                raise RunFileError(f"{path}: configuration {_key(s, k, dr)} is missing or damaged.")
+            images[(s, k, dr)] = loaded[1]
+        table = [{m: _unjson(v) for m, v in r.items()} for r in doc["table"]]
+        return cls(table, images, Run.load(path / "baseline"), doc["settings"])
+
+
+def _fmt(v: float) -> str:
+    return "inf" if v == math.inf else f"{v:.4g}"
+
+
+def _json_default(o):
+    if isinstance(o, (range, tuple, set, frozenset)):
+        return list(o)
+    return repr(o)
+
+
+def _jsonable_float(v: float):
+    return "inf" if v == math.inf else ("-inf" if v == -math.inf else v)
+
+
+def _unjson(v):
+    return math.inf if v == "inf" else (-math.inf if v == "-inf" else v)
+
+
+def _write_config(d: Path, row: dict, images: list) -> None:
+    tmp = d.parent / f".{d.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir(parents=True)
+    try:
+        for i, im in enumerate(images):
+            im.save(tmp / f"{i:03d}.png")
+        (tmp / "row.json").write_text(json.dumps({"row": {k: _jsonable_float(v) if isinstance(v, float) else v
+                                                         for k, v in row.items()}, "n_images": len(images)},
+                                                 indent=1, default=_json_default))
+        if d.exists():
+            shutil.rmtree(d)
+        os.replace(tmp, d)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _read_config(d: Path):
+    from PIL import Image
+
+    try:
+        doc = json.loads((d / "row.json").read_text())
+        ims = []
+        for i in range(doc["n_images"]):
+            with Image.open(d / f"{i:03d}.png") as im:
+                ims.append(im.convert("RGB"))
+        return {k: _unjson(v) for k, v in doc["row"].items()}, ims
+    except (OSError, ValueError, KeyError, json.JSONDecodeError):
+        return None
+
+
+def _channel_sets(sets: Any) -> dict[str, Any]:
+    """``{name: kind or user channels}`` from a tuple of kinds and/or a dict of named sets."""
+    if isinstance(sets, str):
+        sets = (sets,)
+    out: dict[str, Any] = {}
+    items = list(sets.items()) if isinstance(sets, Mapping) else [(s, s) for s in sets]
+    for name, spec in items:
+        if isinstance(spec, Mapping) and not isinstance(sets, Mapping):
+            for n2, s2 in spec.items():
+                out[str(n2)] = s2
+            continue
+        if not isinstance(name, str):
+            raise MassActError(f"channel sets are 'top', 'bottom', 'random' or {{name: channels}}; got {name!r}.")
+        if isinstance(spec, str) and spec not in KINDS:
+            raise MassActError(f"unknown channel set {spec!r}; use one of {KINDS} or {{name: [channels]}}.")
+        out[name] = spec
+    if not out:
+        raise MassActError("no channel sets given: use sets=('top', 'bottom', 'random') or {name: [channels]}.")
+    return out
+
+
+def disrupt(model: "Model", prompts: str | Sequence[str], *, ks: Sequence[int] = (1, 4, 8),
+            sets: Any = ("top", "bottom", "random"), random_draws: int = 3, op: str = "zero",
+            value: float | None = None, layers: Any = None, steps: Any = None, stream: str = "image",
+            tokens: Any = None, branch: str = "both", stat: str = "abs_mean", seed: int = 0,
+            num_steps: int | None = None, metrics: Sequence[str] = ("mse", "psnr", "ssim"),
+            out: str | os.PathLike | None = None, progress: bool = True, **run_kwargs: Any) -> DisruptionResult:
+    """Edit channel sets and compare each edited image with the unedited one (same seed).
+
+    ``sets``: kinds ``"top"``, ``"bottom"``, ``"random"`` (chosen per layer and stream from the
+    baseline by :func:`~massact_viz.analysis.select` with ``stat``, over the edited steps and all
+    images; random draw ``d`` uses ``select(..., seed=d)``), and/or user sets as a dict
+    ``{"mine": [3, 7]}`` or ``{"mine": {"double.0": [3], ...}}`` (run once, ``k`` = its size).
+    ``op``/``value``/``layers``/``steps``/``stream``/``tokens``/``branch`` are the :class:`Edit`
+    fields (``steps`` is the edited step window; ``num_steps`` the number of denoising steps).
+    ``stream="both"`` chooses and edits the image and text channel sets separately.
+    Other keywords (``size``, ``guidance``, ``batch_size``, pipeline kwargs) go to ``Model.run``.
+    """
+    from tqdm.auto import tqdm
+
+    prompts = check_prompts(prompts)
+    num_steps = model.resolve_steps(num_steps)
+    size = run_kwargs.get("size")
+    for reserved in ("steps", "seed", "capture", "edit", "progress"):
+        if reserved in run_kwargs:
+            raise MassActError(f"disrupt() sets {reserved}= itself; use num_steps= for the denoising steps and "
+                               f"steps= for the edited step window.")
+    for m in metrics:
+        get_metric(m)
+    csets = _channel_sets(sets)
+    ks = list(ks)
+    if not ks:
+        raise MassActError("ks is empty: give at least one k.")
+    width = model.width
+    for k in ks:
+        check_k(k, width)
+    if isinstance(random_draws, bool) or not isinstance(random_draws, int) or random_draws < 1:
+        raise MassActError(f"random_draws must be a positive integer, got {random_draws!r}.")
+    probe = Edit(op, [0], layers=layers, steps=steps, stream=stream, tokens=tokens, branch=branch, value=value)
+    probe = probe.check(model, num_steps, size)  # every spec error before anything runs
+    edit_layers = sorted(probe._layer_names, key=lambda n: model.layer(n).index)
+    edit_steps = sorted(probe._steps)
+    streams = ["image", "text"] if stream == "both" else [stream]
+    configs = []
+    for name, spec in csets.items():
+        if isinstance(spec, str):
+            for k in ks:
+                for d in (range(random_draws) if spec == "random" else [0]):
+                    if spec == "random" and 2 * k > width:
+                        raise MassActError(f"random-{k} needs k <= {width // 2} (half the channels).")
+                    configs.append((name, spec, k, d))
+        else:
+            user = Edit(op, spec, layers=layers if not isinstance(spec, Mapping) else None, steps=steps,
+                        stream=stream, tokens=tokens, branch=branch, value=value).check(model, num_steps, size)
+            chans = user.channels
+            k = len(chans) if not isinstance(chans, dict) else max(len(v) for v in chans.values())
+            configs.append((name, user, k, 0))
+
+    settings = {"model": model.source, "prompts": prompts, "seed": seed, "num_steps": num_steps,
+                "op": op, "value": value, "layers": describe_layers(layers), "edit_layers": edit_layers,
+                "steps": describe_steps(steps), "edit_steps": edit_steps, "stream": stream,
+                "tokens": None if tokens is None else hashlib.sha256(repr(probe._token_index.tolist()).encode()).hexdigest(),
+                "branch": branch, "stat": stat,
+                "user_sets": {n: repr(s.channels) for n, s, _, _ in configs if not isinstance(s, str)},
+                "run_kwargs": {k: repr(v) for k, v in sorted(run_kwargs.items())}}
+    out = Path(out) if out is not None else None
+    if out is not None:
+        resume_manifest(out, settings, "disruption sweep",
+                        "Resume it with the same arguments (model, prompts, seed, steps, op, layers, stream...; "
+                        "ks and random draws may grow), or choose another out= to start over.")
+
+    run_kw = dict(run_kwargs, steps=num_steps, seed=seed, progress=False)
+    baseline = None
+    if out is not None and (out / "baseline" / "run.json").exists():
+        try:
+            baseline = Run.load(out / "baseline")
+        except RunFileError:
+            baseline = None
+    if baseline is None:
+        baseline = model.run(prompts, capture=Capture(layers=edit_layers, steps=edit_steps), **run_kw)
+        if out is not None:
+            baseline.save(out / "baseline")
+
+    table, images = [], {}
+    bar = tqdm(configs, desc="disrupt", unit="config", disable=not progress)
+    try:
+        for name, spec, k, d in bar:
+            key = _key(name, k, d)
+            bar.set_postfix_str(key, refresh=False)
+            loaded = _read_config(out / "configs" / key) if out is not None else None
+            if loaded is not None and len(loaded[1]) != len(prompts):
+                loaded = None  # damaged: recompute
+            if loaded is not None:
+                ims = loaded[1]
+            else:
+                edit = spec if not isinstance(spec, str) else _set_edit(
+                    baseline, spec, k, d, streams, stat, edit_layers, model, op=op, value=value, steps=steps,
+                    tokens=tokens, branch=branch)
+                ims = model.run(prompts, capture=Capture.nothing(), edit=edit, **run_kw).images
+            row = {"set": name, "k": k, "draw": d, "op": op, "layers": settings["layers"],
+                   "steps": settings["steps"], "stream": stream}
+            for m in metrics:
+                vals = [get_metric(m)(im, ref) for im, ref in zip(ims, baseline.images)]
+                row[m] = float(sum(vals) / len(vals))
+            if out is not None and loaded is None:
+                _write_config(out / "configs" / key, row, ims)
+            table.append(row)
+            images[(name, k, d)] = ims
+    finally:
+        bar.close()
+    settings["metrics"] = list(metrics)
+    result = DisruptionResult(table, images, baseline, settings)
+    if out is not None:
+        result.save(out)
+    return result
+
+
+def _set_edit(baseline: Run, kind: str, k: int, draw: int, streams: list[str], stat: str, layers: list[str],
+              model: "Model", **edit_kw):
+    """The edit of one (kind, k, draw): per-layer channels chosen on the baseline's statistics."""
+    edits = []
+    for st in streams:
+        chans = {n: select(baseline.stats, kind, k, layer=n, stat=stat, stream=st, seed=draw)
+                 for n in layers if st in model.layer(n).streams}
+        if chans:
+            edits.append(Edit(channels=chans, stream=st, **edit_kw))
+    return edits[0] if len(edits) == 1 else compose(*edits)

@@ -1,0 +1,192 @@
+"""Edits inside the trace, image metrics, and the disruption probe (resumable, saved as JSON + PNG)."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import massact_viz as mv
+from massact_viz.edits import Edit, compose
+from massact_viz.metrics import METRICS, register_metric
+from massact_viz.probes import DisruptionResult, disrupt
+from massact_viz.testing import tiny_pipeline
+
+from test_capture import SIZE, plant
+
+STEPS = 3
+
+
+def raw_run(m, edit=None, layers=("double.0", "double.1"), stream="image"):
+    raws = [mv.Raw(layer, s, stream=stream) for layer in layers for s in range(STEPS)]
+    return m.run("a red cat", steps=STEPS, size=SIZE, progress=False, edit=edit,
+                 capture=mv.Capture(stats=False, raw=raws)).raw
+
+
+@pytest.fixture(scope="module")
+def flux(tiny_model):
+    return tiny_model("flux")
+
+
+@pytest.fixture(scope="module")
+def base_raw(flux):
+    return raw_run(flux)
+
+
+def test_zero_hits_exactly_the_chosen_channels_layers_and_steps(flux, base_raw):
+    chans = [1, 5]
+    raw = raw_run(flux, Edit("zero", chans, layers="double.1", steps=(1, 3)))
+    for layer in ("double.0", "double.1"):
+        for s in range(STEPS):
+            x = raw[f"{layer}/step{s}/image"]
+            zeroed = float(x[..., chans].abs().max()) == 0.0
+            assert zeroed == (layer == "double.1" and s >= 1), (layer, s)
+    # at the first edited site every other channel is untouched (its inputs were not edited yet)
+    x, b = raw["double.1/step1/image"], base_raw["double.1/step1/image"]
+    others = [c for c in range(flux.width) if c not in chans]
+    assert torch.equal(x[..., others], b[..., others])
+    assert torch.equal(raw["double.1/step0/image"], base_raw["double.1/step0/image"])
+
+
+def test_zero_on_a_token_mask_only(flux, base_raw):
+    n = flux.token_grid(SIZE)[0] * flux.token_grid(SIZE)[1]
+    mask = np.zeros(n, dtype=bool)
+    mask[:10] = True
+    raw = raw_run(flux, Edit("zero", [3], layers=0, steps=0, tokens=mask), layers=("double.0",))
+    x, b = raw["double.0/step0/image"], base_raw["double.0/step0/image"]
+    assert float(x[:, :10, 3].abs().max()) == 0.0
+    assert torch.equal(x[:, 10:, 3], b[:, 10:, 3]) and torch.equal(x[..., :3], b[..., :3])
+
+
+def test_mean_keeps_the_mean_and_removes_the_content(flux, base_raw):
+    raw = raw_run(flux, Edit("mean", [2, 3], layers="double.0", steps=[0]), layers=("double.0",))
+    x, b = raw["double.0/step0/image"], base_raw["double.0/step0/image"]
+    assert float(x[..., [2, 3]].var(dim=1).max()) < 1e-10
+    assert torch.allclose(x[..., [2, 3]].mean(dim=1), b[..., [2, 3]].mean(dim=1), atol=1e-5)
+    assert float(b[..., [2, 3]].var(dim=1).min()) > 1e-4  # there was content to remove
+    assert torch.equal(x[..., 4:], b[..., 4:])
+
+
+def test_scale_and_text_stream_and_compose(flux):
+    base = raw_run(flux, layers=("double.0",), stream="text")
+    e = compose(Edit("scale", [4], layers="double.0", steps=0, stream="text", value=2.0),
+                Edit("zero", [6], layers="double.0", steps=0, stream="text"))
+    raw = raw_run(flux, e, layers=("double.0",), stream="text")
+    x, b = raw["double.0/step0/text"], base["double.0/step0/text"]
+    assert torch.allclose(x[..., 4], 2 * b[..., 4]) and float(x[..., 6].abs().max()) == 0.0
+    assert torch.equal(x[..., :4], b[..., :4])
+
+
+def test_per_layer_channels(flux, base_raw):
+    raw = raw_run(flux, Edit("zero", {"double.1": [0]}, steps=0))
+    assert float(raw["double.1/step0/image"][..., 0].abs().max()) == 0.0
+    assert torch.equal(raw["double.0/step0/image"], base_raw["double.0/step0/image"])
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda: Edit("erase", [1]), "op"),
+    (lambda: Edit("zero", [1], stream="pixels"), "stream"),
+    (lambda: Edit("scale", [1]), "value"),
+    (lambda: Edit("zero", [1], value=2.0), "value"),
+    (lambda: Edit("zero", []), "empty"),
+    (lambda: Edit("zero", ["a"]), "integer"),
+    (lambda: Edit("zero", [1], branch="uncond"), "branch"),
+])
+def test_bad_edit_fields(make, match):
+    with pytest.raises(mv.MassActError, match=match):
+        make()
+
+
+@pytest.mark.parametrize("edit, match", [
+    (Edit("zero", [99]), "channel"),
+    (Edit("zero", [1], layers="double.9"), "unknown layer"),
+    (Edit("zero", [1], layers=17), "layer"),
+    (Edit("zero", [1], steps=[5]), "step"),
+    (Edit("zero", [1], steps=(2, 1)), "window"),
+    (Edit("zero", [1], tokens=np.ones(7, dtype=bool)), "token mask"),
+    (Edit("zero", [1], tokens=[100000]), "token"),
+    (Edit("zero", {"double.0": [1]}, layers=["double.0", "single.0"]), "no channels"),
+    (Edit("zero", [1], steps=(0,)), "window"),
+])
+def test_bad_edit_specs_against_the_model(flux, edit, match):
+    with pytest.raises(mv.MassActError, match=match):
+        edit.check(flux, STEPS, SIZE)
+    with pytest.raises(mv.MassActError, match=match):  # Model.run validates before running
+        flux.run("a cat", steps=STEPS, size=SIZE, progress=False, edit=edit)
+
+
+def test_metrics_sanity_and_registry():
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    b = np.clip(a.astype(int) + rng.integers(-40, 40, a.shape), 0, 255).astype(np.uint8)
+    assert METRICS["mse"](a, a) == 0.0 and METRICS["psnr"](a, a) == math.inf
+    assert METRICS["ssim"](a, a) == pytest.approx(1.0)
+    assert METRICS["mse"](a, b) > 0 and METRICS["ssim"](a, b) < 0.99
+    assert METRICS["ssim"](a, b) > METRICS["ssim"](a, 255 - a)
+    assert not METRICS["mse"].higher_is_better and METRICS["psnr"].higher_is_better
+    assert METRICS["ssim"].higher_is_better
+    from PIL import Image
+    assert METRICS["mse"](Image.fromarray(a), a.astype(float) / 255) == pytest.approx(0.0)
+    register_metric("l1_test", lambda x, y: float(np.abs(np.asarray(x, float) - np.asarray(y, float)).mean()), False)
+    try:
+        with pytest.raises(mv.MassActError, match="already"):
+            register_metric("l1_test", lambda x, y: 0.0, False)
+    finally:
+        METRICS.pop("l1_test")
+    with pytest.raises(mv.MassActError, match="shape"):
+        METRICS["mse"](a, a[:16])
+
+
+def test_zeroing_a_planted_top_channel_hurts_far_more_than_bottom():
+    m = mv.load(plant(tiny_pipeline("flux", seed=3), "transformer_blocks.0", channel=7))
+    res = disrupt(m, ["a red cat"], ks=(1,), sets=("top", "bottom"), num_steps=2, size=SIZE, progress=False)
+    rows = {r["set"]: r for r in res.table}
+    assert set(rows) == {"top", "bottom"}
+    assert rows["top"]["mse"] > 5 * rows["bottom"]["mse"], res.to_markdown()
+    assert rows["top"]["ssim"] < rows["bottom"]["ssim"]
+
+
+SWEEP = dict(ks=(1, 2), sets=("top", {"mine": [5]}, "random"), random_draws=2, layers="double",
+             steps=(0, 1), num_steps=2, size=SIZE, progress=False)
+
+
+def test_resume_after_interrupt_gives_the_same_table(flux, tmp_path, monkeypatch):
+    prompts = ["a red cat", "a blue car"]
+    full = disrupt(flux, prompts, **SWEEP)
+    assert len(full.table) == 2 + 1 + 4  # top x 2 ks, mine, random x 2 ks x 2 draws
+    orig, calls = mv.Model.run, []
+
+    def flaky(self, *a, **kw):
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return orig(self, *a, **kw)
+
+    monkeypatch.setattr(mv.Model, "run", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        disrupt(flux, prompts, out=tmp_path / "d", **SWEEP)
+    monkeypatch.setattr(mv.Model, "run", orig)
+    counted = []
+    monkeypatch.setattr(mv.Model, "run", lambda self, *a, **kw: counted.append(1) or orig(self, *a, **kw))
+    resumed = disrupt(flux, prompts, out=tmp_path / "d", **SWEEP)
+    assert len(counted) == len(full.table) - 2  # the baseline and two configurations were kept
+    assert resumed.table == full.table
+    with pytest.raises(mv.MassActError, match="other settings"):
+        disrupt(flux, prompts, out=tmp_path / "d", **dict(SWEEP, op="mean"))
+
+
+def test_save_load_round_trip_and_views(flux, tmp_path):
+    res = disrupt(flux, ["a cat"], ks=(1, 3), sets=("top", "bottom"), op="scale", value=0.0, num_steps=2,
+                  size=SIZE, progress=False, metrics=("mse", "psnr"))
+    res.save(tmp_path / "r")
+    back = DisruptionResult.load(tmp_path / "r")
+    assert back.table == res.table and back.settings["metrics"] == ["mse", "psnr"]
+    for key, ims in res.images.items():
+        assert np.array_equal(np.asarray(ims[0]), np.asarray(back.images[key][0]))
+    assert np.array_equal(np.asarray(back.baseline.images[0]), np.asarray(res.baseline.images[0]))
+    md = res.to_markdown()
+    assert "mse ↓" in md and "psnr ↑" in md and md.count("\n") == 1 + len(res.table)
+    g = res.grid()
+    assert g.size[0] > 3 * 32 and g.size[1] > 2 * 32
+    assert not list(tmp_path.glob("r/**/*.pkl"))
+    with pytest.raises(mv.MassActError):
+        disrupt(flux, ["a cat"], ks=(1,), metrics=("fid",), num_steps=2, size=SIZE, progress=False)
