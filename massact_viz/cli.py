@@ -1,4 +1,4 @@
-"""The ``massact-viz`` command line: ``info``, ``scan``, ``report`` and ``generate``.
+"""The ``massact-viz`` command line: ``info``, ``scan``, ``report``, ``probe disrupt|localize`` and ``generate``.
 
 Every command takes ``--model`` (a Hub id, a local pipeline directory, ``shapes`` or
 ``tiny:<family>``; default: the embedded model) and uses the same library calls as a notebook.
@@ -103,6 +103,43 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_disrupt(args) -> int:
+    from .probes.disruption import disrupt
+    model = _load(args)
+    res = disrupt(model, read_prompts(args), ks=args.ks, sets=tuple(args.sets), random_draws=args.draws, op=args.op,
+                  value=args.value, layers=args.layers or None, stream=args.stream, seed=args.seed,
+                  num_steps=args.steps, size=parse_size(args.size), out=args.out, progress=not args.json)
+    if args.json:
+        print(json.dumps({"out": args.out, "table": res.table, "summary": res.summary()}, indent=1, default=str))
+    else:
+        print(res.to_markdown(summary=True))
+        print(f"saved {args.out}")
+    return 0
+
+
+def cmd_localize(args) -> int:
+    from .probes.localization import localize
+    masks = args.masks
+    if masks != "shapes":
+        d = Path(masks)
+        if not d.is_dir():
+            raise MassActError(f"--masks must be 'shapes' or a directory of .npy/.png masks (one per prompt, in "
+                               f"name order); {d} is not a directory.")
+        masks = sorted(p for p in d.iterdir() if p.suffix.lower() in (".npy", ".png"))
+    model = _load(args)
+    res = localize(model, read_prompts(args), masks, layers=args.layers or None, k=args.k,
+                   sets=tuple(args.sets), seed=args.seed, num_steps=args.steps, size=parse_size(args.size),
+                   method=args.method, progress=not args.json)
+    path = res.save(args.out)
+    if args.json:
+        print(json.dumps({"out": str(path), "curves": res.curves(), "best_top_layer": res.best_layer("top"),
+                          "table": res.to_table()}, indent=1, default=str))
+    else:
+        print(res.markdown())
+        print(f"best top-{args.k} layer: {res.best_layer('top')}; saved {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="massact-viz", description="See and steer massive activations in DiTs.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -144,6 +181,33 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--k", type=int, default=4)
     sp.add_argument("--stat", default="abs_mean", choices=["abs_mean", "mean_abs", "max_abs"])
     sp.set_defaults(fn=cmd_report)
+
+    probe = sub.add_parser("probe", help="experiments: disrupt (zero channel sets) or localize (cluster tokens)")
+    psub = probe.add_subparsers(dest="probe", required=True)
+    sp = psub.add_parser("disrupt", help="edit top/bottom/random-k channels and score images against the unedited ones "
+                                         "(resumable: rerun the same command)")
+    common(sp)
+    sp.add_argument("--ks", type=int, nargs="+", default=[1, 4, 8])
+    sp.add_argument("--sets", nargs="+", default=["top", "bottom", "random"], choices=["top", "bottom", "random"])
+    sp.add_argument("--draws", type=int, default=3, help="random-k draws")
+    sp.add_argument("--op", default="zero", choices=["zero", "mean", "scale"])
+    sp.add_argument("--value", type=float, help="factor for --op scale")
+    sp.add_argument("--layers", nargs="*", help="layers to edit (default: all)")
+    sp.add_argument("--stream", default="image", choices=["image", "text", "both"])
+    sp.add_argument("--out", required=True, help="directory for the sweep (JSON + PNG)")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(fn=cmd_disrupt)
+    sp = psub.add_parser("localize", help="per-layer mIoU of token clusters on top/bottom/random-k channels")
+    common(sp)
+    sp.add_argument("--masks", default="shapes",
+                    help="'shapes' (teaching model: masks from the image colours) or a directory of .npy/.png masks")
+    sp.add_argument("--k", type=int, default=4)
+    sp.add_argument("--sets", nargs="+", default=["top", "bottom", "random", "all"])
+    sp.add_argument("--method", default="kmeans", choices=["kmeans", "hdbscan"])
+    sp.add_argument("--layers", nargs="*", help="layers (default: all)")
+    sp.add_argument("--out", required=True, help="JSON file for the result")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(fn=cmd_localize)
 
     sp = sub.add_parser("generate", help="generate one image")
     common(sp)

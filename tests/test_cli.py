@@ -100,3 +100,22 @@ def test_report_is_self_contained_and_escaped(tmp_path):
 def test_report_of_a_missing_run_is_a_clear_error(tmp_path, capsys):
     assert main(["report", str(tmp_path / "nope"), "--out", str(tmp_path / "x.html")]) == 2
     assert "not a massact_viz run directory" in capsys.readouterr().err
+
+
+def test_probe_disrupt_and_localize(tmp_path, capsys):
+    import numpy as np
+    assert main(["probe", "disrupt", "--model", "tiny:flux", "--prompt", "a cat", "--steps", "2", "--size", "32",
+                 "--ks", "1", "2", "--draws", "1", "--out", str(tmp_path / "d"), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert {(r["set"], r["k"]) for r in doc["table"]} == {(s, k) for s in ("top", "bottom", "random") for k in (1, 2)}
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    m = np.zeros((32, 32), bool)
+    m[8:24, 8:24] = True
+    np.save(masks / "0.npy", m)
+    assert main(["probe", "localize", "--model", "tiny:flux", "--prompt", "a cat", "--steps", "2", "--size", "32",
+                 "--masks", str(masks), "--k", "2", "--out", str(tmp_path / "loc.json"), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert set(doc["curves"]) == {"top", "bottom", "random", "all"} and len(doc["curves"]["top"]) == 6
+    assert main(["probe", "localize", "--model", "tiny:flux", "--prompt", "a", "--masks", str(tmp_path / "none"),
+                 "--out", str(tmp_path / "x.json")]) == 2
