@@ -380,6 +380,42 @@ def stability_matrix(matrix, labels: Sequence[str], *, title: str = "Top-k Jacca
     return fig
 
 
+def miou_curves(result, *, step: int = -1, title: str | None = None) -> go.Figure:
+    """Per-layer mIoU of a :class:`~massact_viz.probes.localization.LocalizationResult`, one line per
+    channel set (top-k, bottom-k, random-k, all channels): the paper's Figure 3D shape."""
+    curves = result.curves(step=step)
+    layers = list(result.layers)
+    fig = go.Figure()
+    for i, (name, ys) in enumerate(curves.items()):
+        fig.add_trace(go.Scatter(x=layers, y=ys, mode="lines+markers", name=_esc(name),
+                                 line=dict(color=PALETTE[i % len(PALETTE)], dash="dot" if name == "all" else "solid"),
+                                 hovertemplate=f"{_esc(name)}<br>%{{x}}: mIoU %{{y:.3f}}<extra></extra>"))
+    k = result.params.get("k") if hasattr(result, "params") else None
+    fig.update_layout(template=TEMPLATE, title=_esc(title or f"Localization: mIoU per layer (k={k})"),
+                      xaxis=_layer_axis(layers), yaxis=dict(title="mIoU", range=[0, 1]))
+    return fig
+
+
+def disruption_curves(result, *, metric: str = "mse", title: str | None = None) -> go.Figure:
+    """A metric of a :class:`~massact_viz.probes.disruption.DisruptionResult` against k, one line per
+    channel set (random-k averaged over its draws); the axis says which direction is better."""
+    from .metrics import get_metric
+    rows = result.summary()
+    if not rows or metric not in rows[0]:
+        raise MassActError(f"metric {metric!r} is not in this result; it has {list(result.metrics)}.")
+    better = "higher" if get_metric(metric).higher_is_better else "lower"
+    fig = go.Figure()
+    sets = list(dict.fromkeys(r["set"] for r in rows))
+    for i, name in enumerate(sets):
+        pts = sorted((r["k"], r[metric]) for r in rows if r["set"] == name)
+        fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines+markers",
+                                 name=_esc(name), line=dict(color=PALETTE[i % len(PALETTE)]),
+                                 hovertemplate=f"{_esc(name)}, k=%{{x}}: %{{y:.4g}}<extra></extra>"))
+    fig.update_layout(template=TEMPLATE, title=_esc(title or f"Disruption: {metric} vs the unedited image"),
+                      xaxis=dict(title="k (channels edited)"), yaxis=dict(title=f"{metric} ({better} is better)"))
+    return fig
+
+
 # ---------------------------------------------------------------- export
 def _find_browser() -> str:
     """Path of the Chromium kaleido would use, or a MassActError; never downloads one."""

@@ -236,3 +236,24 @@ def test_show_bundle_has_interactive_and_static(monkeypatch, run):
     assert base64.b64decode(b["image/png"])[:8] == PNG_MAGIC
     assert len(b[plots.MIME_PLOTLY]["data"]) == 4 and "layout" in b[plots.MIME_PLOTLY]
     json.dumps(b[plots.MIME_PLOTLY])  # JSON-clean
+
+
+def test_probe_figures(tiny_model, tmp_path):
+    import numpy as np
+    from massact_viz.probes.disruption import disrupt
+    from massact_viz.probes.localization import localize
+    m = tiny_model("flux")
+    res = disrupt(m, ["a cat"], ks=(1, 2), random_draws=2, num_steps=2, size=(32, 32), progress=False)
+    fig = plots.disruption_curves(res, metric="psnr")
+    assert [t.name for t in fig.data] == ["top", "bottom", "random"] and list(fig.data[0].x) == [1, 2]
+    assert "higher is better" in fig.layout.yaxis.title.text
+    rnd = [r["psnr"] for r in res.table if r["set"] == "random" and r["k"] == 2]
+    assert fig.data[2].y[1] == pytest.approx(sum(rnd) / len(rnd))
+    with pytest.raises(mv.MassActError, match="not in this result"):
+        plots.disruption_curves(res, metric="lpips")
+    mask = np.zeros((32, 32), bool)
+    mask[:16] = True
+    loc = localize(m, ["a cat"], [mask], k=2, num_steps=2, size=(32, 32), progress=False)
+    fig = plots.miou_curves(loc)
+    assert [t.name for t in fig.data] == list(loc.curves()) and list(fig.data[0].x) == loc.layers
+    assert list(fig.data[0].y) == pytest.approx(loc.curves()["top"])
