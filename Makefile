@@ -26,8 +26,9 @@ test: $(BIN)/massact-viz  ## the whole test suite (what CI runs)
 lab: $(BIN)/massact-viz  ## open JupyterLab on the notebooks
 	$(BIN)/jupyter lab notebooks/
 
-bench: $(BIN)/massact-viz  ## capture overhead and memory benchmarks (writes benchmarks/results.json)
+bench: $(BIN)/massact-viz  ## capture overhead, memory and probe benchmarks (writes benchmarks/*results.json)
 	$(BIN)/python benchmarks/capture_overhead.py
+	$(BIN)/python benchmarks/probes.py
 
 shapes-train: $(BIN)/massact-viz  ## train (or resume) the embedded teaching model into data/shapes
 	$(BIN)/python -m massact_viz.shapes.train --out data/shapes --seed 0 --minutes $(or $(MINUTES),60)

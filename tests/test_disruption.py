@@ -190,3 +190,72 @@ def test_save_load_round_trip_and_views(flux, tmp_path):
     assert not list(tmp_path.glob("r/**/*.pkl"))
     with pytest.raises(mv.MassActError):
         disrupt(flux, ["a cat"], ks=(1,), metrics=("fid",), num_steps=2, size=SIZE, progress=False)
+
+
+def test_mean_ablating_a_constant_offset_channel_hurts_far_less_than_zeroing_it():
+    # a bias on the first block's image feed-forward output: the block adds gate * bias to every image
+    # token of channel C, so at the block output C is a constant offset (plus a little content)
+    C, prompts = 7, ["a red cat", "a blue car"]
+    pipe = tiny_pipeline("flux", seed=3)
+    with torch.no_grad():
+        pipe.transformer.get_submodule("transformer_blocks.0").ff.net[2].bias[C] += 50.0
+    m = mv.load(pipe)
+    base = m.run(prompts, steps=2, size=SIZE, progress=False,
+                 capture=mv.Capture(stats=False, raw=[mv.Raw("double.0", 0)]))
+    x = base.raw["double.0/step0/image"]
+    assert float(x[..., C].mean(1).abs().min()) > 4 * float(x[..., C].std(1).max())  # offset-dominated
+    mse = {}
+    for op in ("mean", "zero"):
+        ims = m.run(prompts, steps=2, size=SIZE, progress=False, capture=mv.Capture.nothing(),
+                    edit=Edit(op, [C], layers="double.0")).images
+        mse[op] = float(np.mean([METRICS["mse"](a, b) for a, b in zip(ims, base.images)]))
+    assert mse["mean"] * 10 < mse["zero"], mse  # measured: ~80x apart
+
+
+def test_an_edit_at_one_layer_and_step_leaves_every_earlier_capture_bit_identical(flux):
+    names = [b.name for b in flux.blocks]
+    L, S = names[len(names) // 2], 1  # a single block, mid-run
+    li = names.index(L)
+    raws = [mv.Raw(n, s) for n in names for s in range(STEPS)]
+
+    def capture(edit=None):
+        return flux.run("a red cat", steps=STEPS, size=SIZE, progress=False, edit=edit,
+                        capture=mv.Capture(stats=False, raw=raws)).raw
+    base, edited = capture(), capture(Edit("zero", [1, 5], layers=[L], steps=[S]))
+    for s in range(STEPS):
+        for i, n in enumerate(names):
+            key = f"{n}/step{s}/image"
+            if (s, i) < (S, li):
+                assert torch.equal(edited[key], base[key]), key
+    assert not torch.equal(edited[f"{L}/step{S}/image"], base[f"{L}/step{S}/image"])
+    assert not torch.equal(edited[f"{names[-1]}/step{STEPS - 1}/image"], base[f"{names[-1]}/step{STEPS - 1}/image"])
+
+
+def test_a_sweep_generates_the_unedited_baseline_once(flux, monkeypatch):
+    orig, calls = mv.Model.run, []
+
+    def counting(self, *a, **kw):
+        calls.append(kw.get("edit"))
+        return orig(self, *a, **kw)
+    monkeypatch.setattr(mv.Model, "run", counting)
+    res = disrupt(flux, ["a red cat", "a blue car"], ks=(1, 2), sets=("top", "bottom", "random"), random_draws=2,
+                  num_steps=1, size=SIZE, progress=False)
+    assert len(res.table) == 2 + 2 + 4
+    assert len(calls) == len(res.table) + 1  # one edited run per configuration + one baseline
+    assert sum(e is None for e in calls) == 1  # the baseline is the only unedited run
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(ks=(33,)), "between 1 and 32"),
+    (dict(ks=(0,)), "between 1 and 32"),
+    (dict(sets={"mine": []}), "empty"),
+    (dict(sets={"mine": [32]}), "channel"),
+    (dict(steps=[5]), "step"),
+    (dict(steps=(1, 9)), "window"),
+    (dict(ks=()), "ks is empty"),
+])
+def test_bad_sweep_specs_fail_before_anything_runs(flux, monkeypatch, kwargs, match):
+    assert flux.width == 32
+    monkeypatch.setattr(mv.Model, "run", lambda *a, **kw: pytest.fail("ran before validating"))
+    with pytest.raises(mv.MassActError, match=match):
+        disrupt(flux, ["a cat"], **dict(dict(num_steps=2, size=SIZE, progress=False), **kwargs))

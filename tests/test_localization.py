@@ -191,3 +191,51 @@ def test_pca_projection_shapes_and_cache():
     assert loc.project(x, (8, 8), method="pca", channels=[0, 3, 5], labels=c.labels, cache=False) is not p
     assert loc.project(x, (8, 8), method="pca") is not p  # other channels: another entry
     assert loc.project(x, (8, 8), method="pca", channels=[0]).coords.shape == (64, 2)
+
+
+def test_localize_recovers_a_square_planted_in_one_channel(tiny_model):
+    import torch
+    m = tiny_model("flux")
+    rows, cols = m.token_grid(SIZE)
+    square = np.zeros((rows, cols), bool)
+    square[4:10, 5:12] = True
+    inside = torch.as_tensor(np.flatnonzero(square.ravel()))
+    C = 7
+
+    def plant_square(site):  # an edit= function: channel C carries the square from double.0 on
+        if site.block.name == "double.0":
+            site.image[:, inside, C] += 100.0
+    ppt = (SIZE[0] // rows, SIZE[1] // cols)
+    pixel = loc.upsample(square, ppt)
+    assert pixel.shape == SIZE
+    res = loc.localize(m, ["a red cat", "a blue car"], [pixel, pixel], k=2, sets=("top", "bottom"), steps=(0, -1),
+                       num_steps=2, progress=False, size=SIZE, edit=plant_square)
+    assert res.layers == [b.name for b in m.blocks]  # double.0 (the plant) and every later layer
+    for step in res.steps:
+        for layer in res.layers:
+            assert res.miou("top", layer, step) > 0.9, (layer, step)  # measured: 1.0 everywhere
+            assert res.miou("bottom", layer, step) < 0.6, (layer, step)  # measured: 0.10-0.16
+            assert C in res.channels[f"top/{layer}/step{step}/0"]
+    # without the plant nothing in this random model finds the square
+    plain = loc.localize(m, ["a red cat"], [pixel], k=2, sets=("top",), steps=(-1,), layers=[-1], num_steps=2,
+                         progress=False, size=SIZE)
+    assert plain.miou("top", 0) < 0.6
+
+
+@pytest.mark.parametrize("kwargs", [dict(k=33), dict(k=0), dict(k=17, sets=("random",)), dict(steps=(2,)),
+                                    dict(steps=())])
+def test_localize_bad_specs_fail_before_anything_runs(tiny_model, monkeypatch, kwargs):
+    import massact_viz as mv
+    m = tiny_model("flux")
+    assert m.width == 32
+    monkeypatch.setattr(mv.Model, "run", lambda *a, **kw: pytest.fail("ran before validating"))
+    with pytest.raises(MassActError):
+        loc.localize(m, ["a cat"], _centre_mask, **dict(dict(layers=[0], num_steps=2, progress=False, size=SIZE),
+                                                        **kwargs))
+
+
+def test_localize_mask_of_the_wrong_size_is_a_clear_error(tiny_model):
+    m = tiny_model("flux")
+    for bad in ((31, 32), (SIZE[0] * 2, SIZE[1] * 2)):  # neither pixel size nor token size
+        with pytest.raises(MassActError, match="mask"):
+            loc.localize(m, ["a cat"], [np.zeros(bad, bool)], layers=[0], num_steps=1, progress=False, size=SIZE)
