@@ -551,7 +551,7 @@ def project(x: Any, grid: Sequence[int] | None = None, *, method: str = "umap", 
     """2-D projection of the image tokens ``x`` (tokens, channels) of one image.
 
     ``method="umap"`` (umap-learn, imported on first use; its first fit in a process pays about
-    30 s of numba compilation) or ``"pca"`` (fast). ``channels`` restricts the features (None: all);
+    30-45 s of numba compilation on a 2-core CPU) or ``"pca"`` (fast). ``channels`` restricts the features (None: all);
     ``normalise`` min-max normalises them first, as the clustering does. ``labels`` (e.g.
     ``cluster_tokens(...).labels``) ride along. Results are cached in memory by (array hash,
     method, channels, labels, seed, normalise): asking again returns the same object.
