@@ -12,8 +12,22 @@ Images are PIL images or arrays (``(H, W)``, ``(H, W, 3)``): uint8 arrays and PI
   averaged after cropping the 5-pixel border the window does not cover (higher is better, 1 for
   identical images).
 
-Add a learned metric (CLIP, DINO, LPIPS...) with :func:`register_metric`; it then works everywhere a
-metric name is accepted (e.g. ``probes.disrupt(metrics=(..., "lpips"))``).
+Learned metrics, registered when you have the weights (loaded with ``transformers`` from a Hub id or a
+local directory; nothing is downloaded when ``HF_HUB_OFFLINE=1``):
+
+* :func:`clip_metrics` registers ``clip_t`` (cosine similarity of the image's and the prompt's CLIP
+  embeddings; needs the prompt) and ``clip_i`` (cosine similarity of the two images' CLIP image
+  embeddings); both higher is better;
+* :func:`dino_metric` registers ``dino`` (cosine similarity of the two images' DINO CLS embeddings,
+  higher is better).
+
+LPIPS is not provided: it needs torchvision's pretrained AlexNet/VGG weights, and torchvision cannot be
+installed beside this project's torch build. Register your own with :func:`register_metric` if you
+have it.
+
+Add any other metric with :func:`register_metric`; it then works everywhere a metric name is accepted
+(e.g. ``probes.disrupt(metrics=(..., "dino"))``). A metric with ``needs_prompt=True`` is called as
+``fn(image, reference, prompt)``.
 """
 from __future__ import annotations
 
@@ -27,14 +41,20 @@ from .errors import MassActError
 
 @dataclass(frozen=True)
 class Metric:
-    """``fn(image, reference) -> float`` and which direction is better."""
+    """``fn(image, reference) -> float`` (``fn(image, reference, prompt)`` when ``needs_prompt``)
+    and which direction is better."""
 
-    fn: Callable[[Any, Any], float]
+    fn: Callable[..., float]
     higher_is_better: bool
     description: str = ""
+    needs_prompt: bool = False
 
-    def __call__(self, image: Any, reference: Any) -> float:
-        return float(self.fn(image, reference))
+    def __call__(self, image: Any, reference: Any, prompt: str | None = None) -> float:
+        if not self.needs_prompt:
+            return float(self.fn(image, reference))
+        if not isinstance(prompt, str):
+            raise MassActError("this metric scores an image against its prompt; pass prompt=.")
+        return float(self.fn(image, reference, prompt))
 
 
 def to_array(image: Any) -> np.ndarray:
@@ -103,9 +123,10 @@ METRICS: dict[str, Metric] = {
 }
 
 
-def register_metric(name: str, fn: Callable[[Any, Any], float], higher_is_better: bool, description: str = "",
-                    *, replace: bool = False) -> Metric:
-    """Add ``fn(image, reference) -> float`` to :data:`METRICS` under ``name``."""
+def register_metric(name: str, fn: Callable[..., float], higher_is_better: bool, description: str = "",
+                    *, replace: bool = False, needs_prompt: bool = False) -> Metric:
+    """Add ``fn(image, reference) -> float`` (or ``fn(image, reference, prompt)`` with ``needs_prompt``)
+    to :data:`METRICS` under ``name``."""
     if not isinstance(name, str) or not name:
         raise MassActError(f"a metric name must be a non-empty string, got {name!r}.")
     if not callable(fn):
@@ -114,7 +135,7 @@ def register_metric(name: str, fn: Callable[[Any, Any], float], higher_is_better
         raise MassActError(f"metric {name!r}: higher_is_better must be True or False.")
     if name in METRICS and not replace:
         raise MassActError(f"metric {name!r} is already registered; pass replace=True to replace it.")
-    METRICS[name] = Metric(fn, higher_is_better, description)
+    METRICS[name] = Metric(fn, higher_is_better, description, bool(needs_prompt))
     return METRICS[name]
 
 
@@ -124,6 +145,102 @@ def get_metric(name: str) -> Metric:
     return METRICS[name]
 
 
-def compare(image: Any, reference: Any, metrics=("mse", "psnr", "ssim")) -> dict[str, float]:
-    """``{name: value}`` of each metric of ``image`` against ``reference``."""
-    return {m: get_metric(m)(image, reference) for m in metrics}
+def compare(image: Any, reference: Any, metrics=("mse", "psnr", "ssim"), *, prompt: str | None = None
+            ) -> dict[str, float]:
+    """``{name: value}`` of each metric of ``image`` against ``reference`` (``prompt``: for ``clip_t``)."""
+    return {m: get_metric(m)(image, reference, prompt=prompt) for m in metrics}
+
+
+# ------------------------------------------------------------------ learned metrics (transformers)
+def _pil(image: Any):
+    from PIL import Image
+
+    a = np.round(to_array(image) * 255).astype(np.uint8)
+    return Image.fromarray(a[..., 0] if a.shape[2] == 1 else a[..., :3]).convert("RGB")
+
+
+def _device(device):
+    import torch
+
+    return torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def _load(what: str, model_id_or_path, load, example: str):
+    """``load()`` or a :class:`MassActError` saying how to get the weights."""
+    try:
+        return load()
+    except (OSError, ValueError) as e:
+        raise MassActError(
+            f"could not load the {what} weights from {str(model_id_or_path)!r} ({type(e).__name__}: "
+            f"{str(e).splitlines()[0] if str(e) else ''}). Without Hub access, run `hf download {example}` on a "
+            f"machine that has it, copy the directory over and pass its local path.") from e
+
+
+def _cosine(a, b) -> float:
+    import torch
+
+    return float(torch.nn.functional.cosine_similarity(a.float(), b.float(), dim=-1)[0])
+
+
+def _features(out):
+    """A tensor from ``get_*_features`` (transformers 5 returns an output object)."""
+    return out if hasattr(out, "dim") else out.pooler_output
+
+
+def clip_metrics(model_id_or_path, *, device=None, replace: bool = True) -> tuple[Metric, Metric]:
+    """Register ``clip_t`` and ``clip_i`` from a ``transformers`` CLIP model (Hub id or local directory).
+
+    ``clip_t``: cosine similarity of the image's CLIP embedding and the prompt's (the reference is not
+    used). ``clip_i``: cosine similarity of the two images' CLIP embeddings. Both are higher-is-better.
+    """
+    import torch
+    from transformers import AutoImageProcessor, AutoTokenizer, CLIPModel
+
+    dev = _device(device)
+    src = str(model_id_or_path)
+
+    def load():  # the PIL image processor: torchvision is not needed
+        return (CLIPModel.from_pretrained(src).to(dev).eval(), AutoTokenizer.from_pretrained(src),
+                AutoImageProcessor.from_pretrained(src, backend="pil"))
+    model, tokenizer, processor = _load("CLIP", src, load, "openai/clip-vit-base-patch32")
+
+    @torch.no_grad()
+    def image_emb(image):
+        px = processor(images=[_pil(image)], return_tensors="pt")["pixel_values"].to(dev)
+        return _features(model.get_image_features(pixel_values=px))
+
+    @torch.no_grad()
+    def clip_t(image, reference, prompt):
+        t = tokenizer([prompt], padding=True, truncation=True, return_tensors="pt").to(dev)
+        return _cosine(image_emb(image), _features(model.get_text_features(**t)))
+
+    def clip_i(image, reference):
+        return _cosine(image_emb(image), image_emb(reference))
+
+    return (register_metric("clip_t", clip_t, True, f"CLIP image-prompt cosine similarity ({src})",
+                            replace=replace, needs_prompt=True),
+            register_metric("clip_i", clip_i, True, f"CLIP image-image cosine similarity ({src})", replace=replace))
+
+
+def dino_metric(model_id_or_path, *, device=None, replace: bool = True) -> Metric:
+    """Register ``dino``: cosine similarity of the two images' CLS embeddings from a ``transformers``
+    DINO model (``Dinov2Model`` or any ``AutoModel`` whose first output token is CLS). Higher is better."""
+    import torch
+    from transformers import AutoImageProcessor, AutoModel
+
+    dev = _device(device)
+    src = str(model_id_or_path)
+
+    def load():
+        return AutoModel.from_pretrained(src).to(dev).eval(), AutoImageProcessor.from_pretrained(src, backend="pil")
+    model, processor = _load("DINO", src, load, "facebook/dinov2-small")
+
+    @torch.no_grad()
+    def cls(image):
+        px = processor(images=[_pil(image)], return_tensors="pt")["pixel_values"].to(dev)
+        return model(pixel_values=px).last_hidden_state[:, 0]
+
+    def dino(image, reference):
+        return _cosine(cls(image), cls(reference))
+
+    return register_metric("dino", dino, True, f"DINO CLS cosine similarity ({src})", replace=replace)

@@ -399,11 +399,12 @@ def miou_curves(result, *, step: int = -1, title: str | None = None) -> go.Figur
 def disruption_curves(result, *, metric: str = "mse", title: str | None = None) -> go.Figure:
     """A metric of a :class:`~massact_viz.probes.disruption.DisruptionResult` against k, one line per
     channel set (random-k averaged over its draws); the axis says which direction is better."""
-    from .metrics import get_metric
     rows = result.summary()
     if not rows or metric not in rows[0]:
         raise MassActError(f"metric {metric!r} is not in this result; it has {list(result.metrics)}.")
-    better = "higher" if get_metric(metric).higher_is_better else "lower"
+    from .metrics import METRICS
+    known = METRICS.get(metric)
+    better = "" if known is None else f" ({'higher' if known.higher_is_better else 'lower'} is better)"
     fig = go.Figure()
     sets = list(dict.fromkeys(r["set"] for r in rows))
     for i, name in enumerate(sets):
@@ -412,7 +413,7 @@ def disruption_curves(result, *, metric: str = "mse", title: str | None = None) 
                                  name=_esc(name), line=dict(color=PALETTE[i % len(PALETTE)]),
                                  hovertemplate=f"{_esc(name)}, k=%{{x}}: %{{y:.4g}}<extra></extra>"))
     fig.update_layout(template=TEMPLATE, title=_esc(title or f"Disruption: {metric} vs the unedited image"),
-                      xaxis=dict(title="k (channels edited)"), yaxis=dict(title=f"{metric} ({better} is better)"))
+                      xaxis=dict(title="k (channels edited)"), yaxis=dict(title=f"{metric}{better}"))
     return fig
 
 

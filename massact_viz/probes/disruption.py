@@ -70,7 +70,7 @@ class DisruptionResult:
         """The table (or :meth:`summary`) as Markdown; arrows say which direction is better."""
         rows = self.summary() if summary else self.table
         cols = ["set", "k"] + ([] if summary else ["draw"]) + ["op", "layers", "steps", "stream"]
-        head = cols + [f"{m} {'↑' if get_metric(m).higher_is_better else '↓'}" for m in self.metrics]
+        head = cols + [f"{m} {_arrow(m)}" for m in self.metrics]
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for r in rows:
             cells = [str(r[c]) for c in cols] + [_fmt(r[m]) for m in self.metrics]
@@ -219,6 +219,13 @@ def _channel_sets(sets: Any) -> dict[str, Any]:
     return out
 
 
+def _arrow(metric: str) -> str:
+    """↑ / ↓ for a registered metric; '' for one this session has not registered (a loaded result)."""
+    from ..metrics import METRICS
+    m = METRICS.get(metric)
+    return "" if m is None else ("↑" if m.higher_is_better else "↓")
+
+
 def disrupt(model: "Model", prompts: str | Sequence[str], *, ks: Sequence[int] = (1, 4, 8),
             sets: Any = ("top", "bottom", "random"), random_draws: int = 3, op: str = "zero",
             value: float | None = None, layers: Any = None, steps: Any = None, stream: str = "image",
@@ -320,7 +327,7 @@ def disrupt(model: "Model", prompts: str | Sequence[str], *, ks: Sequence[int] =
             row = {"set": name, "k": k, "draw": d, "op": op, "layers": settings["layers"],
                    "steps": settings["steps"], "stream": stream}
             for m in metrics:
-                vals = [get_metric(m)(im, ref) for im, ref in zip(ims, baseline.images)]
+                vals = [get_metric(m)(im, ref, prompt=p) for im, ref, p in zip(ims, baseline.images, prompts)]
                 row[m] = float(sum(vals) / len(vals))
             if out is not None and loaded is None:
                 _write_config(out / "configs" / key, row, ims)
