@@ -217,6 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import os
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # e.g. the torchvision notice of CLIP processors
     args = build_parser().parse_args(argv)
     if getattr(args, "k", 1) is not None and getattr(args, "k", 1) < 1:
         print("massact-viz: error: --k must be at least 1", file=sys.stderr)
