@@ -3,6 +3,7 @@ pipeline build/load, and a tiny smoke training run."""
 
 from __future__ import annotations
 
+import json
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -331,3 +332,10 @@ def test_smoke_training_resume_and_generation(tmp_path):
     assert out.images.shape == (1, 32, 32, 3) and np.isfinite(out.images).all()
     res = T.evaluate(pipe, ["a red circle on a blue background", S.heldout_captions(1)[0]], num_inference_steps=2)
     assert res["n"] == 2 and set(res["all"]) >= {"colour", "shape"}
+    # a new machine continues the shipped weights: warm start, fresh optimizer, provenance recorded
+    c = T.train(T.TrainArgs(out=str(tmp_path / "c"), ckpt_dir=str(tmp_path / "cc"), steps=1,
+                            init_from=str(tmp_path / "a"), **common))
+    first_warm = [h["loss_raw"] for h in c["history"] if "loss_raw" in h][0]
+    assert first_warm < 0.9 * np.mean(losses[:5])  # starts from the trained weights, not from scratch
+    doc = json.loads((tmp_path / "c" / "config.json").read_text())
+    assert doc["training"]["warm_start"]["previous_training"]["step"] == 20

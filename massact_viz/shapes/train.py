@@ -63,7 +63,9 @@ from .model import (
     _atomic_write_bytes,
     build_shapes_pipeline,
     load_shapes_pipeline,
+    WEIGHTS_NAME,
     load_shapes_state_dict,
+    read_shapes_config,
     save_shapes_weights,
     shapes_state_dict,
     trainable_modules,
@@ -102,6 +104,7 @@ class TrainArgs:
     save_dtype: str = "float16"
     config: dict = field(default_factory=dict)  # ShapesConfig overrides
     fresh: bool = False
+    init_from: str | None = None  # warm start from shipped weights (a data/shapes-style dir) when no checkpoint exists
     progress: bool = True
     log_every: int = 25
 
@@ -301,6 +304,7 @@ def _train(args: TrainArgs) -> dict:
     data_rng = np.random.default_rng(args.seed)
     noise_gen = torch.Generator("cpu").manual_seed(args.seed + 1)
     step, images_seen, train_seconds, history = 0, 0, 0.0, []
+    warm_start = None  # where a warm-started run came from (kept across resumes)
 
     if ckpt_path.exists() and not args.fresh:
         ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)  # tensors and plain data only: never unpickle code
@@ -315,9 +319,23 @@ def _train(args: TrainArgs) -> dict:
         noise_gen.set_state(ck["noise_rng"])
         step, images_seen, train_seconds = ck["step"], ck["images_seen"], ck["train_seconds"]
         history = ck.get("history", [])
+        warm_start = ck.get("warm_start")
         print(f"resumed from {ckpt_path} at step {step} ({images_seen} images, {train_seconds / 60:.1f} min)",
               file=sys.stderr)
-    elif args.fresh and ckpt_path.exists():
+    elif args.init_from:
+        # warm start from shipped (EMA, fp16) weights: fresh optimizer and RNGs, same architecture
+        from safetensors.torch import load_file
+        src = Path(args.init_from)
+        doc = read_shapes_config(src)
+        if doc["config"] != cfg.to_dict():
+            raise ValueError(f"{src} holds another architecture or seed than this run; pass matching --config/--seed")
+        state = {k: v.float() for k, v in load_file(str(src / WEIGHTS_NAME)).items()}
+        load_shapes_state_dict(mods, state)
+        for s_, p_ in zip(ema.shadow, params):
+            s_.copy_(p_.detach())
+        warm_start = {"from": str(src), "previous_training": doc.get("training")}
+        print(f"warm start from {src} (previous training: {doc.get('training', {}).get('step')} steps)", file=sys.stderr)
+    if args.fresh and ckpt_path.exists():
         print(f"--fresh: ignoring existing {ckpt_path}", file=sys.stderr)
 
     eval_box: dict = {}
@@ -342,7 +360,7 @@ def _train(args: TrainArgs) -> dict:
                 "step": step, "images_seen": images_seen, "train_minutes": round(train_seconds / 60, 2),
                 "loss": history[-1]["loss"] if history else None, "status": tag,
                 "args": {k: v for k, v in dataclasses.asdict(args).items()},
-                "torch": torch.__version__, "device": str(device),
+                "torch": torch.__version__, "device": str(device), "warm_start": warm_start,
             },
             "sampling": {**DEFAULT_SAMPLING, "height": cfg.image_size, "width": cfg.image_size},
         }
@@ -358,6 +376,7 @@ def _train(args: TrainArgs) -> dict:
                 "ema": [t.detach().cpu() for t in ema.shadow], "data_rng": data_rng.bit_generator.state,
                 "noise_rng": noise_gen.get_state(), "step": step, "images_seen": images_seen,
                 "train_seconds": train_seconds, "history": history, "args": dataclasses.asdict(args),
+                "warm_start": warm_start,
             },
             ckpt_path,
         )
@@ -516,6 +535,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="dtype of the shipped safetensors")
     p.add_argument("--config", default="{}", help="JSON ShapesConfig overrides, e.g. '{\"num_layers\": 2}'")
     p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint")
+    p.add_argument("--init-from", default=None,
+                   help="warm start from shipped weights (e.g. data/shapes) when no checkpoint exists: fresh "
+                        "optimizer, same architecture; lets a new machine continue the shipped model")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--eval-only", action="store_true", help="judge the weights in --out and exit")
     p.add_argument("--cfg", type=float, default=DEFAULT_SAMPLING["true_cfg_scale"],
@@ -539,7 +561,8 @@ def main(argv: list[str] | None = None) -> int:
         betas=tuple(ns.betas), grad_clip=ns.grad_clip, ema=ns.ema, cond_drop=ns.cond_drop,
         t_sampling=ns.t_sampling, p_two=ns.p_two, p_style_mention=ns.p_style_mention, device=ns.device,
         threads=ns.threads, ckpt_every=ns.ckpt_every, eval_n=ns.eval_n, eval_every=ns.eval_every,
-        save_dtype=ns.save_dtype, config=json.loads(ns.config), fresh=ns.fresh, progress=not ns.no_progress,
+        save_dtype=ns.save_dtype, config=json.loads(ns.config), fresh=ns.fresh, init_from=ns.init_from,
+        progress=not ns.no_progress,
     )
     summary = train(args)
     print(json.dumps({k: v for k, v in summary.items() if k != "history"}, indent=2))
