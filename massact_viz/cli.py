@@ -103,12 +103,33 @@ def cmd_report(args) -> int:
     return 0
 
 
+def _layer_sets(items: list[str]) -> dict:
+    """``["early=double.0,double.1", "single=single", "all=all"]`` -> ``{name: layer spec}``: a comma list
+    of layer names (or indices), or one kind / name; ``all`` means every layer."""
+    out: dict = {}
+    for item in items:
+        name, eq, spec = item.partition("=")
+        name, spec = name.strip(), spec.strip()
+        if not eq or not name or not spec:
+            raise MassActError(f"--layer-sets takes NAME=SPEC (SPEC a comma list of layers or a kind, e.g. "
+                               f"early=double.0,double.1 single=single); got {item!r}.")
+        if name in out:
+            raise MassActError(f"--layer-sets names {name!r} twice.")
+        parts = [int(p) if p.strip().isdigit() else p.strip() for p in spec.split(",") if p.strip()]
+        out[name] = None if spec == "all" else (parts[0] if len(parts) == 1 else parts)
+    return out
+
+
 def cmd_disrupt(args) -> int:
     from .probes.disruption import disrupt
     model = _load(args)
+    layer_sets = _layer_sets(args.layer_sets) if args.layer_sets else None
+    if layer_sets is not None and args.layers:
+        raise MassActError("give --layers or --layer-sets, not both (add the layers as one more layer set).")
     res = disrupt(model, read_prompts(args), ks=args.ks, sets=tuple(args.sets), random_draws=args.draws, op=args.op,
                   value=args.value, layers=args.layers or None, stream=args.stream, seed=args.seed,
-                  num_steps=args.steps, size=parse_size(args.size), out=args.out, progress=not args.json)
+                  num_steps=args.steps, size=parse_size(args.size), out=args.out, progress=not args.json,
+                  layer_sets=layer_sets)
     if args.json:
         print(json.dumps({"out": args.out, "table": res.table, "summary": res.summary()}, indent=1, default=str))
     else:
@@ -193,6 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--op", default="zero", choices=["zero", "mean", "scale"])
     sp.add_argument("--value", type=float, help="factor for --op scale")
     sp.add_argument("--layers", nargs="*", help="layers to edit (default: all)")
+    sp.add_argument("--layer-sets", nargs="+", metavar="NAME=SPEC",
+                    help="sweep layer sets too (not with --layers): SPEC a comma list of layers or a kind, "
+                         "e.g. early=double.0,double.1 single=single all=all")
     sp.add_argument("--stream", default="image", choices=["image", "text", "both"])
     sp.add_argument("--out", required=True, help="directory for the sweep (JSON + PNG)")
     sp.add_argument("--json", action="store_true")

@@ -396,10 +396,22 @@ def miou_curves(result, *, step: int = -1, title: str | None = None) -> go.Figur
     return fig
 
 
-def disruption_curves(result, *, metric: str = "mse", title: str | None = None) -> go.Figure:
+def disruption_curves(result, *, metric: str = "mse", title: str | None = None,
+                      layer_set: str | None = None) -> go.Figure:
     """A metric of a :class:`~massact_viz.probes.disruption.DisruptionResult` against k, one line per
-    channel set (random-k averaged over its draws); the axis says which direction is better."""
+    channel set (random-k averaged over its draws); the axis says which direction is better.
+
+    For a sweep with layer sets, ``layer_set`` picks one (default: the first)."""
     rows = result.summary()
+    names = list(dict.fromkeys(r["layer_set"] for r in rows if "layer_set" in r))
+    if names:
+        if layer_set is None:
+            layer_set = names[0]
+        elif layer_set not in names:
+            raise MassActError(f"layer set {layer_set!r} is not in this result; it has {names}.")
+        rows = [r for r in rows if r["layer_set"] == layer_set]
+    elif layer_set is not None:
+        raise MassActError("this result was swept without layer sets; leave layer_set= out.")
     if not rows or metric not in rows[0]:
         raise MassActError(f"metric {metric!r} is not in this result; it has {list(result.metrics)}.")
     from .metrics import METRICS
@@ -412,7 +424,8 @@ def disruption_curves(result, *, metric: str = "mse", title: str | None = None) 
         fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines+markers",
                                  name=_esc(name), line=dict(color=PALETTE[i % len(PALETTE)]),
                                  hovertemplate=f"{_esc(name)}, k=%{{x}}: %{{y:.4g}}<extra></extra>"))
-    fig.update_layout(template=TEMPLATE, title=_esc(title or f"Disruption: {metric} vs the unedited image"),
+    where = f" (layers: {layer_set})" if names else ""
+    fig.update_layout(template=TEMPLATE, title=_esc(title or f"Disruption: {metric} vs the unedited image{where}"),
                       xaxis=dict(title="k (channels edited)"), yaxis=dict(title=f"{metric}{better}"))
     return fig
 

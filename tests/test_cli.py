@@ -119,3 +119,15 @@ def test_probe_disrupt_and_localize(tmp_path, capsys):
     assert set(doc["curves"]) == {"top", "bottom", "random", "all"} and len(doc["curves"]["top"]) == 6
     assert main(["probe", "localize", "--model", "tiny:flux", "--prompt", "a", "--masks", str(tmp_path / "none"),
                  "--out", str(tmp_path / "x.json")]) == 2
+
+
+def test_probe_disrupt_layer_sets(tmp_path, capsys):
+    args = ["probe", "disrupt", "--model", "tiny:flux", "--prompt", "a cat", "--steps", "2", "--size", "32",
+            "--ks", "1", "--sets", "top", "--out", str(tmp_path / "d"), "--json"]
+    assert main(args + ["--layer-sets", "early=double.0,double.1", "single=single"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert [(r["layer_set"], r["layers"]) for r in doc["table"]] == [("early", "double.0,double.1"),
+                                                                       ("single", "single")]
+    assert {r["layer_set"] for r in doc["summary"]} == {"early", "single"}
+    assert main(args[:-3] + ["--out", str(tmp_path / "e"), "--layer-sets", "bad"]) == 2
+    assert "NAME=SPEC" in capsys.readouterr().err

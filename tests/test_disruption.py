@@ -259,3 +259,88 @@ def test_bad_sweep_specs_fail_before_anything_runs(flux, monkeypatch, kwargs, ma
     monkeypatch.setattr(mv.Model, "run", lambda *a, **kw: pytest.fail("ran before validating"))
     with pytest.raises(mv.MassActError, match=match):
         disrupt(flux, ["a cat"], **dict(dict(num_steps=2, size=SIZE, progress=False), **kwargs))
+
+
+# the edits touch only the last denoising step, so layers before the edited one match at every step
+LAYER_SWEEP = dict(ks=(1, 2), sets=("top", "random"), random_draws=2, steps=(1, 2), num_steps=2, size=SIZE,
+                   progress=False)
+
+
+def test_layer_sets_share_one_baseline_and_edit_only_their_layers(flux, monkeypatch):
+    orig, calls = mv.Model.run, []
+
+    def counting(self, *a, **kw):
+        calls.append(kw.get("edit"))
+        return orig(self, *a, **kw)
+    monkeypatch.setattr(mv.Model, "run", counting)
+    lsets = {"first": ["double.0"], "last": ["single.3"]}
+    res = disrupt(flux, ["a red cat"], layer_sets=lsets, **LAYER_SWEEP)
+    monkeypatch.setattr(mv.Model, "run", orig)
+    per_set = 2 + 2 * 2  # top x 2 ks, random x 2 ks x 2 draws
+    assert len(res.table) == 2 * per_set
+    assert len(calls) == len(res.table) + 1 and sum(e is None for e in calls) == 1  # one baseline
+    assert [r["layer_set"] for r in res.table] == ["first"] * per_set + ["last"] * per_set
+    assert {r["layers"] for r in res.table if r["layer_set"] == "first"} == {"double.0"}
+    assert all(len(key) == 4 for key in res.images) and res.layer_sets == ["first", "last"]
+    assert {(r["layer_set"], r["set"], r["k"]) for r in res.summary()} == \
+        {(ls, s, k) for ls in lsets for s in ("top", "random") for k in (1, 2)}
+    assert res.to_markdown().splitlines()[0].startswith("| layer_set | set | k | draw |")
+    assert res.settings["layer_sets"]["last"]["edit_layers"] == ["single.3"]
+    assert res.grid(layer_set="last").size == res.grid().size
+    with pytest.raises(mv.MassActError, match="not in this result"):
+        res.grid(layer_set="middle")
+    from massact_viz import plots
+    fig = plots.disruption_curves(res, metric="mse", layer_set="last")
+    assert [t.name for t in fig.data] == ["top", "random"] and list(fig.data[0].x) == [1, 2]
+    assert fig.data[0].y[0] == next(r["mse"] for r in res.table if r["layer_set"] == "last" and r["set"] == "top")
+
+    # the edits the sweep made: "first" changes double.0, "last" leaves double.0..single.2 bit-identical
+    names = [b.name for b in flux.blocks]
+    upto = names[:names.index("single.3")]
+    raws = [mv.Raw(n, s) for n in names for s in range(2)]
+
+    def capture(edit=None):
+        return flux.run("a red cat", steps=2, size=SIZE, progress=False, edit=edit,
+                        capture=mv.Capture(stats=False, raw=raws)).raw
+    base = capture()
+    edits = [e for e in calls if e is not None]
+    first, last = capture(edits[0]), capture(edits[per_set])
+    assert torch.equal(first["double.0/step0/image"], base["double.0/step0/image"])
+    assert not torch.equal(first["double.0/step1/image"], base["double.0/step1/image"])
+    for s in range(2):
+        for n in upto:
+            assert torch.equal(last[f"{n}/step{s}/image"], base[f"{n}/step{s}/image"]), (n, s)
+    assert not torch.equal(last["single.3/step1/image"], base["single.3/step1/image"])
+
+
+def test_layer_sets_resume_with_an_added_set_runs_only_the_new_configurations(flux, tmp_path, monkeypatch):
+    d = tmp_path / "d"
+    two = disrupt(flux, ["a red cat"], layer_sets={"first": ["double.0"], "last": ["single.3"]}, out=d,
+                  **LAYER_SWEEP)
+    orig, calls = mv.Model.run, []
+    monkeypatch.setattr(mv.Model, "run", lambda self, *a, **kw: calls.append(kw.get("edit")) or orig(self, *a, **kw))
+    lsets3 = {"first": ["double.0"], "last": ["single.3"], "both": ["double.0", "single.3"]}
+    three = disrupt(flux, ["a red cat"], layer_sets=lsets3, out=d, **LAYER_SWEEP)
+    assert len(calls) == 6 and None not in calls  # only "both"'s configurations; the baseline is reused
+    assert three.table[:len(two.table)] == two.table
+    assert {r["layer_set"] for r in three.table[len(two.table):]} == {"both"}
+    back = DisruptionResult.load(d)
+    assert back.table == three.table and set(back.images) == set(three.images)
+    assert (d / "configs" / "both@top-k1-d0" / "row.json").exists()
+    calls.clear()
+    assert disrupt(flux, ["a red cat"], layer_sets=lsets3, out=d, **LAYER_SWEEP).table == three.table
+    assert calls == []
+    with pytest.raises(mv.MassActError, match="other settings"):
+        disrupt(flux, ["a red cat"], layer_sets=lsets3, out=d, **dict(LAYER_SWEEP, op="mean"))
+    with pytest.raises(mv.MassActError, match="layer set 'first'"):
+        disrupt(flux, ["a red cat"], layer_sets={"first": ["double.1"]}, out=d, **LAYER_SWEEP)
+
+
+def test_layers_and_layer_sets_together_are_refused(flux, monkeypatch):
+    monkeypatch.setattr(mv.Model, "run", lambda *a, **kw: pytest.fail("ran before validating"))
+    with pytest.raises(mv.MassActError, match="not both"):
+        disrupt(flux, ["a cat"], layers="double", layer_sets={"a": "single"}, **LAYER_SWEEP)
+    with pytest.raises(mv.MassActError, match="unknown layer"):
+        disrupt(flux, ["a cat"], layer_sets={"a": "double.9"}, **LAYER_SWEEP)
+    with pytest.raises(mv.MassActError, match="layer set names"):
+        disrupt(flux, ["a cat"], layer_sets={"a@b": "single"}, **LAYER_SWEEP)

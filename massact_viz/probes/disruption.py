@@ -7,7 +7,10 @@ at the same seed, and compares every edited image with its baseline image under 
 
 With ``out=`` each finished configuration is saved under ``out/configs/<key>/`` (and the baseline
 under ``out/baseline/``); a rerun with the same settings skips what is done. Adding ks or draws to
-a finished sweep only runs the new configurations. The directory layout is the one :meth:`DisruptionResult.save`
+a finished sweep only runs the new configurations. ``layer_sets={name: layer spec}`` adds a layer
+dimension: every configuration runs once per layer set (channels chosen per layer from the same single
+baseline, which captures the union of the layers); a rerun with an added layer set only runs its
+configurations. The directory layout is the one :meth:`DisruptionResult.save`
 writes (JSON and PNG, no pickle).
 """
 from __future__ import annotations
@@ -35,8 +38,17 @@ if TYPE_CHECKING:
 FORMAT = "massact_viz.disruption"
 
 
-def _key(set_name: str, k: int, draw: int) -> str:
-    return f"{set_name}-k{k}-d{draw}"
+def _key(set_name: str, k: int, draw: int, layer_set: str | None = None) -> str:
+    return f"{set_name}-k{k}-d{draw}" if layer_set is None else f"{layer_set}@{set_name}-k{k}-d{draw}"
+
+
+def _ikey(key: tuple) -> str:
+    """The directory name of an ``images`` key: ``(set, k, draw)`` or ``(layer_set, set, k, draw)``."""
+    return _key(*key) if len(key) == 3 else _key(key[1], key[2], key[3], key[0])
+
+
+def _rkey(row: dict) -> str:
+    return _key(row["set"], row["k"], row["draw"], row.get("layer_set"))
 
 
 @dataclass
@@ -44,7 +56,7 @@ class DisruptionResult:
     """Rows of metrics per configuration, the edited images, and the baseline run."""
 
     table: list[dict]
-    images: dict[tuple, list]  # (set, k, draw) -> PIL images, one per prompt
+    images: dict[tuple, list]  # (set, k, draw) or (layer_set, set, k, draw) -> PIL images, one per prompt
     baseline: Run
     settings: dict = field(default_factory=dict)
 
@@ -52,14 +64,20 @@ class DisruptionResult:
     def metrics(self) -> list[str]:
         return list(self.settings.get("metrics", []))
 
+    @property
+    def layer_sets(self) -> list[str]:
+        """The layer set names in sweep order; empty for a sweep without ``layer_sets=``."""
+        return list(dict.fromkeys(r["layer_set"] for r in self.table if "layer_set" in r))
+
     def summary(self) -> list[dict]:
-        """Rows averaged over random draws: one per (set, k)."""
+        """Rows averaged over random draws: one per (set, k), or per (layer_set, set, k)."""
         groups: dict[tuple, list[dict]] = {}
         for r in self.table:
-            groups.setdefault((r["set"], r["k"]), []).append(r)
+            groups.setdefault((r.get("layer_set"), r["set"], r["k"]), []).append(r)
         out = []
-        for (s, k), rows in groups.items():
-            row = {key: rows[0][key] for key in ("set", "k", "op", "layers", "steps", "stream")}
+        for _, rows in groups.items():
+            lead = ("layer_set",) if "layer_set" in rows[0] else ()
+            row = {key: rows[0][key] for key in lead + ("set", "k", "op", "layers", "steps", "stream")}
             row["draws"] = len(rows)
             for m in self.metrics:
                 row[m] = float(sum(r[m] for r in rows) / len(rows))
@@ -69,7 +87,8 @@ class DisruptionResult:
     def to_markdown(self, summary: bool = False) -> str:
         """The table (or :meth:`summary`) as Markdown; arrows say which direction is better."""
         rows = self.summary() if summary else self.table
-        cols = ["set", "k"] + ([] if summary else ["draw"]) + ["op", "layers", "steps", "stream"]
+        lead = ["layer_set"] if self.layer_sets else []
+        cols = lead + ["set", "k"] + ([] if summary else ["draw"]) + ["op", "layers", "steps", "stream"]
         head = cols + [f"{m} {_arrow(m)}" for m in self.metrics]
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for r in rows:
@@ -77,18 +96,31 @@ class DisruptionResult:
             lines.append("| " + " | ".join(cells) + " |")
         return "\n".join(lines)
 
-    def grid(self, image: int = 0, draw: int = 0, cell: int | None = None):
-        """One PIL image: a baseline column, then one column per k; one row per channel set."""
+    def grid(self, image: int = 0, draw: int = 0, cell: int | None = None, layer_set: str | None = None):
+        """One PIL image: a baseline column, then one column per k; one row per channel set.
+
+        For a sweep with layer sets, ``layer_set`` picks one (default: the first)."""
         from PIL import Image, ImageDraw
 
+        names = self.layer_sets
+        if names:
+            if layer_set is None:
+                layer_set = names[0]
+            elif layer_set not in names:
+                raise MassActError(f"layer set {layer_set!r} is not in this result; it has {names}.")
+            view = {key[1:]: ims for key, ims in self.images.items() if key[0] == layer_set}
+        elif layer_set is not None:
+            raise MassActError("this result was swept without layer_sets=; leave layer_set= out.")
+        else:
+            view = self.images
         base = self.baseline.images[image]
         if cell is None:  # tiny images are blown up so the labels fit
             f = max(1, math.ceil(96 / min(base.size)))
             w, h = base.size[0] * f, base.size[1] * f
         else:
             w, h = cell, cell
-        sets = list(dict.fromkeys(s for s, _, _ in self.images))
-        ks = sorted({k for _, k, _ in self.images})
+        sets = list(dict.fromkeys(s for s, _, _ in view))
+        ks = sorted({k for _, k, _ in view})
         lw, th = 70, 14
         canvas = Image.new("RGB", (lw + w * (len(ks) + 1), th + h * len(sets)), "white")
         d = ImageDraw.Draw(canvas)
@@ -100,7 +132,7 @@ class DisruptionResult:
             d.text((2, y + h // 2 - 5), s[:11], fill="black")
             canvas.paste(base.convert("RGB").resize((w, h), Image.NEAREST), (lw, y))
             for j, k in enumerate(ks):
-                ims = self.images.get((s, k, draw)) or self.images.get((s, k, 0))
+                ims = view.get((s, k, draw)) or view.get((s, k, 0))
                 if ims:
                     canvas.paste(ims[image].convert("RGB").resize((w, h), Image.NEAREST), (lw + w * (j + 1), y))
         return canvas
@@ -115,13 +147,15 @@ class DisruptionResult:
         path.mkdir(parents=True, exist_ok=True)
         if not (path / "baseline" / "run.json").exists():
             self.baseline.save(path / "baseline")
-        rows = {_key(r["set"], r["k"], r["draw"]): r for r in self.table}
-        for (s, k, dr), ims in self.images.items():
-            key = _key(s, k, dr)
+        rows = {_rkey(r): r for r in self.table}
+        for ikey, ims in self.images.items():
+            key = _ikey(ikey)
             if not (path / "configs" / key / "row.json").exists():
-                _write_config(path / "configs" / key, rows[key], ims)
+                ls = self.settings.get("layer_sets", {}).get(ikey[0]) if len(ikey) == 4 else None
+                _write_config(path / "configs" / key, rows[key], ims,
+                              None if ls is None else {"edit_layers": ls["edit_layers"]})
         doc = {"format": FORMAT, "settings": self.settings, "table": self.table,
-               "configs": [[s, k, dr] for s, k, dr in self.images]}
+               "configs": [list(ikey) for ikey in self.images]}
         tmp = path / f".disruption.json.tmp-{uuid.uuid4().hex[:8]}"
         tmp.write_text(json.dumps(doc, indent=1, default=_json_default))
         os.replace(tmp, path / "disruption.json")
@@ -140,11 +174,12 @@ class DisruptionResult:
         if doc.get("format") != FORMAT:
             raise RunFileError(f"{f} is not a massact_viz disruption result.")
         images = {}
-        for s, k, dr in doc["configs"]:
-            loaded = _read_config(path / "configs" / _key(s, k, dr))
+        for c in doc["configs"]:
+            ikey = tuple(c)
+            loaded = _read_config(path / "configs" / _ikey(ikey))
             if loaded is None:
-                raise RunFileError(f"{path}: configuration {_key(s, k, dr)} is missing or damaged.")
-            images[(s, k, dr)] = loaded[1]
+                raise RunFileError(f"{path}: configuration {_ikey(ikey)} is missing or damaged.")
+            images[ikey] = loaded[1]
         table = [{m: _unjson(v) for m, v in r.items()} for r in doc["table"]]
         return cls(table, images, Run.load(path / "baseline"), doc["settings"])
 
@@ -167,14 +202,15 @@ def _unjson(v):
     return math.inf if v == "inf" else (-math.inf if v == "-inf" else v)
 
 
-def _write_config(d: Path, row: dict, images: list) -> None:
+def _write_config(d: Path, row: dict, images: list, extra: dict | None = None) -> None:
     tmp = d.parent / f".{d.name}.tmp-{uuid.uuid4().hex[:8]}"
     tmp.mkdir(parents=True)
     try:
         for i, im in enumerate(images):
             im.save(tmp / f"{i:03d}.png")
         (tmp / "row.json").write_text(json.dumps({"row": {k: _jsonable_float(v) if isinstance(v, float) else v
-                                                         for k, v in row.items()}, "n_images": len(images)},
+                                                         for k, v in row.items()}, "n_images": len(images),
+                                                 **(extra or {})},
                                                  indent=1, default=_json_default))
         if d.exists():
             shutil.rmtree(d)
@@ -193,7 +229,7 @@ def _read_config(d: Path):
         for i in range(doc["n_images"]):
             with Image.open(d / f"{i:03d}.png") as im:
                 ims.append(im.convert("RGB"))
-        return {k: _unjson(v) for k, v in doc["row"].items()}, ims
+        return {k: _unjson(v) for k, v in doc["row"].items()}, ims, doc
     except (OSError, ValueError, KeyError, json.JSONDecodeError):
         return None
 
@@ -231,7 +267,8 @@ def disrupt(model: "Model", prompts: str | Sequence[str], *, ks: Sequence[int] =
             value: float | None = None, layers: Any = None, steps: Any = None, stream: str = "image",
             tokens: Any = None, branch: str = "both", stat: str = "abs_mean", seed: int = 0,
             num_steps: int | None = None, metrics: Sequence[str] = ("mse", "psnr", "ssim"),
-            out: str | os.PathLike | None = None, progress: bool = True, **run_kwargs: Any) -> DisruptionResult:
+            out: str | os.PathLike | None = None, progress: bool = True,
+            layer_sets: Mapping[str, Any] | None = None, **run_kwargs: Any) -> DisruptionResult:
     """Edit channel sets and compare each edited image with the unedited one (same seed).
 
     ``sets``: kinds ``"top"``, ``"bottom"``, ``"random"`` (chosen per layer and stream from the
@@ -241,6 +278,10 @@ def disrupt(model: "Model", prompts: str | Sequence[str], *, ks: Sequence[int] =
     ``op``/``value``/``layers``/``steps``/``stream``/``tokens``/``branch`` are the :class:`Edit`
     fields (``steps`` is the edited step window; ``num_steps`` the number of denoising steps).
     ``stream="both"`` chooses and edits the image and text channel sets separately.
+    ``layer_sets``: ``{name: layer spec}`` (e.g. ``{"all": None, "early": range(0, 4), "single": "single"}``;
+    not with ``layers=``) runs every configuration once per layer set, channels chosen per layer from
+    the same baseline (which captures the union of the layers); rows get a ``layer_set`` field and
+    ``images`` keys are ``(layer_set, set, k, draw)``. A ``{layer: channels}`` user set keeps its own layers.
     Other keywords (``size``, ``guidance``, ``batch_size``, pipeline kwargs) go to ``Model.run``.
     """
     from tqdm.auto import tqdm
@@ -263,38 +304,65 @@ def disrupt(model: "Model", prompts: str | Sequence[str], *, ks: Sequence[int] =
         check_k(k, width)
     if isinstance(random_draws, bool) or not isinstance(random_draws, int) or random_draws < 1:
         raise MassActError(f"random_draws must be a positive integer, got {random_draws!r}.")
-    probe = Edit(op, [0], layers=layers, steps=steps, stream=stream, tokens=tokens, branch=branch, value=value)
-    probe = probe.check(model, num_steps, size)  # every spec error before anything runs
-    edit_layers = sorted(probe._layer_names, key=lambda n: model.layer(n).index)
+    by_index = lambda names: sorted(names, key=lambda n: model.layer(n).index)  # noqa: E731
+    lsets: dict[str | None, Any]
+    if layer_sets is not None:
+        if layers is not None:
+            raise MassActError("give layers= or layer_sets=, not both (add the layers as one more layer set).")
+        if not isinstance(layer_sets, Mapping) or not layer_sets:
+            raise MassActError(f"layer_sets must be a non-empty {{name: layer spec}} dict, got {layer_sets!r}.")
+        for name in layer_sets:
+            if not isinstance(name, str) or not name or "@" in name or "/" in name or "\\" in name \
+                    or name.startswith("."):
+                raise MassActError(f"layer set names are non-empty strings without '@', '/' or a leading '.'; "
+                                   f"got {name!r}.")
+        lsets = dict(layer_sets)
+    else:
+        lsets = {None: layers}
+    ls_layers: dict[str | None, list[str]] = {}
+    for lname, lspec in lsets.items():
+        probe = Edit(op, [0], layers=lspec, steps=steps, stream=stream, tokens=tokens, branch=branch, value=value)
+        probe = probe.check(model, num_steps, size)  # every spec error before anything runs
+        ls_layers[lname] = by_index(probe._layer_names)
+    edit_layers = by_index({n for names in ls_layers.values() for n in names})
     edit_steps = sorted(probe._steps)
     streams = ["image", "text"] if stream == "both" else [stream]
     configs = []
-    for name, spec in csets.items():
-        if isinstance(spec, str):
-            for k in ks:
-                for d in (range(random_draws) if spec == "random" else [0]):
-                    if spec == "random" and 2 * k > width:
-                        raise MassActError(f"random-{k} needs k <= {width // 2} (half the channels).")
-                    configs.append((name, spec, k, d))
-        else:
-            user = Edit(op, spec, layers=layers if not isinstance(spec, Mapping) else None, steps=steps,
-                        stream=stream, tokens=tokens, branch=branch, value=value).check(model, num_steps, size)
-            chans = user.channels
-            k = len(chans) if not isinstance(chans, dict) else max(len(v) for v in chans.values())
-            configs.append((name, user, k, 0))
+    for lname, lspec in lsets.items():
+        for name, spec in csets.items():
+            if isinstance(spec, str):
+                for k in ks:
+                    for d in (range(random_draws) if spec == "random" else [0]):
+                        if spec == "random" and 2 * k > width:
+                            raise MassActError(f"random-{k} needs k <= {width // 2} (half the channels).")
+                        configs.append((lname, name, spec, k, d))
+            else:
+                user = Edit(op, spec, layers=lspec if not isinstance(spec, Mapping) else None, steps=steps,
+                            stream=stream, tokens=tokens, branch=branch, value=value).check(model, num_steps, size)
+                chans = user.channels
+                k = len(chans) if not isinstance(chans, dict) else max(len(v) for v in chans.values())
+                configs.append((lname, name, user, k, 0))
 
     settings = {"model": model.source, "prompts": prompts, "seed": seed, "num_steps": num_steps,
                 "op": op, "value": value, "layers": describe_layers(layers), "edit_layers": edit_layers,
                 "steps": describe_steps(steps), "edit_steps": edit_steps, "stream": stream,
                 "tokens": None if tokens is None else hashlib.sha256(repr(probe._token_index.tolist()).encode()).hexdigest(),
                 "branch": branch, "stat": stat,
-                "user_sets": {n: repr(s.channels) for n, s, _, _ in configs if not isinstance(s, str)},
+                "user_sets": {n: repr(s.channels) for _, n, s, _, _ in configs if not isinstance(s, str)},
                 "run_kwargs": {k: repr(v) for k, v in sorted(run_kwargs.items())}}
+    if layer_sets is not None:
+        # the manifest must not change when a layer set is added: the layer sets (and their union) are
+        # checked per configuration instead, and recorded in disruption.json's settings
+        settings["layers"], settings["edit_layers"] = "layer_sets", "layer_sets"
     out = Path(out) if out is not None else None
     if out is not None:
         resume_manifest(out, settings, "disruption sweep",
                         "Resume it with the same arguments (model, prompts, seed, steps, op, layers, stream...; "
-                        "ks and random draws may grow), or choose another out= to start over.")
+                        "ks, random draws and layer sets may grow), or choose another out= to start over.")
+    ls_desc = {lname: describe_layers(lspec) for lname, lspec in lsets.items()}
+    if layer_sets is not None:
+        settings["edit_layers"] = edit_layers
+        settings["layer_sets"] = {n: {"layers": ls_desc[n], "edit_layers": ls_layers[n]} for n in lsets}
 
     run_kw = dict(run_kwargs, steps=num_steps, seed=seed, progress=False)
     baseline = None
@@ -303,6 +371,9 @@ def disrupt(model: "Model", prompts: str | Sequence[str], *, ks: Sequence[int] =
             baseline = Run.load(out / "baseline")
         except RunFileError:
             baseline = None
+        if baseline is not None and layer_sets is not None and (
+                baseline.stats is None or not set(edit_layers) <= set(baseline.stats.layers)):
+            baseline = None  # an added layer set reaches layers the saved baseline did not capture
     if baseline is None:
         baseline = model.run(prompts, capture=Capture(layers=edit_layers, steps=edit_steps), **run_kw)
         if out is not None:
@@ -311,28 +382,35 @@ def disrupt(model: "Model", prompts: str | Sequence[str], *, ks: Sequence[int] =
     table, images = [], {}
     bar = tqdm(configs, desc="disrupt", unit="config", disable=not progress)
     try:
-        for name, spec, k, d in bar:
-            key = _key(name, k, d)
+        for lname, name, spec, k, d in bar:
+            key = _key(name, k, d, lname)
             bar.set_postfix_str(key, refresh=False)
             loaded = _read_config(out / "configs" / key) if out is not None else None
             if loaded is not None and len(loaded[1]) != len(prompts):
                 loaded = None  # damaged: recompute
+            if loaded is not None and lname is not None and loaded[2].get("edit_layers") != ls_layers[lname]:
+                raise MassActError(f"{out}: layer set {lname!r} was run on layers {loaded[2].get('edit_layers')}, "
+                                   f"now {ls_layers[lname]}; give the changed set another name or choose "
+                                   f"another out=.")
             if loaded is not None:
                 ims = loaded[1]
             else:
                 edit = spec if not isinstance(spec, str) else _set_edit(
-                    baseline, spec, k, d, streams, stat, edit_layers, model, op=op, value=value, steps=steps,
+                    baseline, spec, k, d, streams, stat, ls_layers[lname], model, op=op, value=value, steps=steps,
                     tokens=tokens, branch=branch)
                 ims = model.run(prompts, capture=Capture.nothing(), edit=edit, **run_kw).images
-            row = {"set": name, "k": k, "draw": d, "op": op, "layers": settings["layers"],
-                   "steps": settings["steps"], "stream": stream}
+            row = {} if lname is None else {"layer_set": lname}
+            row.update({"set": name, "k": k, "draw": d, "op": op,
+                        "layers": settings["layers"] if lname is None else ls_desc[lname],
+                        "steps": settings["steps"], "stream": stream})
             for m in metrics:
                 vals = [get_metric(m)(im, ref, prompt=p) for im, ref, p in zip(ims, baseline.images, prompts)]
                 row[m] = float(sum(vals) / len(vals))
             if out is not None and loaded is None:
-                _write_config(out / "configs" / key, row, ims)
+                _write_config(out / "configs" / key, row, ims,
+                              None if lname is None else {"edit_layers": ls_layers[lname]})
             table.append(row)
-            images[(name, k, d)] = ims
+            images[(name, k, d) if lname is None else (lname, name, k, d)] = ims
     finally:
         bar.close()
     settings["metrics"] = list(metrics)
