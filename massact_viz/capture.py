@@ -200,12 +200,18 @@ def plan_capture(model: "Model", prompts: Sequence[str], *, steps: int, seed: in
 
 def run_capture(model: "Model", prompts: Sequence[str], *, steps: int, seed: int, size: tuple[int, int] | None,
                 guidance: float | None, negative_prompt: str | None, capture: Capture, batch_size: int,
-                progress: bool, pipe_kwargs: dict, edit: Callable[[Site], None] | None = None) -> Run:
-    """Generate ``prompts`` (in batches) with hooks installed, returning a :class:`Run`."""
+                progress: bool, pipe_kwargs: dict, edit: Callable[[Site], None] | None = None,
+                seeds: Sequence[int] | None = None) -> Run:
+    """Generate ``prompts`` (in batches) with hooks installed, returning a :class:`Run`.
+
+    ``seeds`` (one non-negative int per prompt) overrides the default per-image seeds ``seed + i``;
+    equal seeds give images the same initial noise (e.g. two prompts from one noise)."""
     from tqdm.auto import tqdm
 
     plan = plan_capture(model, prompts, steps=steps, seed=seed, size=size, guidance=guidance, capture=capture,
                         batch_size=batch_size, pipe_kwargs=pipe_kwargs)
+    seeds = _check_seeds(seeds, len(plan.prompts)) if seeds is not None else \
+        [seed + i for i in range(len(plan.prompts))]
     prompts, height, width, grid, blocks = plan.prompts, plan.height, plan.width, plan.grid, plan.blocks
     cap_steps, streams, raw_specs = plan.cap_steps, plan.streams, plan.raw_specs
     fam, pipe = model.family, model.pipe
@@ -240,7 +246,7 @@ def run_capture(model: "Model", prompts: Sequence[str], *, steps: int, seed: int
     try:
         for ci, chunk in enumerate(tqdm(chunks, desc="prompts", unit="batch", disable=not progress or len(chunks) == 1)):
             first = ci * batch_size
-            gens = [torch.Generator("cpu").manual_seed(seed + first + i) for i in range(len(chunk))]
+            gens = [torch.Generator("cpu").manual_seed(seeds[first + i]) for i in range(len(chunk))]
             kw = dict(base, prompt=chunk if len(chunk) > 1 else chunk[0], generator=gens if len(gens) > 1 else gens[0])
             if collector is not None:
                 collector.begin(first, len(chunk))
@@ -270,13 +276,25 @@ def run_capture(model: "Model", prompts: Sequence[str], *, steps: int, seed: int
     for n in notes:
         warnings.warn(n, MassActWarning, stacklevel=3)
     meta = model.metadata()
-    meta.update(prompts=prompts, seeds=[seed + i for i in range(len(prompts))], seed=seed, steps=steps,
+    meta.update(prompts=prompts, seeds=list(seeds), seed=seed, steps=steps,
                 size=[height, width], token_grid=list(grid), guidance=guidance, negative_prompt=negative_prompt,
                 call_kwargs={k: v for k, v in base.items() if _jsonable(v)},
                 capture=_capture_meta(capture), edited=edit is not None, warnings=notes, seconds=round(elapsed, 3),
                 scheduler={"class": type(pipe.scheduler).__name__, "config": dict(pipe.scheduler.config)},
                 created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), python=platform.python_version())
     return Run(images, stats, meta, raws.result(), torch.cat(previews, dim=1) if previews else None)
+
+
+def _check_seeds(seeds: Any, n: int) -> list[int]:
+    if isinstance(seeds, (str, bytes)) or not hasattr(seeds, "__iter__"):
+        raise MassActError(f"seeds must be a list of non-negative integers, one per prompt, got {seeds!r}.")
+    out = list(seeds)
+    if len(out) != n:
+        raise MassActError(f"seeds has {len(out)} entries but there are {n} prompts; give one seed per prompt.")
+    for s in out:
+        if isinstance(s, bool) or not isinstance(s, int) or s < 0:
+            raise MassActError(f"seeds must hold non-negative integers, got {s!r}.")
+    return [int(s) for s in out]
 
 
 def check_prompts(prompts: str | Sequence[str]) -> list[str]:

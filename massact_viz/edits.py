@@ -233,14 +233,9 @@ class Edit:
             self._apply(x, chans, toks)
 
     def _apply(self, x: torch.Tensor, chans: list[int], toks: torch.Tensor | None) -> None:
-        ch = torch.as_tensor(chans, device=x.device)
-        if toks is None:
-            idx = (slice(None), slice(None), ch)
-        else:
-            if toks.numel() == 0:
-                return
-            t = toks.to(x.device)
-            idx = (slice(None), t[:, None], ch[None, :])
+        idx = token_channel_index(x, chans, toks)
+        if idx is None:
+            return
         sub = x[idx]  # (rows, tokens, channels), a copy
         if self.op == "zero":
             new = torch.zeros_like(sub)
@@ -330,3 +325,13 @@ def compose(*edits) -> Composed:
     if not flat:
         raise MassActError("compose() needs at least one edit.")
     return Composed(tuple(flat))
+
+
+def token_channel_index(x: torch.Tensor, chans: list[int], toks: torch.Tensor | None):
+    """Index of ``x[:, toks, chans]`` (all rows) for reading and in-place writing; None for no tokens."""
+    ch = torch.as_tensor(chans, device=x.device)
+    if toks is None:
+        return (slice(None), slice(None), ch)
+    if toks.numel() == 0:
+        return None
+    return (slice(None), toks.to(x.device)[:, None], ch[None, :])

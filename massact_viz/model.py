@@ -233,10 +233,12 @@ class Model:
     def run(self, prompt: str | Sequence[str], *, steps: int | None = None, seed: int = 0,
             size: tuple[int, int] | None = None, guidance: float | None = None,
             negative_prompt: str | None = None, capture: Capture | None = None, batch_size: int = 8,
-            progress: bool = True, edit: Callable[[Site], None] | None = None, **pipe_kwargs: Any) -> Run:
+            progress: bool = True, edit: Callable[[Site], None] | None = None,
+            seeds: Sequence[int] | None = None, **pipe_kwargs: Any) -> Run:
         """Generate and capture statistics of every block at every step (see :class:`Capture`).
 
-        Image ``i`` uses seed ``seed + i``. ``steps`` defaults to the model's recommended count
+        Image ``i`` uses seed ``seed + i``, or ``seeds[i]`` when ``seeds`` (one per prompt) is given.
+        ``steps`` defaults to the model's recommended count
         (4 unless the model says otherwise). ``guidance`` sets :attr:`guidance_kwarg`
         (``guidance_scale``, or ``true_cfg_scale`` for Qwen-Image and the embedded model); other
         pipeline kwargs pass through and override :attr:`defaults`.
@@ -251,7 +253,8 @@ class Model:
             edit = edit.check(self, self.resolve_steps(steps), size)
         return run_capture(self, prompt, steps=self.resolve_steps(steps), seed=seed, size=size, guidance=guidance,
                            negative_prompt=negative_prompt, capture=capture or Capture(),
-                           batch_size=batch_size, progress=progress, pipe_kwargs=pipe_kwargs, edit=edit)
+                           batch_size=batch_size, progress=progress, pipe_kwargs=pipe_kwargs, edit=edit,
+                           seeds=seeds)
 
     def scan(self, prompts: Sequence[str], out: str | os.PathLike, **kwargs: Any) -> Run:
         """:meth:`run` over many prompts in batches, saved to ``out`` and resumable after an interruption
