@@ -157,9 +157,27 @@ def markdown(card: dict) -> str:
         a = acc.get(tag, {})
         lines.append(f"| {tag} ({a.get('n')}) | {_pct(a.get('colour'))} | {_pct(a.get('shape'))} | "
                      f"{_pct(a.get('relation'))} | {_pct(a.get('all'))} |")
+    a_all = acc.get("all", {})
+    n_big = sum(r >= 10 for r in ra)
+    best_i = loc["layers"].index(loc["best_top_layer"])
+    m = loc["miou"]
+    verdict = [
+        ("colour accuracy >= 95 %", a_all.get("colour") is not None and a_all["colour"] >= 0.95,
+         _pct(a_all.get("colour"))),
+        ("shape accuracy >= 80 %", a_all.get("shape") is not None and a_all["shape"] >= 0.80, _pct(a_all.get("shape"))),
+        ("top-1/median abs_mean >= 10 in most blocks", n_big > len(ra) / 2, f"{n_big} of {len(ra)} blocks"),
+        ("all-channel clustering clearly below the best top-k layer", m["all"][best_i] < m["top"][best_i] - 0.1,
+         f"all {m['all'][best_i]} vs top {m['top'][best_i]} at {loc['best_top_layer']}"),
+        ("top-k beats bottom-k on IoU in the best layer", m["top"][best_i] > m["bottom"][best_i],
+         f"top {m['top'][best_i]} vs bottom {m['bottom'][best_i]}"),
+    ]
     lines += [
         "",
-        "Targets of the project: colour >= 95 %, shape >= 80 %.",
+        "## The project's targets, checked",
+        "",
+        "| target | met | measured |",
+        "|---|---|---|",
+    ] + [f"| {t} | {'yes' if ok else '**no**'} | {v} |" for t, ok, v in verdict] + [
         "",
         f"## Massive-activation profile ({len(card['prompts'])} one-object captions, image stream)",
         "",
