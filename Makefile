@@ -20,8 +20,8 @@ $(BIN)/massact-viz: pyproject.toml
 demo: $(BIN)/massact-viz  ## scan the embedded default model and print its massive channels
 	$(BIN)/massact-viz scan --prompt "$(PROMPT)" --out runs/demo
 
-test: $(BIN)/massact-viz  ## the whole test suite (what CI runs)
-	$(BIN)/python -m pytest -q
+test: $(BIN)/massact-viz  ## the whole test suite (what CI runs); one thread: tiny models gain nothing from more
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q
 
 lab: $(BIN)/massact-viz  ## open JupyterLab on the notebooks
 	$(BIN)/jupyter lab notebooks/
