@@ -24,25 +24,13 @@ from typing import Iterable, Sequence
 import torch
 
 from .errors import MassActError, check_index, check_k
-from .stats import ChannelStats, _require_finite
+from .stats import ChannelStats, _require_finite, as_stats, check_stat
 
 KINDS = ("top", "bottom", "random")
 OVER = ("steps", "images", "layers")
 
 
 # ------------------------------------------------------------------ helpers
-def _check_stats(stats) -> ChannelStats:
-    if not isinstance(stats, ChannelStats):
-        raise MassActError(f"expected a ChannelStats (e.g. run.stats), got {type(stats).__name__}. "
-                           "Capture statistics with model.run(...) or load a run with Run.load(path).")
-    return stats
-
-
-def _check_stat(stats: ChannelStats, stat: str) -> None:
-    if stat not in stats.values:
-        raise MassActError(f"unknown statistic {stat!r}; available: {sorted(stats.values)}.")
-
-
 def _layer_name(stats: ChannelStats, layer: str | int) -> str:
     return stats.layers[stats.layer_index(layer)]
 
@@ -96,10 +84,10 @@ def select(stats: ChannelStats, kind: str, k: int, *, layer: str | int, stat: st
       so it is reproducible across processes and the same for ``layer="double.3"`` and its index;
       it needs ``2k <= channels``.
     """
-    _check_stats(stats)
+    as_stats(stats)
     if kind not in KINDS:
         raise MassActError(f"kind must be one of {KINDS}, got {kind!r}.")
-    _check_stat(stats, stat)
+    check_stat(stats, stat)
     name = _layer_name(stats, layer)
     v = stats.get(stat, layer=name, stream=stream, step=step, image=image)
     _require_finite(v, name, stream)
@@ -125,8 +113,8 @@ def selections(stats: ChannelStats, kind: str, k: int, *, stat: str = "abs_mean"
 
     Layers without the stream (e.g. the last SD3 block's text stream) are left out of the dict.
     """
-    _check_stats(stats)
-    _check_stat(stats, stat)
+    as_stats(stats)
+    check_stat(stats, stat)
     v = stats.get(stat, stream=stream, step=step, image=image)  # validates stream, step, image
     out = {name: select(stats, kind, k, layer=name, stat=stat, stream=stream, step=step, image=image, seed=seed)
            for li, name in enumerate(stats.layers) if torch.isfinite(v[li]).all()}
@@ -172,7 +160,7 @@ def statistic_agreement(stats: ChannelStats, k: int, *, stream: str = "image", s
     magnitude and mixed sign (mean near 0) is high under ``mean_abs`` but low under ``abs_mean``,
     which is where the two disagree, mostly in the bottom-k.
     """
-    _check_stats(stats)
+    as_stats(stats)
     a = stats.get("abs_mean", stream=stream, step=step, image=image)
     b = stats.get("mean_abs", stream=stream, step=step, image=image)
     check_k(k, a.shape[-1])
@@ -203,7 +191,7 @@ def sun_counts(stats: ChannelStats, *, stream: str = "image", step: int | None =
     Returns ``(layers,)``; 0 means no massive element in the Sun sense (the usual reading on
     random weights); NaN where the layer lacks the stream.
     """
-    _check_stats(stats)
+    as_stats(stats)
     _require_sun(stats)
     t = _rows(stats, stats.values["sun_count"][:, :, :, stats.stream_index(stream)], step, image)
     return torch.nanmean(t.sum(dim=-1).flatten(0, 1), dim=0)  # (L,)
@@ -220,7 +208,7 @@ def element_ratio(stats: ChannelStats, *, stream: str = "image", step: int | Non
     several times their median, so random weights read about 4-9 here; Sun et al.'s massive
     activations read 1000 or more. NaN where the layer lacks the stream; inf if the median is 0.
     """
-    _check_stats(stats)
+    as_stats(stats)
     _require_sun(stats)
     si = stats.stream_index(stream)
     top1 = _rows(stats, stats.values["max_abs"][:, :, :, si], step, image).amax(dim=-1)  # (P, S, L)
@@ -243,10 +231,10 @@ def stability(stats: ChannelStats, k: int, *, over: str = "steps", layer: str | 
 
     The diagonal is 1; an off-diagonal 1 means the same channels are on top in both.
     """
-    _check_stats(stats)
+    as_stats(stats)
     if over not in OVER:
         raise MassActError(f"over must be one of {OVER}, got {over!r}.")
-    _check_stat(stats, stat)
+    check_stat(stats, stat)
     if over == "layers":
         if layer is not None:
             raise MassActError("stability(over='layers') compares all layers: leave layer=None.")
@@ -289,8 +277,8 @@ def magnitude_trace(stats: ChannelStats, channels: Sequence[int], *, layer: str 
     ``stats.steps[j]``. Read along a row for "does it change with the timestep", down a column for
     "does it change with the prompt"; :func:`variance_split` puts numbers on both.
     """
-    _check_stats(stats)
-    _check_stat(stats, stat)
+    as_stats(stats)
+    check_stat(stats, stat)
     li, si = stats.layer_index(layer), stats.stream_index(stream)
     t = stats.values[stat][:, :, li, si].float()  # (P, S, D)
     ch = _channels(channels, t.shape[-1])

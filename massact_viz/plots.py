@@ -35,7 +35,7 @@ import plotly.io as pio
 import torch
 
 from .errors import MassActError, check_index, check_k
-from .stats import ChannelStats
+from .stats import ChannelStats, as_stats, check_stat
 
 # ---------------------------------------------------------------- one look for every figure
 #: Okabe-Ito: distinguishable under the common colour-vision deficiencies.
@@ -65,19 +65,6 @@ MIME_PLOTLY = "application/vnd.plotly.v1+json"
 
 
 # ---------------------------------------------------------------- helpers
-def _stats(obj) -> ChannelStats:
-    st = getattr(obj, "stats", obj)
-    if not isinstance(st, ChannelStats):
-        raise MassActError(f"expected a ChannelStats or a Run (run.stats), got {type(obj).__name__}. "
-                           "Capture statistics with model.run(...) or load a run with Run.load(path).")
-    return st
-
-
-def _check_stat(stats: ChannelStats, stat: str) -> None:
-    if stat not in stats.values:
-        raise MassActError(f"unknown statistic {stat!r}; available: {sorted(stats.values)}.")
-
-
 def _esc(text: Any) -> str:
     """HTML-escape ``< > &`` (plotly renders HTML-like markup in names, hover text and titles).
 
@@ -138,8 +125,8 @@ def channel_heatmap(stats, *, stat: str = "abs_mean", stream: str = "image", ima
     Size: every position stores layers x channels values twice (log and value), so for a large model
     restrict ``steps`` to keep the HTML small.
     """
-    stats = _stats(stats)
-    _check_stat(stats, stat)
+    stats = as_stats(stats)
+    check_stat(stats, stat)
     stats.stream_index(stream)
     k = check_k(k, stats.width)
     steps = list(stats.steps) if steps is None else [stats.steps[stats.step_index(s)] for s in steps]
@@ -211,8 +198,8 @@ def layer_curves(stats, *, stream: str = "image", image: int | None = None, step
     token of the top-1 channel. Markers: circles for the tops, a downward triangle for the median;
     log y axis; x = layer names in execution order. Four traces.
     """
-    stats = _stats(stats)
-    _check_stat(stats, "max_abs")
+    stats = as_stats(stats)
+    check_stat(stats, "max_abs")
     st = stats.stream_index(stream)
     mx = _select_rows(stats.values["max_abs"][:, :, :, st].double(), stats, image, step)  # (P, S, L, D)
     kk = min(3, stats.width)
@@ -319,8 +306,8 @@ def magnitude_vs_step(stats, channels: Sequence[int], *, layer: str | int, stat:
     line by its (escaped, shortened) prompt; hover shows the full escaped prompt. Traces are ordered
     channel-major: ``channels[0]`` for every image, then ``channels[1]``, ...
     """
-    stats = _stats(stats)
-    _check_stat(stats, stat)
+    stats = as_stats(stats)
+    check_stat(stats, stat)
     st = stats.stream_index(stream)
     li = stats.layer_index(layer)
     name = stats.layers[li]

@@ -120,6 +120,21 @@ class ChannelStats:
         return rows
 
 
+def as_stats(obj) -> ChannelStats:
+    """``obj`` itself if it is a ChannelStats, or ``obj.stats`` (a Run); a clear error otherwise."""
+    st = getattr(obj, "stats", obj)
+    if not isinstance(st, ChannelStats):
+        raise MassActError(f"expected a ChannelStats or a Run (run.stats), got {type(obj).__name__}. "
+                           "Capture statistics with model.run(...) or load a run with Run.load(path).")
+    return st
+
+
+def check_stat(stats: ChannelStats, stat: str) -> None:
+    """A clear error when ``stat`` is not one of the captured statistics."""
+    if stat not in stats.values:
+        raise MassActError(f"unknown statistic {stat!r}; available: {sorted(stats.values)}.")
+
+
 def _preview(names: Sequence[str], n: int = 6) -> str:
     return ", ".join(names[:n]) + (f", ... ({len(names)} in all)" if len(names) > n else "")
 
