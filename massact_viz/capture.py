@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import torch
 
-from . import __version__
 from .errors import MassActError, check_index
 from .hooks import Site, attach
 from .run import Run

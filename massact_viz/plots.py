@@ -24,7 +24,6 @@ import html
 import json
 import math
 import os
-import uuid
 import warnings
 from pathlib import Path
 from typing import Any, Sequence
@@ -35,6 +34,7 @@ import plotly.io as pio
 import torch
 
 from .errors import MassActError, check_index, check_k
+from .run import atomic_write
 from .stats import ChannelStats, as_stats, check_stat
 
 # ---------------------------------------------------------------- one look for every figure
@@ -512,14 +512,7 @@ def save_figure(fig: go.Figure, path: str | os.PathLike, *, width: int | None = 
         data = pio.to_json(fig, validate=False).encode()
     else:
         data = to_image(fig, suffix[1:], width=width, height=height, scale=scale)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return atomic_write(path, data)
 
 
 # ---------------------------------------------------------------- notebooks

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from . import analysis, plots
 from .errors import MassActError
-from .run import Run
+from .run import Run, atomic_write
 
 
 def _img_tag(im) -> str:
@@ -90,9 +90,4 @@ figcaption{{font-size:12px;max-width:200px}}</style>
 def write_report(run_dir: str | os.PathLike, out: str | os.PathLike, *, k: int = 4, stat: str = "abs_mean") -> Path:
     """Load ``run_dir`` and write its report to ``out`` (atomically)."""
     text = build_report(Run.load(run_dir), k=k, stat=stat)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, out)
-    return out
+    return atomic_write(out, text)

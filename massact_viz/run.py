@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import shutil
+import tempfile
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -148,6 +149,30 @@ class Run:
         return cls(images, stats, doc["meta"], raw, tensors.get("previews"))
 
 
+def atomic_write(path: str | os.PathLike, data: bytes | str) -> Path:
+    """Write ``data`` to ``path`` atomically (a temporary file in the same folder, fsynced, then
+    renamed over), creating the folder; an interrupted write leaves any previous file intact."""
+    path = Path(path)
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
 def resume_manifest(directory: Path, settings: dict, what: str, hint: str) -> None:
     """Start or resume a resumable job in ``directory``: write ``manifest.json`` with ``settings`` the
     first time; later, refuse (with ``hint``) when the settings differ. Never touches other data."""
@@ -163,8 +188,7 @@ def resume_manifest(directory: Path, settings: dict, what: str, hint: str) -> No
         return
     if directory.exists() and any(directory.iterdir()):
         raise MassActError(f"{directory} exists and is not a {what}; choose a new or empty directory.")
-    directory.mkdir(parents=True, exist_ok=True)
-    manifest.write_text(json.dumps(settings, indent=1))
+    atomic_write(manifest, json.dumps(settings, indent=1))
 
 
 def _is_run_dir(path: Path) -> bool:

@@ -30,7 +30,7 @@ from ..capture import Capture, check_prompts
 from ..edits import Edit, compose, describe_layers, describe_steps
 from ..errors import MassActError, RunFileError, check_k
 from ..metrics import get_metric
-from ..run import Run, resume_manifest
+from ..run import Run, atomic_write, resume_manifest
 
 if TYPE_CHECKING:
     from ..model import Model
@@ -156,9 +156,7 @@ class DisruptionResult:
                               None if ls is None else {"edit_layers": ls["edit_layers"]})
         doc = {"format": FORMAT, "settings": self.settings, "table": self.table,
                "configs": [list(ikey) for ikey in self.images]}
-        tmp = path / f".disruption.json.tmp-{uuid.uuid4().hex[:8]}"
-        tmp.write_text(json.dumps(doc, indent=1, default=_json_default))
-        os.replace(tmp, path / "disruption.json")
+        atomic_write(path / "disruption.json", json.dumps(doc, indent=1, default=_json_default))
         return path
 
     @classmethod

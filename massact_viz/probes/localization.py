@@ -32,6 +32,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..errors import MassActError, check_index
+from ..run import atomic_write
 
 METHODS = ("kmeans", "hdbscan")
 FOREGROUND_RULES = ("max_sum", "min_sum")
@@ -365,10 +366,7 @@ class LocalizationResult:
         doc = {"format": FORMAT, "version": 1, "layers": self.layers, "steps": self.steps, "sets": self.sets,
                "prompts": self.prompts, "iou": np.round(self.iou, 6).tolist(), "params": self.params,
                "channels": self.channels}
-        tmp = p.with_name(p.name + ".tmp")
-        tmp.write_text(json.dumps(doc, indent=1))
-        os.replace(tmp, p)
-        return p
+        return atomic_write(p, json.dumps(doc, indent=1))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "LocalizationResult":

@@ -46,7 +46,7 @@ from ..analysis import select
 from ..capture import Capture, Raw, raw_key
 from ..edits import Edit, describe_layers, describe_steps, token_channel_index
 from ..errors import MassActError, RunFileError, check_k
-from ..run import Run
+from ..run import Run, atomic_write
 
 if TYPE_CHECKING:
     from ..hooks import Site
@@ -92,7 +92,7 @@ class TransportResult:
                 im.save(path / f"{name}{'' if i == 0 else f'-{i}'}.png")
         doc = {"format": FORMAT, "settings": self.settings, "channels": self.channels,
                "n_images": len(self.images)}
-        (path / "transport.json").write_text(json.dumps(doc, indent=1, default=repr))
+        atomic_write(path / "transport.json", json.dumps(doc, indent=1, default=repr))  # written last: marks completeness
         return path
 
     @classmethod

@@ -68,7 +68,6 @@ import dataclasses
 import json
 import os
 import string
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,6 +76,7 @@ from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransfo
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer, T5Config, T5EncoderModel, T5TokenizerFast
 from transformers import PreTrainedTokenizerFast  # noqa: F401  (diffusers' loader looks base classes up here)
 
+from ..run import atomic_write
 from .scenes import VOCABULARY
 from .vae import PixelShuffleVAE
 
@@ -406,24 +406,6 @@ def load_shapes_state_dict(pipe_or_modules, state: dict[str, torch.Tensor]) -> N
                 raise ValueError(f"{name}: missing weights for {k}")
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def save_shapes_weights(
     pipe_or_modules,
     path: str | os.PathLike,
@@ -438,9 +420,9 @@ def save_shapes_weights(
 
     path = Path(path)
     state = shapes_state_dict(pipe_or_modules, dtype=dtype)
-    _atomic_write_bytes(path / WEIGHTS_NAME, save(state, metadata={"format": "pt", "shapes_format": FORMAT}))
+    atomic_write(path / WEIGHTS_NAME, save(state, metadata={"format": "pt", "shapes_format": FORMAT}))
     doc = {"format": FORMAT, "config": config.to_dict(), "dtype": str(dtype).replace("torch.", ""), **(metadata or {})}
-    _atomic_write_bytes(path / CONFIG_NAME, (json.dumps(doc, indent=2, sort_keys=False) + "\n").encode())
+    atomic_write(path / CONFIG_NAME, json.dumps(doc, indent=2, sort_keys=False) + "\n")
     return path
 
 

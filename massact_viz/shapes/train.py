@@ -57,10 +57,10 @@ import torch
 import torch.nn.functional as F
 from diffusers import FluxPipeline
 
+from ..run import atomic_write
 from . import scenes
 from .model import (
     ShapesConfig,
-    _atomic_write_bytes,
     build_shapes_pipeline,
     load_shapes_pipeline,
     WEIGHTS_NAME,
@@ -157,7 +157,7 @@ def _lr_at(args: TrainArgs, step: int) -> float:
 def _atomic_torch_save(obj, path: Path) -> None:
     buf = io.BytesIO()
     torch.save(obj, buf)
-    _atomic_write_bytes(path, buf.getvalue())
+    atomic_write(path, buf.getvalue())
 
 
 class _EMA:
