@@ -52,11 +52,9 @@ def profile(model, prompts: list[str]) -> dict:
 
 
 def _fg_token_mask(image, caption: str, grid: int) -> np.ndarray:
-    """Foreground of a generated image by colour (pixels of a captioned object colour), on the token grid."""
-    attrs = scenes.parse_caption(caption)
-    obj_colours = {scenes.COLOUR_NAMES.index(o["colour"]) for o in attrs["objects"]}
-    idx = scenes.nearest_colour(image)
-    fg = np.isin(idx, list(obj_colours))
+    """Foreground of a generated image by colour (``shapes_masks``), pooled to the token grid by majority."""
+    from ..probes.localization import shapes_masks
+    fg = shapes_masks([image], [caption])[0]
     h = fg.shape[0] // grid
     return fg.reshape(grid, h, grid, h).mean(axis=(1, 3)) > 0.5
 
