@@ -144,9 +144,10 @@ class Plan:
 
 
 def plan_capture(model: "Model", prompts: Sequence[str], *, steps: int, seed: int, size: Any,
-                 guidance: float | None, capture: Capture, batch_size: int, pipe_kwargs: dict) -> Plan:
+                 guidance: float | None, capture: Capture, batch_size: int, pipe_kwargs: dict,
+                 allow_empty_prompt: bool = False) -> Plan:
     """Validate a capture request against the model before anything runs (clear errors, nothing lost)."""
-    prompts = check_prompts(prompts)
+    prompts = check_prompts(prompts, allow_empty=allow_empty_prompt)
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise MassActError(f"steps must be a positive integer (number of denoising steps), got {steps!r}.")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -190,17 +191,24 @@ def plan_capture(model: "Model", prompts: Sequence[str], *, steps: int, seed: in
         if any(raw_key(n, s2, x.stream) == raw_key(b.name, st, r.stream) for n, s2, x in raw_specs):
             raise MassActError(f"two raw slices ask for {raw_key(b.name, st, r.stream)}; merge their channels/tokens.")
         raw_specs.append((b.name, st, spec))
-    if capture.previews and (fam.preview is None or type(pipe.scheduler).__name__ != "FlowMatchEulerDiscreteScheduler"):
+    if capture.previews and not previews_available(model):
         raise MassActError(f"per-step previews need a flow-matching Euler scheduler and a {fam.title} latent decoder; "
                            f"they are available for FLUX.1, SD3 and the embedded model. Use previews=False.")
 
     return Plan(prompts, steps, height, width, grid, blocks, cap_steps, streams, raw_specs)
 
 
+def previews_available(model: "Model") -> bool:
+    """Whether ``Capture(previews=True)`` works for this model: a flow-matching Euler scheduler and a
+    latent decoder for the family (FLUX.1, SD3 and the embedded model today)."""
+    return (model.family.preview is not None
+            and type(model.pipe.scheduler).__name__ == "FlowMatchEulerDiscreteScheduler")
+
+
 def run_capture(model: "Model", prompts: Sequence[str], *, steps: int, seed: int, size: tuple[int, int] | None,
                 guidance: float | None, negative_prompt: str | None, capture: Capture, batch_size: int,
                 progress: bool, pipe_kwargs: dict, edit: Callable[[Site], None] | None = None,
-                seeds: Sequence[int] | None = None) -> Run:
+                seeds: Sequence[int] | None = None, allow_empty_prompt: bool = False) -> Run:
     """Generate ``prompts`` (in batches) with hooks installed, returning a :class:`Run`.
 
     ``seeds`` (one non-negative int per prompt) overrides the default per-image seeds ``seed + i``;
@@ -208,7 +216,7 @@ def run_capture(model: "Model", prompts: Sequence[str], *, steps: int, seed: int
     from tqdm.auto import tqdm
 
     plan = plan_capture(model, prompts, steps=steps, seed=seed, size=size, guidance=guidance, capture=capture,
-                        batch_size=batch_size, pipe_kwargs=pipe_kwargs)
+                        batch_size=batch_size, pipe_kwargs=pipe_kwargs, allow_empty_prompt=allow_empty_prompt)
     seeds = _check_seeds(seeds, len(plan.prompts)) if seeds is not None else \
         [seed + i for i in range(len(plan.prompts))]
     prompts, height, width, grid, blocks = plan.prompts, plan.height, plan.width, plan.grid, plan.blocks
@@ -296,8 +304,9 @@ def _check_seeds(seeds: Any, n: int) -> list[int]:
     return [int(s) for s in out]
 
 
-def check_prompts(prompts: str | Sequence[str]) -> list[str]:
-    """A non-empty list of non-empty prompt strings, or a clear error."""
+def check_prompts(prompts: str | Sequence[str], allow_empty: bool = False) -> list[str]:
+    """A non-empty list of prompt strings, each non-empty unless ``allow_empty`` (``""`` is the null
+    caption), or a clear error."""
     if isinstance(prompts, str):
         prompts = [prompts]
     if prompts is None or not hasattr(prompts, "__iter__"):
@@ -306,7 +315,7 @@ def check_prompts(prompts: str | Sequence[str]) -> list[str]:
     if not prompts:
         raise MassActError("no prompts given: pass a prompt string or a non-empty list of them.")
     for i, p in enumerate(prompts):
-        if not isinstance(p, str) or not p.strip():
+        if not isinstance(p, str) or (not allow_empty and not p.strip()):
             raise MassActError(f"prompt {i} is empty or not a string ({p!r}); every prompt needs some text.")
     return prompts
 
@@ -329,22 +338,43 @@ def _capture_meta(c: Capture) -> dict:
 
 
 @torch.no_grad()
+def decode_latents(model: "Model", latents: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
+    """Decode latents in the pipeline's ``latents=`` layout (FLUX.1: packed 2x2) to float images
+    ``(batch, 3, H, W)`` in [0, 1] with the pipeline's VAE (scale/shift undone). FLUX.1, SD3 and the
+    embedded model (``family.preview``)."""
+    pipe, fam = model.pipe, model.family
+    if fam.preview is None:
+        raise MassActError(f"decoding latents is implemented for FLUX.1, SD3 and the embedded model, not "
+                           f"{fam.title}.")
+    height, width = size if size is not None else model.family.default_size(pipe)
+    vae = pipe.vae
+    lat = latents
+    if fam.preview == "flux":
+        lat = pipe._unpack_latents(lat, height, width, pipe.vae_scale_factor)
+    lat = lat.to(vae.device, vae.dtype) / vae.config.scaling_factor + (getattr(vae.config, "shift_factor", None) or 0.0)
+    img = vae.decode(lat, return_dict=False)[0].float()
+    return (img / 2 + 0.5).clamp(0, 1)
+
+
+def to_pil(images: torch.Tensor) -> list:
+    """``(batch, 3, H, W)`` floats in [0, 1] -> PIL images."""
+    from PIL import Image
+
+    arr = (images * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    return [Image.fromarray(a) for a in arr]
+
+
+@torch.no_grad()
 def _decode_previews(model: "Model", x0: list[torch.Tensor], height: int, width: int, max_side: int,
                      progress: bool) -> torch.Tensor:
     """Decode predicted clean latents to uint8 images (steps, images, h, w, 3)."""
     import torch.nn.functional as F
     from tqdm.auto import tqdm
 
-    pipe, fam = model.pipe, model.family
-    vae = pipe.vae
     frames = []
     scale = min(1.0, max_side / max(height, width))
     for lat in tqdm(x0, desc="previews", unit="step", disable=not progress, leave=False):
-        if fam.preview == "flux":
-            lat = pipe._unpack_latents(lat, height, width, pipe.vae_scale_factor)
-        lat = lat.to(vae.dtype) / vae.config.scaling_factor + (getattr(vae.config, "shift_factor", None) or 0.0)
-        img = vae.decode(lat, return_dict=False)[0].float()
-        img = ((img / 2 + 0.5).clamp(0, 1))
+        img = decode_latents(model, lat, (height, width))
         if scale < 1:
             img = F.interpolate(img, size=(round(height * scale), round(width * scale)), mode="area")
         frames.append((img * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu())

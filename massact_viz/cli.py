@@ -1,4 +1,5 @@
-"""The ``massact-viz`` command line: ``info``, ``scan``, ``report``, ``probe disrupt|localize`` and ``generate``.
+"""The ``massact-viz`` command line: ``info``, ``scan``, ``report``, ``probe disrupt|localize|transport`` and
+``generate``.
 
 Every command takes ``--model`` (a Hub id, a local pipeline directory, ``shapes`` or
 ``tiny:<family>``; default: the embedded model) and uses the same library calls as a notebook.
@@ -161,6 +162,61 @@ def cmd_localize(args) -> int:
     return 0
 
 
+def _channels_arg(text: str):
+    if text in ("source", "target", "union"):
+        return text
+    try:
+        return [int(c) for c in text.split(",") if c.strip()]
+    except ValueError:
+        raise MassActError(f"--channels takes source, target, union or a comma list of channel indices; "
+                           f"got {text!r}.") from None
+
+
+def _window(text: str | None):
+    if text is None:
+        return None
+    a, colon, b = text.partition(":")
+    try:
+        return (int(a), int(b)) if colon else int(a)
+    except ValueError:
+        raise MassActError(f"--window takes START:STOP (denoising steps, STOP exclusive) or one step; got {text!r}.") \
+            from None
+
+
+def cmd_transport(args) -> int:
+    from .probes.transport import transport
+    if (args.source is None) == (args.source_image is None):
+        raise MassActError("give exactly one of --source TEXT (text-conditioned) or --source-image FILE "
+                           "(image-conditioned).")
+    if args.source_image is not None and not Path(args.source_image).is_file():
+        raise MassActError(f"--source-image {args.source_image} is not a file.")
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()) and not (out / "transport.json").exists():
+        raise MassActError(f"{out} exists and is not a transport directory; choose a new or empty one.")
+    model = _load(args)
+    kw = dict(channels=_channels_arg(args.channels), k=args.k, alpha=args.alpha, layers=args.layers or None,
+              steps=_window(args.window), stream=args.stream, mode=args.mode, seed=args.seed, num_steps=args.steps,
+              size=parse_size(args.size), controls=args.controls or (), blend=args.blend)
+    if args.guidance is not None:
+        kw["guidance"] = args.guidance
+    if args.source_image is not None:
+        res = transport(model, args.source_prompt, args.target, source_image=args.source_image,
+                        inversion=args.inversion, **kw)
+    else:
+        res = transport(model, args.source, args.target, **kw)
+    path = res.save(out)
+    if args.json:
+        print(json.dumps({"out": str(path), "channels": res.channels, "metrics": res.metrics,
+                          "settings": res.settings}, indent=1, default=str))
+    else:
+        cols = ["toward_source", "ssim_target", "composite"]
+        print("| row | " + " | ".join(cols) + " |\n|---|" + "---|" * len(cols))
+        for row, m in res.metrics.items():
+            print(f"| {row} | " + " | ".join(f"{m.get(c, float('nan')):.3f}" for c in cols) + " |")
+        print(f"saved {path} (source.png, target.png, transported.png, controls, previews, transport.json)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="massact-viz", description="See and steer massive activations in DiTs.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -203,7 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--stat", default="abs_mean", choices=["abs_mean", "mean_abs", "max_abs"])
     sp.set_defaults(fn=cmd_report)
 
-    probe = sub.add_parser("probe", help="experiments: disrupt (zero channel sets) or localize (cluster tokens)")
+    probe = sub.add_parser("probe", help="experiments: disrupt (zero channel sets), localize (cluster tokens) or "
+                                         "transport (copy massive channels from a source)")
     psub = probe.add_subparsers(dest="probe", required=True)
     sp = psub.add_parser("disrupt", help="edit top/bottom/random-k channels and score images against the unedited ones "
                                          "(resumable: rerun the same command)")
@@ -232,6 +289,35 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", required=True, help="JSON file for the result")
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(fn=cmd_localize)
+    sp = psub.add_parser("transport", help="copy a source prompt's (or reference image's) massive channels into a "
+                                           "target prompt's run; images, previews, controls and metrics")
+    common(sp, prompts=False)
+    src = sp.add_mutually_exclusive_group()
+    src.add_argument("--source", help="source prompt (text-conditioned transport)")
+    src.add_argument("--source-image", help="reference image (image-conditioned transport via inversion)")
+    sp.add_argument("--source-prompt", default="",
+                    help="with --source-image: a caption of the reference, the prompt it is inverted with "
+                         "(default: none, the null caption)")
+    sp.add_argument("--inversion", default="fixed-point", choices=["fixed-point", "euler", "noise"],
+                    help="with --source-image: inverse Euler corrected by fixed-point iterations (default), plain "
+                         "inverse Euler, or forward noising")
+    sp.add_argument("--target", required=True, help="target prompt")
+    sp.add_argument("--channels", default="source", help="source | target | union | comma list (default source)")
+    sp.add_argument("--k", type=int, default=4, help="channels per layer for source/target/union (default 4)")
+    sp.add_argument("--alpha", type=float, default=1.0, help="soft blend in [0, 1] (1: the paper's replacement)")
+    sp.add_argument("--layers", nargs="*", help="layers to transport (default: all)")
+    sp.add_argument("--window", help="denoising steps to transport, START:STOP (default: all)")
+    sp.add_argument("--stream", default="image", choices=["image", "text", "both"])
+    sp.add_argument("--mode", default="cached", choices=["cached", "batched"])
+    sp.add_argument("--controls", nargs="*", choices=["random-k", "bottom-k", "full-swap", "pixel-blend",
+                                                      "latent-blend"], help="control rows to add")
+    sp.add_argument("--blend", type=float, default=0.5, help="source weight of the blend controls (default 0.5)")
+    sp.add_argument("--steps", type=int, help="denoising steps (default: the model's own)")
+    sp.add_argument("--seed", type=int, default=0, help="the shared initial noise")
+    sp.add_argument("--guidance", type=float, help="guidance scale (family's own kwarg)")
+    sp.add_argument("--out", required=True, help="directory to write")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(fn=cmd_transport)
 
     sp = sub.add_parser("generate", help="generate one image")
     common(sp)

@@ -234,7 +234,7 @@ class Model:
             size: tuple[int, int] | None = None, guidance: float | None = None,
             negative_prompt: str | None = None, capture: Capture | None = None, batch_size: int = 8,
             progress: bool = True, edit: Callable[[Site], None] | None = None,
-            seeds: Sequence[int] | None = None, **pipe_kwargs: Any) -> Run:
+            seeds: Sequence[int] | None = None, allow_empty_prompt: bool = False, **pipe_kwargs: Any) -> Run:
         """Generate and capture statistics of every block at every step (see :class:`Capture`).
 
         Image ``i`` uses seed ``seed + i``, or ``seeds[i]`` when ``seeds`` (one per prompt) is given.
@@ -248,13 +248,16 @@ class Model:
         channels of the image stream in every block, step and CFG branch (``site.block``,
         ``site.step`` and ``site.cond`` say where it is). Statistics then describe the edited run.
         A :class:`massact_viz.edits.Edit` (or ``compose(...)``) is validated against the model first.
+
+        Empty prompts are refused unless ``allow_empty_prompt=True`` (``""`` is the null caption, e.g. to
+        invert a reference image without a caption).
         """
         if edit is not None and hasattr(edit, "check"):  # an Edit / compose(): validate before running
             edit = edit.check(self, self.resolve_steps(steps), size)
         return run_capture(self, prompt, steps=self.resolve_steps(steps), seed=seed, size=size, guidance=guidance,
                            negative_prompt=negative_prompt, capture=capture or Capture(),
                            batch_size=batch_size, progress=progress, pipe_kwargs=pipe_kwargs, edit=edit,
-                           seeds=seeds)
+                           seeds=seeds, allow_empty_prompt=allow_empty_prompt)
 
     def scan(self, prompts: Sequence[str], out: str | os.PathLike, **kwargs: Any) -> Run:
         """:meth:`run` over many prompts in batches, saved to ``out`` and resumable after an interruption

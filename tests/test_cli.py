@@ -131,3 +131,36 @@ def test_probe_disrupt_layer_sets(tmp_path, capsys):
     assert {r["layer_set"] for r in doc["summary"]} == {"early", "single"}
     assert main(args[:-3] + ["--out", str(tmp_path / "e"), "--layer-sets", "bad"]) == 2
     assert "NAME=SPEC" in capsys.readouterr().err
+
+
+def test_probe_transport_text_and_image(tmp_path, capsys):
+    out = tmp_path / "t"
+    base = ["probe", "transport", "--model", "tiny:flux", "--target", "a cat", "--steps", "2", "--size", "32",
+            "--k", "2", "--window", "0:1"]
+    assert main(base + ["--source", "a dog", "--controls", "random-k", "pixel-blend", "--out", str(out),
+                        "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert set(doc["metrics"]) == {"target", "transported", "random-k", "pixel-blend", "source"}
+    assert doc["settings"]["transport_steps"] == [0] and all(len(c) == 2 for c in doc["channels"].values())
+    back = mv.probes.TransportResult.load(out)
+    assert set(back.previews) == {"source", "target", "transported", "random-k"}
+    assert (out / "control-pixel-blend.png").is_file()
+    # image-conditioned: the source is a reference image, inverted with a caption
+    back.target_image.save(tmp_path / "ref.png")
+    assert main(base + ["--source-image", str(tmp_path / "ref.png"), "--source-prompt", "a photo",
+                        "--out", str(tmp_path / "i")]) == 0
+    table = capsys.readouterr().out
+    assert "| transported |" in table and "| reconstruction |" in table
+    assert "error" in mv.probes.TransportResult.load(tmp_path / "i").settings["source_image"]
+
+
+@pytest.mark.parametrize("extra, message", [
+    ([], "exactly one of --source"),
+    (["--source-image", "nope.png", "--source-prompt", "x"], "not a file"),
+    (["--source", "a dog", "--window", "a:b"], "--window takes"),
+    (["--source", "a dog", "--channels", "1,x"], "--channels takes"),
+])
+def test_probe_transport_bad_arguments(extra, message, capsys, tmp_path):
+    argv = ["probe", "transport", "--model", "tiny:flux", "--target", "a cat", "--out", str(tmp_path / "o")] + extra
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err

@@ -239,3 +239,15 @@ def test_localize_mask_of_the_wrong_size_is_a_clear_error(tiny_model):
     for bad in ((31, 32), (SIZE[0] * 2, SIZE[1] * 2)):  # neither pixel size nor token size
         with pytest.raises(MassActError, match="mask"):
             loc.localize(m, ["a cat"], [np.zeros(bad, bool)], layers=[0], num_steps=1, progress=False, size=SIZE)
+
+
+def test_downsample_pixel_mask_to_tokens():
+    from massact_viz.probes.localization import downsample, upsample
+    tok = np.zeros((4, 4), dtype=bool)
+    tok[1:3, 2] = True
+    assert np.array_equal(downsample(upsample(tok, 4), (4, 4)), tok)  # round trip
+    px = upsample(tok, 4).astype(float)
+    px[4, 8] = 0.0  # one pixel of 16 off: still on at 0.5, off at threshold 1
+    assert downsample(px, (4, 4))[1, 2] and not downsample(px, (4, 4), threshold=1.0)[1, 2]
+    with pytest.raises(MassActError, match="tile"):
+        downsample(np.zeros((15, 16)), (4, 4))

@@ -257,3 +257,21 @@ def test_probe_figures(tiny_model, tmp_path):
     fig = plots.miou_curves(loc)
     assert [t.name for t in fig.data] == list(loc.curves()) and list(fig.data[0].x) == loc.layers
     assert list(fig.data[0].y) == pytest.approx(loc.curves()["top"])
+
+
+def test_image_row_and_interpolation_curves():
+    from PIL import Image
+    from massact_viz.probes.transport import Interpolation
+    red, blue = Image.new("RGB", (8, 8), "red"), Image.new("RGB", (16, 8), "blue")
+    row = plots.image_row([red, np.zeros((8, 8, 3), np.uint8), blue], ["a", "b", "<c>"], height=32, gap=2)
+    assert row.size == (32 + 32 + 64 + 4, 32 + 14)
+    px = np.asarray(row)
+    assert tuple(px[30, 5]) == (255, 0, 0) and tuple(px[30, 70]) == (0, 0, 255) and tuple(px[30, 40]) == (0, 0, 0)
+    with pytest.raises(MassActError, match="labels"):
+        plots.image_row([red], ["a", "b"])
+    it = Interpolation("k", [1, 4], [red, red], blue, red, {}, [{"toward_source": 0.1, "ssim_target": 0.9},
+                                                                {"toward_source": 0.5, "ssim_target": 0.4}])
+    fig = plots.interpolation_curves([it])
+    assert [t.name for t in fig.data] == ["toward_source", "ssim_target"]
+    assert list(fig.data[0].y) == [0.1, 0.5] and list(fig.data[0].x) == ["1", "4"]
+    assert it.strip(16).size[1] == 16

@@ -120,3 +120,129 @@ def test_cfg_families_transport_the_conditional_rows(tiny_model, family, extra):
     assert not np.array_equal(arr(cached.image), arr(cached.target_image))
     both = transport(m, SRC, TGT, mode="batched", branch="both", **kw)  # runs; also edits the uncond rows
     assert both.settings["branch"] == "both"
+
+
+# ------------------------------------------------------------------ planted colour channel
+def _cos(a, b):
+    a, b = a.ravel(), b.ravel()
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-12))
+
+
+def test_transporting_a_planted_channel_moves_the_target_in_the_planted_direction(flux):
+    """The source carries a planted code (+A on channel C of double.1's image stream, every step); copying
+    just that channel at that layer into the target must move the target's image the way planting the code
+    in the target itself does, and copying another channel must not."""
+    C, OTHER, A, layer = 7, 20, 40.0, "double.1"
+
+    def plant(site):
+        if site.block.name == layer:
+            site.stream("image")[..., C] += A
+
+    raws = [mv.Raw(layer, s) for s in range(STEPS)]
+    planted_src = flux.run(SRC, steps=STEPS, size=SIZE, progress=False, edit=plant,
+                           capture=mv.Capture(layers=[layer], raw=raws))
+    target = flux.run(TGT, steps=STEPS, size=SIZE, progress=False, capture=mv.Capture.nothing()).images[0]
+    planted_tgt = flux.run(TGT, steps=STEPS, size=SIZE, progress=False, edit=plant,
+                           capture=mv.Capture.nothing()).images[0]
+    moved = transport(flux, SRC, TGT, channels=[C], layers=layer, source_run=planted_src, metrics=False, **KW)
+    other = transport(flux, SRC, TGT, channels=[OTHER], layers=layer, source_run=planted_src, metrics=False, **KW)
+    want = arr(planted_tgt) - arr(target)
+    got, ctrl = arr(moved.image) - arr(target), arr(other.image) - arr(target)
+    assert np.abs(want).mean() > 5.0  # the plant is visible
+    # measured on tiny FLUX: plant moves 27.5 levels; cosine 1.000 (pixels and mean colour); channel 20 moves 16x less
+    assert _cos(got, want) > 0.9
+    assert _cos(got.mean((0, 1)), want.mean((0, 1))) > 0.9  # the mean colour shifts the same way
+    assert np.abs(ctrl).mean() < 0.2 * np.abs(got).mean()
+
+
+# ------------------------------------------------------------------ controls, previews, metrics, interpolation
+def test_controls_previews_and_metrics(flux, src_run, tmp_path):
+    r = transport(flux, SRC, TGT, k=4, source_run=src_run, layers="double", controls="all", blend=0.25, **KW)
+    assert list(r.controls) == ["random-k", "bottom-k", "full-swap", "pixel-blend", "latent-blend"]
+    top, ctl = r.channels, r.settings["control_channels"]
+    for layer, chans in top.items():
+        assert len(ctl["random-k"][layer]) == len(ctl["bottom-k"][layer]) == len(chans) == 4
+        assert not set(ctl["random-k"][layer]) & set(chans) and not set(ctl["bottom-k"][layer]) & set(chans)
+    swap = transport(flux, SRC, TGT, channels=list(range(flux.width)), source_run=src_run, layers="double",
+                     metrics=False, **KW)
+    assert np.array_equal(arr(r.controls["full-swap"][0]), arr(swap.image))
+    blend = 0.75 * arr(r.target_image) + 0.25 * arr(r.source_image)
+    assert np.abs(arr(r.controls["pixel-blend"][0]) - blend).max() <= 0.5 + 1e-9
+    assert r.controls["latent-blend"][0].size == r.image.size  # tiny FLUX's VAE is random: checked on shapes below
+    # previews: one (steps, H, W, 3) uint8 stack per run row, the last frame close to the final image
+    assert set(r.previews) == {"source", "target", "transported", "random-k", "bottom-k", "full-swap"}
+    for name, p in r.previews.items():
+        assert p.shape == (STEPS, *SIZE, 3) and p.dtype == torch.uint8, name
+    assert np.abs(r.previews["transported"][-1].numpy().astype(float) - arr(r.image)).mean() < 3.0
+    # metrics: the target scores 0 toward the source with SSIM 1, the source 1
+    m = r.metrics
+    assert m["target"]["ssim_target"] == pytest.approx(1.0) and m["target"]["toward_source"] == 0.0
+    assert m["source"]["toward_source"] == pytest.approx(1.0) and m["source"]["mse_source"] == 0.0
+    assert set(m) == {"target", "transported", "source", *r.controls}
+    for row in m.values():
+        assert 0.0 <= row["composite"] <= 1.0
+    back = TransportResult.load(r.save(tmp_path / "t"))
+    assert list(back.controls) == list(r.controls)
+    assert all(back.metrics[k] == pytest.approx(v) for k, v in r.metrics.items())
+    assert all(torch.equal(back.previews[k], r.previews[k]) for k in r.previews)
+    (tmp_path / "t" / "previews.safetensors").write_bytes(b"garbage")
+    with pytest.raises(mv.RunFileError, match="previews"):
+        TransportResult.load(tmp_path / "t")
+
+
+def test_unknown_control_and_unsupported_previews(flux, tiny_model):
+    with pytest.raises(MassActError, match="unknown control"):
+        transport(flux, SRC, TGT, controls=["lpips"], **KW)
+    with pytest.raises(MassActError, match="previews"):
+        transport(tiny_model("pixart"), SRC, TGT, previews=True, **KW)
+
+
+def test_interpolation_goes_from_target_to_source(flux):
+    everything = flux.width
+    it = mv.probes.interpolate(flux, SRC, TGT, over="alpha", values=[0.0, 0.5, 1.0], channels="source",
+                               k=everything, progress=False, **KW)
+    assert np.array_equal(arr(it.frames[0]), arr(it.target_image))
+    d = [mad(f, it.source_image) for f in it.frames]
+    assert d[0] > d[1] > d[2]  # monotone toward the source
+    assert it.metrics[0]["toward_source"] == 0.0 and it.metrics[2]["toward_source"] > 0.2
+    ks = mv.probes.interpolate(flux, SRC, TGT, values=[1, 4, 16], progress=False, **KW)
+    assert ks.values == [1, 4, 16] and len(ks.frames) == 3 and ks.strip(32).size[1] == 32
+    with pytest.raises(MassActError, match="values"):
+        mv.probes.interpolate(flux, SRC, TGT, values=[], **KW)
+    with pytest.raises(MassActError, match="does not take k="):
+        mv.probes.interpolate(flux, SRC, TGT, k=3, **KW)
+
+
+def test_image_conditioned_transport(flux, tmp_path):
+    ref = flux.run(SRC, steps=STEPS, size=SIZE, progress=False, capture=mv.Capture.nothing()).images[0]
+    r = transport(flux, SRC, TGT, source_image=ref, k=4, controls=["random-k"], **KW)
+    info = r.settings["source_image"]
+    assert info["method"] == "fixed-point" and "mse" in info["error"]
+    assert np.array_equal(arr(r.source_image), arr(ref))        # the reference is the source row
+    assert "reconstruction" in r.controls and set(r.metrics) >= {"transported", "random-k", "reconstruction"}
+    # the transported target moves toward the reference more than the random-k control does
+    assert r.metrics["transported"]["toward_source"] > r.metrics["random-k"]["toward_source"]
+    back = TransportResult.load(r.save(tmp_path / "img"))
+    assert back.settings["source_image"]["image_sha256"] == info["image_sha256"]
+    with pytest.raises(MassActError, match="caption the reference"):
+        transport(flux, None, TGT, source_image=ref, **KW)
+    with pytest.raises(MassActError, match="non-empty prompt"):
+        transport(flux, "", TGT, **KW)
+    blank = transport(flux, "", TGT, source_image=ref, k=4, metrics=False, **KW)  # the null caption
+    assert blank.settings["source"] == "" and blank.settings["source_image"]["prompt"] == ""
+    with pytest.raises(MassActError, match="mode='cached'"):
+        transport(flux, SRC, TGT, source_image=ref, mode="batched", **KW)
+    with pytest.raises(MassActError, match="inversion must be"):
+        transport(flux, SRC, TGT, source_image=ref, inversion="ddim", **KW)
+    with pytest.raises(MassActError, match="no image file"):
+        transport(flux, SRC, TGT, source_image=tmp_path / "missing.png", **KW)
+
+
+def test_latent_blend_of_the_teaching_model_is_the_pixel_blend():
+    # the embedded model's VAE is an exact pixel (un)shuffle, so blending latents is blending pixels
+    shapes = mv.load("shapes")
+    r = transport(shapes, "a red circle on a blue background", "a green square on a white background", k=4,
+                  num_steps=2, controls=["pixel-blend", "latent-blend"], blend=0.3, metrics=False, previews=False)
+    px, lat = arr(r.controls["pixel-blend"][0]), arr(r.controls["latent-blend"][0])
+    assert np.abs(px - lat).max() <= 1.0
+    assert not r.previews

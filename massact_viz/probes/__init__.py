@@ -1,10 +1,15 @@
 """Probes: experiments built on Model.run, captures and edits.
 
 * :mod:`massact_viz.probes.disruption`: :func:`disrupt` (edit top/bottom/random-k channels, score the images);
-* :mod:`massact_viz.probes.transport`: :func:`transport` (copy a source prompt's activations into a target run);
+* :mod:`massact_viz.probes.transport`: :func:`transport` (copy a source prompt's activations into a target run,
+  with controls and metrics) and :func:`interpolate` (sweep k or alpha from the target toward the source);
+* :mod:`massact_viz.probes.inversion`: :func:`invert` / :func:`image_source_run` (a reference image as a transport source);
 * :mod:`massact_viz.probes.localization`: do a layer's channels say where the object is (mIoU per layer).
 """
 from .disruption import DisruptionResult, disrupt
-from .transport import TransportResult, source_capture, transport
+from .inversion import Inversion, encode_image, image_source_run, invert
+from .transport import CONTROLS, Interpolation, TransportResult, interpolate, source_capture, transport, transport_metrics
 
-__all__ = ["disrupt", "DisruptionResult", "transport", "source_capture", "TransportResult"]
+__all__ = ["disrupt", "DisruptionResult", "transport", "source_capture", "TransportResult", "transport_metrics",
+           "interpolate", "Interpolation", "CONTROLS",
+           "invert", "Inversion", "encode_image", "image_source_run"]

@@ -238,6 +238,21 @@ def upsample(mask: Any, pixels_per_token: int | Sequence[int]) -> np.ndarray:
     return np.repeat(np.repeat(m, ppt[0], axis=0), ppt[1], axis=1)
 
 
+def downsample(mask: Any, grid: Sequence[int], threshold: float = 0.5) -> np.ndarray:
+    """A pixel mask ``(H, W)`` -> a bool token mask ``(rows, cols)``: a token is on when at least
+    ``threshold`` of its pixels are (e.g. to restrict an edit or a transport to an object's tokens;
+    ``grid`` is ``model.token_grid(size)``)."""
+    m = _as_array(mask, "mask").astype(np.float64)
+    rows, cols = (int(g) for g in grid)
+    if m.ndim != 2 or m.shape[0] % rows or m.shape[1] % cols:
+        raise MassActError(f"mask of shape {m.shape} does not tile a {rows}x{cols} token grid; give the pixel mask "
+                           f"at the run's size (a multiple of the grid).")
+    if not 0.0 < threshold <= 1.0:
+        raise MassActError(f"threshold must be in (0, 1], got {threshold!r}.")
+    frac = m.reshape(rows, m.shape[0] // rows, cols, m.shape[1] // cols).mean(axis=(1, 3))
+    return frac >= threshold
+
+
 def iou(a: Any, b: Any) -> float:
     """Binary IoU of two same-shape masks; two empty masks give 1.0."""
     a, b = _as_array(a, "mask").astype(bool), _as_array(b, "mask").astype(bool)

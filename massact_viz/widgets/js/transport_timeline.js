@@ -1,0 +1,87 @@
+// TransportTimeline: rows source / target / transported (+ controls), one column per step, a step
+// scrubber enlarging that step of every row; final images large; settings and metrics tables.
+
+function render({ model, el }) {
+  const root = mvRoot(el, "transport-timeline");
+  mvEl("div", { cls: "mv-title", style: "font-weight:600;margin-bottom:4px", text: model.get("title") }, root);
+  const rows = model.get("rows"), psteps = model.get("preview_steps");
+  let scrub = null, cells = [], bigs = [];
+  if (rows.length && psteps.length) {
+    const ctl = mvEl("div", { cls: "mv-controls", style: "margin-bottom:6px" }, root);
+    scrub = mvSlider(ctl, "step", 0, psteps.length - 1, Math.max(0, model.get("step")));
+    scrub.input.classList.add("mv-step");
+    const wrap = mvEl("div", { style: "display:flex;gap:12px;align-items:flex-start" }, root);
+    const tl = mvEl("div", { cls: "mv-timeline", style: "overflow-x:auto;max-width:760px" }, wrap);
+    const tbl = mvEl("table", { style: "border-collapse:collapse" }, tl);
+    const head = mvEl("tr", {}, tbl);
+    mvEl("th", {}, head);
+    psteps.forEach((s, j) => {
+      const th = mvEl("th", { text: String(s), style: "font-weight:400;color:#555;cursor:pointer" }, head);
+      th.addEventListener("click", () => setStep(j));
+    });
+    rows.forEach((r) => {
+      const tr = mvEl("tr", {}, tbl);
+      mvEl("td", { text: r.name, style: "padding-right:6px;white-space:nowrap" }, tr);
+      const rc = [];
+      r.thumbs.forEach((b, j) => {
+        const td = mvEl("td", { style: "padding:1px;border:2px solid transparent;cursor:pointer" }, tr);
+        const im = mvImage(b, td, "width:64px;height:64px;image-rendering:auto");
+        im.classList.add("mv-thumb");
+        td.addEventListener("click", () => setStep(j));
+        rc.push(td);
+      });
+      cells.push(rc);
+    });
+    const sideWrap = mvEl("div", {}, wrap);
+    const cap = mvEl("div", { cls: "mv-at-step-label", style: "color:#555" }, sideWrap);
+    const side = mvEl("div", { cls: "mv-at-step", style: "display:flex;flex-wrap:wrap;gap:6px;max-width:300px" }, sideWrap);
+    rows.forEach((r) => {
+      const f = mvEl("figure", { style: "margin:0 0 6px 0" }, side);
+      const im = mvImage(r.frames[0], f, "width:128px;height:128px");
+      im.classList.add("mv-frame");
+      mvEl("figcaption", { text: r.name }, f);
+      bigs.push(im);
+    });
+    bigs.cap = cap;
+  } else {
+    mvEl("div", { cls: "mv-note", style: "color:#777", text: "no per-step previews in this result: final images only (run transport(..., previews=True))." }, root);
+  }
+  mvEl("div", { text: "final images", style: "font-weight:600;margin-top:8px" }, root);
+  const fin = mvEl("div", { cls: "mv-finals", style: "display:flex;gap:8px;flex-wrap:wrap" }, root);
+  const metrics = model.get("metrics");
+  for (const f of model.get("finals")) {
+    const fig = mvEl("figure", { style: "margin:0" }, fin);
+    mvImage(f.png, fig, "width:192px;height:192px").classList.add("mv-final");
+    const capt = mvEl("figcaption", { text: f.name }, fig);
+    const m = metrics[f.name];
+    if (m) for (const [k, v] of Object.entries(m)) mvEl("div", { text: `${k} ${mvFmt(v)}`, style: "color:#444" }, capt);
+  }
+  const det = mvEl("details", { style: "margin-top:6px" }, root);
+  mvEl("summary", { text: "settings" }, det);
+  const st = mvEl("table", { cls: "mv-settings" }, det);
+  for (const [k, v] of model.get("settings")) {
+    const tr = mvEl("tr", {}, st);
+    mvEl("td", { text: k, style: "padding-right:8px;color:#555;vertical-align:top" }, tr);
+    mvEl("td", { text: v }, tr);
+  }
+
+  function setStep(j) { model.set("step", j); draw(); model.save_changes(); }
+  function draw() {
+    const t0 = performance.now();
+    const j = model.get("step");
+    if (scrub && j >= 0) {
+      scrub.input.value = String(j); scrub.out.textContent = String(psteps[j]);
+      cells.forEach((rc) => rc.forEach((td, jj) => { td.style.borderColor = jj === j ? MV_MARK : "transparent"; }));
+      bigs.forEach((im, i) => { im.src = "data:image/png;base64," + rows[i].frames[j]; });
+      bigs.cap.textContent = `step ${psteps[j]}`;
+    }
+    root.dataset.lastDrawMs = (performance.now() - t0).toFixed(2);
+    root.dataset.draws = String((+root.dataset.draws || 0) + 1);
+  }
+  if (scrub) scrub.input.addEventListener("input", () => setStep(+scrub.input.value));
+  model.on("change:step", draw);
+  draw();
+  return () => root.remove();
+}
+
+export default { render };
