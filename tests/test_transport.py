@@ -99,6 +99,7 @@ def test_seeds_option_of_model_run(flux):
     (dict(channels="middle"), "channels must be"), (dict(alpha=1.5), "alpha"),
     (dict(branch="both"), "batched"), (dict(channels=[999]), "channel"), (dict(seed=-1), "seed"),
     (dict(steps=(2, 9)), "step window"), (dict(generator=None), None), (dict(seeds=[0, 0]), "seeds"),
+    (dict(max_cache_gb=1e-4), "mode='batched'"),
 ])
 def test_bad_inputs_fail_before_running(flux, monkeypatch, kwargs, match):
     def boom(*a, **k):

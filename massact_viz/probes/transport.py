@@ -56,6 +56,8 @@ if TYPE_CHECKING:
 FORMAT = "massact_viz.transport"
 MODES = ("cached", "batched")
 CHANNEL_KINDS = ("source", "target", "union")
+#: Default ceiling of the cached source's raw activations (``transport(max_cache_gb=...)``).
+MAX_CACHE_GB = 8.0
 CONTROLS = ("random-k", "bottom-k", "full-swap", "pixel-blend", "latent-blend")
 _RESERVED = ("steps", "seed", "seeds", "capture", "edit", "progress", "prompt")
 
@@ -276,7 +278,8 @@ class _Plan:
     def __init__(self, model: "Model", source: str, target: str, *, channels: Any, k: int, tokens: Any,
                  alpha: float, layers: Any, steps: Any, stream: str, mode: str, branch: str, stat: str,
                  seed: int, num_steps: int | None, source_run: Run | None, previews: bool | None,
-                 run_kwargs: dict, source_image: Any = None, inversion: str = "fixed-point"):
+                 run_kwargs: dict, source_image: Any = None, inversion: str = "fixed-point",
+                 max_cache_gb: float = MAX_CACHE_GB):
         if source_image is not None and not isinstance(source, str):
             raise MassActError("with source_image=, source is the caption the reference is inverted with: a "
                                "string ('' for none, the null caption).")
@@ -335,6 +338,8 @@ class _Plan:
                 raise MassActError("source_run has no statistics of the transported layers to choose channels from; "
                                    "give channels= explicitly or make it with source_capture().")
         self.toks = probe._token_index
+        if mode == "cached" and source_run is None:
+            self._check_cache(model, need, size, max_cache_gb)
         self.previews = previews_available(model) if previews is None else bool(previews)
         self.run_kwargs = run_kwargs
         self.run_kw = dict(run_kwargs, steps=num_steps, progress=False)
@@ -346,6 +351,20 @@ class _Plan:
             if inversion not in METHODS:
                 raise MassActError(f"inversion must be one of {METHODS}, got {inversion!r}.")
             self.source_image = _load_image(source_image)  # a bad file fails before any work
+
+    @staticmethod
+    def _check_cache(model: "Model", need: list, size: Any, max_cache_gb: float) -> None:
+        """The cached source keeps every token and channel of each transported (layer, step, stream) on the
+        host; refuse before running when that exceeds ``max_cache_gb`` (a full FLUX.1 run at 1024 px, 57
+        layers x 28 steps, would be ~40 GB)."""
+        rows, cols = model.token_grid(size)
+        per = rows * cols * model.width * torch.finfo(model.dtype).bits // 8
+        gb = per * sum(1 for _, _, name in need if name == "image") / 1e9
+        if gb > max_cache_gb:
+            raise MassActError(f"the cached source would hold {gb:.1f} GB of raw activations ({len(need)} layer x step "
+                               f"slices of {rows * cols} tokens x {model.width} channels) > max_cache_gb="
+                               f"{max_cache_gb:g}. Use mode='batched' (source and target in one batch, nothing "
+                               f"cached), transport fewer layers/steps, or raise max_cache_gb.")
 
     def prepare(self, progress: bool = True) -> None:
         """Run the unedited source and target (the expensive part shared by every edited run)."""
@@ -485,7 +504,7 @@ def transport(model: "Model", source: str, target: str, *, channels: Any = "sour
               seed: int = 0, num_steps: int | None = None, source_run: Run | None = None,
               controls: Any = (), blend: float = 0.5, previews: bool | None = None,
               metrics: bool = True, source_image: Any = None, inversion: str = "fixed-point",
-              **run_kwargs: Any) -> TransportResult:
+              max_cache_gb: float = MAX_CACHE_GB, **run_kwargs: Any) -> TransportResult:
     """Transport the source prompt's activations into the target prompt's run (see the module docstring).
 
     ``tokens``: ``None`` (all image tokens) or a boolean mask over the image tokens (``rows * cols``
@@ -500,7 +519,9 @@ def transport(model: "Model", source: str, target: str, *, channels: Any = "sour
     target and source images blended with weight ``blend`` on the source, in pixels or in VAE latents),
     or ``"all"``. ``previews``: keep per-step predicted clean images for the timeline (default: when the
     family supports them). ``metrics``: score every row with :func:`transport_metrics` (``False``
-    skips it).
+    skips it). ``max_cache_gb``: the cached source keeps all tokens and channels of every transported
+    (layer, step) on the host (a whole FLUX.1 run at 1024 px: ~40 GB); above this it refuses before running
+    and suggests ``mode="batched"`` (which caches nothing) or fewer layers/steps.
 
     Image-conditioned (subject-driven) transport: ``source_image=`` (a path, PIL image or uint8 array)
     replaces the source prompt's run by the reference image's trajectory: the image is VAE-encoded and
@@ -521,7 +542,7 @@ def transport(model: "Model", source: str, target: str, *, channels: Any = "sour
     plan = _Plan(model, source, target, channels=channels, k=k, tokens=tokens, alpha=alpha, layers=layers,
                  steps=steps, stream=stream, mode=mode, branch=branch, stat=stat, seed=seed, num_steps=num_steps,
                  source_run=source_run, previews=previews, run_kwargs=run_kwargs, source_image=source_image,
-                 inversion=inversion)
+                 inversion=inversion, max_cache_gb=max_cache_gb)
     plan.prepare()
     images, prev = plan.edited(plan.channels)
     previews_out = dict(plan.row_previews)
@@ -717,7 +738,7 @@ def _union_prefix(plan: _Plan, k: int) -> dict[str, list[int]]:
 
 _TRANSPORT_ARGS = {"tokens": None, "alpha": 1.0, "layers": None, "steps": None, "stream": "image",
                    "mode": "cached", "branch": "cond", "stat": "abs_mean", "seed": 0, "num_steps": None,
-                   "source_run": None}
+                   "source_run": None, "source_image": None, "inversion": "fixed-point", "max_cache_gb": MAX_CACHE_GB}
 
 __all__ = ["transport", "source_capture", "TransportResult", "transport_metrics", "interpolate", "Interpolation",
            "CONTROLS"]

@@ -11,22 +11,10 @@ and ``payload_bytes`` (what the browser receives).
 """
 from .base import View, payload_bytes
 from .channel_explorer import ChannelExplorer
+from .disruption_grid import DisruptionGrid
+from .projection_view import ProjectionView
+from .token_cluster_map import TokenClusterMap
+from .transport_timeline import TransportTimeline
 
 __all__ = ["View", "payload_bytes", "ChannelExplorer", "TokenClusterMap", "ProjectionView", "TransportTimeline",
            "DisruptionGrid"]
-
-
-def __getattr__(name):  # the other views load on first use
-    if name == "TokenClusterMap":
-        from .token_cluster_map import TokenClusterMap
-        return TokenClusterMap
-    if name == "ProjectionView":
-        from .projection_view import ProjectionView
-        return ProjectionView
-    if name == "TransportTimeline":
-        from .transport_timeline import TransportTimeline
-        return TransportTimeline
-    if name == "DisruptionGrid":
-        from .disruption_grid import DisruptionGrid
-        return DisruptionGrid
-    raise AttributeError(name)
