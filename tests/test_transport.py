@@ -247,3 +247,26 @@ def test_latent_blend_of_the_teaching_model_is_the_pixel_blend():
     px, lat = arr(r.controls["pixel-blend"][0]), arr(r.controls["latent-blend"][0])
     assert np.abs(px - lat).max() <= 1.0
     assert not r.previews
+
+
+def test_token_mask_from_the_localized_foreground(flux, tiny_model):
+    r = transport(flux, SRC, TGT, k=4, tokens="target", mask_layer="double.1", metrics=False, **KW)
+    toks, info = r.settings["tokens"], r.settings["token_mask"]
+    n = flux.token_grid(SIZE)[0] * flux.token_grid(SIZE)[1]
+    assert 0 < len(toks) < n and info["from"] == "target" and info["layer"] == "double.1" and info["step"] == STEPS - 1
+    assert len(info["channels"]) == 4
+    # the same as giving that mask explicitly; batched mode finds the same mask
+    same = transport(flux, SRC, TGT, k=4, tokens=toks, metrics=False, **KW)
+    assert np.array_equal(arr(same.image), arr(r.image))
+    batched = transport(flux, SRC, TGT, k=4, tokens="target", mask_layer="double.1", mode="batched", metrics=False,
+                        **KW)
+    assert batched.settings["tokens"] == toks
+    # only the masked tokens change at the transported layers: the untouched image is not the full transport
+    full = transport(flux, SRC, TGT, k=4, metrics=False, **KW)
+    assert not np.array_equal(arr(full.image), arr(r.image))
+    src_mask = transport(flux, SRC, TGT, k=4, tokens="source", metrics=False, **KW).settings["token_mask"]
+    assert src_mask["layer"] == flux.blocks[len(flux.blocks) // 2].name
+    with pytest.raises(MassActError, match="tokens must be"):
+        transport(flux, SRC, TGT, tokens="middle", **KW)
+    with pytest.raises(MassActError, match="mask_layer= is for"):
+        transport(flux, SRC, TGT, mask_layer="double.1", **KW)

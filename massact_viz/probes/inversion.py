@@ -551,7 +551,7 @@ def _regenerate(model: "Model", inv: Inversion, g_run: float | None, progress: b
 def image_source_run(model: "Model", image: Any, prompt: str = "", *, layers: Any = None, steps: Any = None,
                      stream: str = "image", num_steps: int | None = None, seed: int = 0, size: Any = None,
                      method: str = "euler", guidance: float | None = None, iterations: int | None = None,
-                     inversion: Inversion | None = None, progress: bool = True) -> Run:
+                     inversion: Inversion | None = None, extra_raw: Any = (), progress: bool = True) -> Run:
     """A cached transport source from a reference image: the :func:`invert` trajectory, teacher-forced.
 
     Returns a :class:`Run` shaped like :func:`~massact_viz.probes.transport.source_capture`'s (statistics
@@ -595,7 +595,7 @@ def image_source_run(model: "Model", image: Any, prompt: str = "", *, layers: An
     try:
         run = source_capture(model, prompt, layers=layers, steps=steps, stream=stream, seed=seed, num_steps=n,
                              size=(h, w), guidance=_run_guidance(model, guidance),
-                             latents=lat[0].to(model.dtype), callback_on_step_end=force,
+                             latents=lat[0].to(model.dtype), callback_on_step_end=force, extra_raw=extra_raw,
                              **_prompt_kwargs(model, prompt))
     finally:
         bar.close()

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
+import numpy as np
 import torch
 
 from ..analysis import select
@@ -56,6 +57,8 @@ if TYPE_CHECKING:
 FORMAT = "massact_viz.transport"
 MODES = ("cached", "batched")
 CHANNEL_KINDS = ("source", "target", "union")
+#: Runs whose localized foreground can be the transport's token mask (``tokens="source"``).
+MASK_FROM = ("source", "target")
 #: Default ceiling of the cached source's raw activations (``transport(max_cache_gb=...)``).
 MAX_CACHE_GB = 8.0
 CONTROLS = ("random-k", "bottom-k", "full-swap", "pixel-blend", "latent-blend")
@@ -240,9 +243,10 @@ def _choose(kind_stats: list, k: int, layers: list[str], steps: list[int], strea
 
 def source_capture(model: "Model", source: str, *, layers: Any = None, steps: Any = None, stream: str = "image",
                    seed: int = 0, num_steps: int | None = None, previews: bool | None = None,
-                   **run_kwargs: Any) -> Run:
+                   extra_raw: Any = (), **run_kwargs: Any) -> Run:
     """The cached source run :func:`transport` makes (statistics + raw slices, plus per-step previews
-    when ``previews`` is true or, by default, when the family supports them); pass it as ``source_run=``."""
+    when ``previews`` is true or, by default, when the family supports them; ``extra_raw``: more
+    :class:`Raw` slices to keep); pass it as ``source_run=``."""
     num_steps = model.resolve_steps(num_steps)
     probe = Edit("zero", [0], layers=layers, steps=steps, stream=stream).check(model, num_steps,
                                                                                run_kwargs.get("size"))
@@ -250,6 +254,8 @@ def source_capture(model: "Model", source: str, *, layers: Any = None, steps: An
     st = sorted(probe._steps)
     raws = [Raw(n, s, name) for n in names for s in st for name in _streams(stream)
             if name in model.layer(n).streams]
+    have = {raw_key(model.layer(r.layer).name, r.step, r.stream) for r in raws}
+    raws += [r for r in extra_raw if raw_key(model.layer(r.layer).name, r.step, r.stream) not in have]
     want = previews_available(model) if previews is None else bool(previews)
     return model.run(source, steps=num_steps, seed=seed, progress=False,
                      capture=Capture(layers=names, steps=st, raw=raws, previews=want), **run_kwargs)
@@ -279,7 +285,7 @@ class _Plan:
                  alpha: float, layers: Any, steps: Any, stream: str, mode: str, branch: str, stat: str,
                  seed: int, num_steps: int | None, source_run: Run | None, previews: bool | None,
                  run_kwargs: dict, source_image: Any = None, inversion: str = "fixed-point",
-                 max_cache_gb: float = MAX_CACHE_GB):
+                 max_cache_gb: float = MAX_CACHE_GB, mask_layer: Any = None, mask_k: int = 4):
         if source_image is not None and not isinstance(source, str):
             raise MassActError("with source_image=, source is the caption the reference is inverted with: a "
                                "string ('' for none, the null caption).")
@@ -313,6 +319,18 @@ class _Plan:
         self.num_steps = num_steps = model.resolve_steps(num_steps)
         self.layers_spec, self.steps_spec, self.stream = layers, steps, stream
         size = run_kwargs.get("size")
+        self.mask_from = None
+        if isinstance(tokens, str):
+            if tokens not in MASK_FROM:
+                raise MassActError(f"tokens must be None, a token mask/list, or one of {MASK_FROM} (the foreground "
+                                   f"of that run found by clustering, see mask_layer=), got {tokens!r}.")
+            self.mask_from, tokens = tokens, None
+            self.mask_layer = model.layer(mask_layer if mask_layer is not None
+                                          else model.blocks[len(model.blocks) // 2].name).name
+            check_k(mask_k, model.width)
+            self.mask_k, self.mask_step = mask_k, num_steps - 1
+        elif mask_layer is not None:
+            raise MassActError("mask_layer= is for tokens='source' or tokens='target'.")
         probe = Edit("zero", [0], layers=layers, steps=steps, stream=stream, tokens=tokens).check(model, num_steps, size)
         names = sorted(probe._layer_names, key=lambda n: model.layer(n).index)
         self.steps = st = sorted(probe._steps)
@@ -369,14 +387,17 @@ class _Plan:
     def prepare(self, progress: bool = True) -> None:
         """Run the unedited source and target (the expensive part shared by every edited run)."""
         model, st, names = self.model, self.steps, self.names
-        stats_cap = Capture(layers=names, steps=st, previews=self.previews)
+        mask_raw = [Raw(self.mask_layer, self.mask_step)] if self.mask_from else []
+        stats_cap = Capture(layers=names, steps=st, previews=self.previews,
+                            raw=mask_raw if self.mask_from == "target" or self.mode == "batched" else [])
+        src_extra = mask_raw if self.mask_from == "source" else []
         if self.mode == "cached":
             if self.source_image is not None:
-                src = self._image_source(progress)
+                src = self._image_source(progress, src_extra)
             else:
                 src = self._source_run if self._source_run is not None else source_capture(
                     model, self.source, layers=names, steps=st, stream=self.stream, seed=self.seed,
-                    num_steps=self.num_steps, previews=self.previews, **self.run_kwargs)
+                    num_steps=self.num_steps, previews=self.previews, extra_raw=src_extra, **self.run_kwargs)
             tgt = model.run(self.target, seed=self.seed, capture=stats_cap, **self.run_kw)
             self.pools = {"source": [(src.stats, 0)], "target": [(tgt.stats, 0)],
                           "union": [(src.stats, 0), (tgt.stats, 0)]}
@@ -395,12 +416,34 @@ class _Plan:
             self.source_images, self.target_images = list(base.images[:1]), list(base.images[1:])
             self.row_previews = {"source": _first(base.previews), "target": _first(base.previews, 1)}
             self.source_run = None
+        if self.mask_from:
+            if self.mode == "cached":
+                self.toks = self._foreground(src if self.mask_from == "source" else tgt, 0)
+            else:
+                self.toks = self._foreground(base, 0 if self.mask_from == "source" else 1)
         chans = self._chans_arg
         self.channels = _choose(self.pools[chans], self.k, self.names, st, self.sel_stream, self.stat) \
             if isinstance(chans, str) else chans
         self.row_previews = {k: v for k, v in self.row_previews.items() if v is not None}
 
-    def _image_source(self, progress: bool) -> Run:
+    def _foreground(self, run: Run, row: int) -> torch.Tensor:
+        """Token indices of the foreground cluster (K-means, K=2) of ``run``'s image ``row`` at
+        ``mask_layer`` and the last step, on its top-``mask_k`` channels by ``abs_mean`` there."""
+        from .localization import cluster_tokens
+
+        key = raw_key(self.mask_layer, self.mask_step, "image")
+        if key not in run.raw:
+            raise MassActError(f"the {self.mask_from} run has no raw slice {key} to find the token mask in; let "
+                               f"transport() make the source run (no source_run=) or capture mv.Raw"
+                               f"({self.mask_layer!r}, {self.mask_step}) in it.")
+        x = run.raw[key][row].float()
+        chans = torch.topk(x.mean(0).abs(), self.mask_k).indices.tolist()
+        fg = cluster_tokens(x.numpy(), tuple(self.model.token_grid(self.run_kwargs.get("size"))),
+                            channels=chans, seed=self.seed).foreground
+        self.mask_channels = chans
+        return torch.from_numpy(np.flatnonzero(fg.reshape(-1)))
+
+    def _image_source(self, progress: bool, extra_raw: list) -> Run:
         from .inversion import image_source_run, invert
 
         size = self.run_kwargs.get("size")
@@ -410,7 +453,7 @@ class _Plan:
         return image_source_run(self.model, self.source_image, self.source, layers=self.names, steps=self.steps,
                                 stream=self.stream, num_steps=self.num_steps, seed=self.seed, size=size,
                                 method=self.inversion_method, guidance=guidance, inversion=self.inversion,
-                                progress=progress)
+                                extra_raw=extra_raw, progress=progress)
 
     def control_channels(self, kind: str) -> dict[str, list[int]]:
         """The channels of a channel control: ``bottom-k`` / ``random-k`` from the same statistics pool
@@ -453,7 +496,11 @@ class _Plan:
                 "alpha": self.alpha, "layers": describe_layers(self.layers_spec),
                 "steps": describe_steps(self.steps_spec), "transport_layers": self.names,
                 "transport_steps": self.steps, "stream": self.stream,
-                "tokens": None if self.toks is None else self.toks.tolist(), "seed": self.seed,
+                "tokens": None if self.toks is None else self.toks.tolist(),
+                **({"token_mask": {"from": self.mask_from, "layer": self.mask_layer, "step": self.mask_step,
+                                   "k": self.mask_k, "channels": getattr(self, "mask_channels", None)}}
+                   if self.mask_from else {}),
+                "seed": self.seed,
                 "num_steps": self.num_steps,
                 "run_kwargs": {key: repr(v) for key, v in sorted(self.run_kwargs.items())},
                 **({"source_image": self.inversion.summary()} if self.inversion is not None else {})}
@@ -504,11 +551,16 @@ def transport(model: "Model", source: str, target: str, *, channels: Any = "sour
               seed: int = 0, num_steps: int | None = None, source_run: Run | None = None,
               controls: Any = (), blend: float = 0.5, previews: bool | None = None,
               metrics: bool = True, source_image: Any = None, inversion: str = "fixed-point",
-              max_cache_gb: float = MAX_CACHE_GB, **run_kwargs: Any) -> TransportResult:
+              max_cache_gb: float = MAX_CACHE_GB, mask_layer: Any = None, mask_k: int = 4,
+              **run_kwargs: Any) -> TransportResult:
     """Transport the source prompt's activations into the target prompt's run (see the module docstring).
 
     ``tokens``: ``None`` (all image tokens) or a boolean mask over the image tokens (``rows * cols``
-    or shaped ``(rows, cols)``, see ``model.token_grid(size)``) or a list of token indices.
+    or shaped ``(rows, cols)``, see ``model.token_grid(size)``) or a list of token indices, or
+    ``"source"`` / ``"target"``: the foreground of that unedited run, found as in the paper's localization
+    (K-means, K=2, on the top-``mask_k`` channels by ``abs_mean`` of ``mask_layer`` at the last denoising
+    step, the cluster with the larger normalised sum; ``mask_layer`` defaults to the middle block; the
+    mask and its settings are kept in ``settings["tokens"]`` / ``settings["token_mask"]``).
     ``layers``/``steps``/``stream`` are the :class:`~massact_viz.edits.Edit` specs (``steps`` a step,
     list or ``(start, stop)`` window of the ``num_steps`` denoising steps). Other keywords (``size``,
     ``guidance``, pipeline kwargs) go to ``Model.run``. Everything is validated before anything runs.
@@ -542,7 +594,7 @@ def transport(model: "Model", source: str, target: str, *, channels: Any = "sour
     plan = _Plan(model, source, target, channels=channels, k=k, tokens=tokens, alpha=alpha, layers=layers,
                  steps=steps, stream=stream, mode=mode, branch=branch, stat=stat, seed=seed, num_steps=num_steps,
                  source_run=source_run, previews=previews, run_kwargs=run_kwargs, source_image=source_image,
-                 inversion=inversion, max_cache_gb=max_cache_gb)
+                 inversion=inversion, max_cache_gb=max_cache_gb, mask_layer=mask_layer, mask_k=mask_k)
     plan.prepare()
     images, prev = plan.edited(plan.channels)
     previews_out = dict(plan.row_previews)
@@ -738,7 +790,8 @@ def _union_prefix(plan: _Plan, k: int) -> dict[str, list[int]]:
 
 _TRANSPORT_ARGS = {"tokens": None, "alpha": 1.0, "layers": None, "steps": None, "stream": "image",
                    "mode": "cached", "branch": "cond", "stat": "abs_mean", "seed": 0, "num_steps": None,
-                   "source_run": None, "source_image": None, "inversion": "fixed-point", "max_cache_gb": MAX_CACHE_GB}
+                   "source_run": None, "source_image": None, "inversion": "fixed-point", "max_cache_gb": MAX_CACHE_GB,
+                   "mask_layer": None, "mask_k": 4}
 
 __all__ = ["transport", "source_capture", "TransportResult", "transport_metrics", "interpolate", "Interpolation",
            "CONTROLS"]
