@@ -196,7 +196,8 @@ def cmd_transport(args) -> int:
     model = _load(args)
     kw = dict(channels=_channels_arg(args.channels), k=args.k, alpha=args.alpha, layers=args.layers or None,
               steps=_window(args.window), stream=args.stream, mode=args.mode, seed=args.seed, num_steps=args.steps,
-              size=parse_size(args.size), controls=args.controls or (), blend=args.blend)
+              size=parse_size(args.size), controls=args.controls or (), blend=args.blend,
+              tokens=None if args.tokens == "all" else args.tokens, mask_layer=args.mask_layer)
     if args.guidance is not None:
         kw["guidance"] = args.guidance
     if args.source_image is not None:
@@ -308,6 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--layers", nargs="*", help="layers to transport (default: all)")
     sp.add_argument("--window", help="denoising steps to transport, START:STOP (default: all)")
     sp.add_argument("--stream", default="image", choices=["image", "text", "both"])
+    sp.add_argument("--tokens", default="all", choices=["all", "source", "target"],
+                    help="image tokens to transport: all, or the source's / target's foreground found by clustering")
+    sp.add_argument("--mask-layer", help="with --tokens source|target: the layer clustered (default: middle block)")
     sp.add_argument("--mode", default="cached", choices=["cached", "batched"])
     sp.add_argument("--controls", nargs="*", choices=["random-k", "bottom-k", "full-swap", "pixel-blend",
                                                       "latent-blend"], help="control rows to add")

@@ -138,10 +138,11 @@ def test_probe_transport_text_and_image(tmp_path, capsys):
     base = ["probe", "transport", "--model", "tiny:flux", "--target", "a cat", "--steps", "2", "--size", "32",
             "--k", "2", "--window", "0:1"]
     assert main(base + ["--source", "a dog", "--controls", "random-k", "pixel-blend", "--out", str(out),
-                        "--json"]) == 0
+                        "--tokens", "target", "--mask-layer", "double.0", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert set(doc["metrics"]) == {"target", "transported", "random-k", "pixel-blend", "source"}
     assert doc["settings"]["transport_steps"] == [0] and all(len(c) == 2 for c in doc["channels"].values())
+    assert doc["settings"]["token_mask"]["layer"] == "double.0" and 0 < len(doc["settings"]["tokens"]) < 256
     back = mv.probes.TransportResult.load(out)
     assert set(back.previews) == {"source", "target", "transported", "random-k"}
     assert (out / "control-pixel-blend.png").is_file()
