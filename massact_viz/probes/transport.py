@@ -552,7 +552,7 @@ def transport(model: "Model", source: str, target: str, *, channels: Any = "sour
               controls: Any = (), blend: float = 0.5, previews: bool | None = None,
               metrics: bool = True, source_image: Any = None, inversion: str = "fixed-point",
               max_cache_gb: float = MAX_CACHE_GB, mask_layer: Any = None, mask_k: int = 4,
-              **run_kwargs: Any) -> TransportResult:
+              progress: bool = True, **run_kwargs: Any) -> TransportResult:
     """Transport the source prompt's activations into the target prompt's run (see the module docstring).
 
     ``tokens``: ``None`` (all image tokens) or a boolean mask over the image tokens (``rows * cols``
@@ -595,8 +595,14 @@ def transport(model: "Model", source: str, target: str, *, channels: Any = "sour
                  steps=steps, stream=stream, mode=mode, branch=branch, stat=stat, seed=seed, num_steps=num_steps,
                  source_run=source_run, previews=previews, run_kwargs=run_kwargs, source_image=source_image,
                  inversion=inversion, max_cache_gb=max_cache_gb, mask_layer=mask_layer, mask_k=mask_k)
-    plan.prepare()
+    from tqdm.auto import tqdm
+
+    runs = [n for n in names if n in ("random-k", "bottom-k", "full-swap")]
+    bar = tqdm(total=3 + len(runs), desc="transport", unit="run", disable=not progress, leave=False)
+    plan.prepare(progress)
+    bar.update(2)  # the unedited source and target
     images, prev = plan.edited(plan.channels)
+    bar.update()
     previews_out = dict(plan.row_previews)
     if prev is not None:
         previews_out["transported"] = prev
@@ -606,12 +612,14 @@ def transport(model: "Model", source: str, target: str, *, channels: Any = "sour
         if name in ("random-k", "bottom-k", "full-swap"):
             ctrl_channels[name] = plan.control_channels(name)
             ctrl[name], p = plan.edited(ctrl_channels[name])
+            bar.update()
             if p is not None:
                 previews_out[name] = p
         elif name == "pixel-blend":
             ctrl[name] = [_blend_images(t, plan.source_images[0], blend) for t in plan.target_images]
         else:
             ctrl[name] = [_latent_blend(model, plan.source_images[0], t, blend) for t in plan.target_images]
+    bar.close()
     settings = plan.settings()
     if names:
         settings["controls"] = names
