@@ -149,6 +149,20 @@ class Run:
         return cls(images, stats, doc["meta"], raw, tensors.get("previews"))
 
 
+def read_result(file: str | os.PathLike, fmt: str, what: str) -> dict:
+    """The JSON document of a saved probe result (``transport.json``, ``disruption.json``, a localization
+    file), or a :class:`RunFileError` saying it is missing, damaged, or not a massact_viz ``what``."""
+    file = Path(file)
+    try:
+        doc = json.loads(file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise RunFileError(f"{file} is missing, damaged or truncated ({e}); it should be a massact_viz {what} "
+                           f"written by its save().") from e
+    if not isinstance(doc, dict) or doc.get("format") != fmt:
+        raise RunFileError(f"{file} is not a massact_viz {what}.")
+    return doc
+
+
 def atomic_write(path: str | os.PathLike, data: bytes | str) -> Path:
     """Write ``data`` to ``path`` atomically (a temporary file in the same folder, fsynced, then
     renamed over), creating the folder; an interrupted write leaves any previous file intact."""

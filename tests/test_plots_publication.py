@@ -6,18 +6,9 @@ import pytest
 
 from massact_viz import plots
 from massact_viz.errors import MassActError
+from test_plots import needs_browser  # one skip rule for static export (Chromium for kaleido)
 
 SIZE = (32, 32)
-
-
-def _browser():
-    try:
-        return plots._find_browser()
-    except MassActError:
-        return None
-
-
-needs_browser = pytest.mark.skipif(_browser() is None, reason="no Chromium for kaleido: apt-get install -y chromium")
 
 
 @pytest.fixture(scope="module")

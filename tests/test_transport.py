@@ -189,6 +189,12 @@ def test_controls_previews_and_metrics(flux, src_run, tmp_path):
     (tmp_path / "t" / "previews.safetensors").write_bytes(b"garbage")
     with pytest.raises(mv.RunFileError, match="previews"):
         TransportResult.load(tmp_path / "t")
+    (tmp_path / "t" / "transport.json").write_text('{"format": "something else"}')
+    with pytest.raises(mv.RunFileError, match="not a massact_viz transport result"):
+        TransportResult.load(tmp_path / "t")
+    (tmp_path / "t" / "transport.json").write_text('{"format": "massact')
+    with pytest.raises(mv.RunFileError, match="damaged or truncated"):
+        TransportResult.load(tmp_path / "t")
 
 
 def test_unknown_control_and_unsupported_previews(flux, tiny_model):
@@ -270,3 +276,25 @@ def test_token_mask_from_the_localized_foreground(flux, tiny_model):
         transport(flux, SRC, TGT, tokens="middle", **KW)
     with pytest.raises(MassActError, match="mask_layer= is for"):
         transport(flux, SRC, TGT, mask_layer="double.1", **KW)
+
+
+def test_metrics_use_registered_clip_for_the_semantic_score(flux, src_run, monkeypatch):
+    """With a ``clip_t`` registered, ``semantic`` is the CLIP-T gain toward the source prompt (here a stand-in
+    that scores the mean red level when the prompt names a dog, the mean blue level otherwise)."""
+    from massact_viz import metrics
+    from massact_viz.probes.transport import transport_metrics
+
+    def fake_clip_t(image, reference, prompt):
+        return float(arr(image)[..., 0 if "dog" in prompt else 2].mean() / 255)
+
+    monkeypatch.setitem(metrics.METRICS, "clip_t", metrics.Metric(fake_clip_t, True, "stand-in", True))
+    r = transport(flux, SRC, TGT, k=4, source_run=src_run, metrics=False, **KW)
+    m = transport_metrics(r)
+    s, t, x = (fake_clip_t(im, None, SRC) for im in (r.source_image, r.target_image, r.image))
+    assert m["transported"]["clip_t_source"] == pytest.approx(x)
+    assert m["transported"]["clip_t_target"] == pytest.approx(fake_clip_t(r.image, None, TGT))
+    assert m["transported"]["semantic"] == pytest.approx((x - t) / (s - t))
+    assert m["target"]["semantic"] == pytest.approx(0.0) and m["source"]["semantic"] == pytest.approx(1.0)
+    monkeypatch.delitem(metrics.METRICS, "clip_t")
+    assert "clip_t_source" not in transport_metrics(r)["transported"]  # without CLIP: the pixel score
+    assert transport_metrics(r)["transported"]["semantic"] == transport_metrics(r)["transported"]["toward_source"]

@@ -30,7 +30,7 @@ from ..capture import Capture, check_prompts
 from ..edits import Edit, compose, describe_layers, describe_steps
 from ..errors import MassActError, RunFileError, check_k
 from ..metrics import get_metric
-from ..run import Run, atomic_write, resume_manifest
+from ..run import Run, atomic_write, read_result, resume_manifest
 
 if TYPE_CHECKING:
     from ..model import Model
@@ -162,15 +162,7 @@ class DisruptionResult:
     @classmethod
     def load(cls, path: str | os.PathLike) -> "DisruptionResult":
         path = Path(path)
-        f = path / "disruption.json"
-        if not f.is_file():
-            raise RunFileError(f"{path} holds no disruption.json; it was not written by DisruptionResult.save.")
-        try:
-            doc = json.loads(f.read_text())
-        except json.JSONDecodeError as e:
-            raise RunFileError(f"{f} is damaged ({e}).") from e
-        if doc.get("format") != FORMAT:
-            raise RunFileError(f"{f} is not a massact_viz disruption result.")
+        doc = read_result(path / "disruption.json", FORMAT, "disruption result")
         images = {}
         for c in doc["configs"]:
             ikey = tuple(c)

@@ -31,8 +31,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ..errors import MassActError, check_index
-from ..run import atomic_write
+from ..errors import MassActError, RunFileError, check_index
+from ..run import atomic_write, read_result
 
 METHODS = ("kmeans", "hdbscan")
 FOREGROUND_RULES = ("max_sum", "min_sum")
@@ -385,14 +385,13 @@ class LocalizationResult:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "LocalizationResult":
+        doc = read_result(path, FORMAT, "localization result")
         try:
-            doc = json.loads(Path(path).read_text())
-            if doc.get("format") != FORMAT:
-                raise ValueError("format")
             return cls(doc["layers"], doc["steps"], doc["sets"], doc["prompts"], np.asarray(doc["iou"], float),
                        doc.get("params", {}), doc.get("channels", {}))
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise MassActError(f"{str(path)!r} is not a localization result written by LocalizationResult.save.") from e
+        except (ValueError, KeyError, TypeError) as e:
+            raise RunFileError(f"{str(path)!r} is not a localization result written by LocalizationResult.save "
+                               f"({e!r} missing or malformed).") from e
 
     def _set(self, s: str) -> int:
         if s not in self.sets:

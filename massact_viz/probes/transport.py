@@ -48,7 +48,7 @@ from ..analysis import select
 from ..capture import Capture, Raw, previews_available, raw_key
 from ..edits import Edit, describe_layers, describe_steps, token_channel_index
 from ..errors import MassActError, RunFileError, check_k
-from ..run import Run, atomic_write
+from ..run import Run, atomic_write, read_result
 
 if TYPE_CHECKING:
     from ..hooks import Site
@@ -129,13 +129,7 @@ class TransportResult:
         from safetensors.torch import load as st_load
 
         path = Path(path)
-        f = path / "transport.json"
-        try:
-            doc = json.loads(f.read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise RunFileError(f"{path} holds no readable transport.json ({e}).") from e
-        if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-            raise RunFileError(f"{f} is not a massact_viz transport result.")
+        doc = read_result(path / "transport.json", FORMAT, "transport result")
 
         def images(name: str) -> list:
             ims = []
@@ -223,6 +217,11 @@ def _check_channels(model: "Model", channels: Any, k: int, layer_names: list[str
     return {n: list(e.channels) for n in layer_names}
 
 
+def _step_mean(st, img: int, layer: str, steps: list[int], stream: str, stat: str) -> torch.Tensor:
+    """``stat`` per channel of image ``img`` at ``layer``, averaged over the transported ``steps``."""
+    return torch.stack([st.get(stat, layer=layer, stream=stream, step=s, image=img) for s in steps]).mean(0)
+
+
 def _choose(kind_stats: list, k: int, layers: list[str], steps: list[int], stream: str,
             stat: str) -> dict[str, list[int]]:
     """Top-k per layer by ``stat`` averaged over the transported ``steps``, from (stats, image) pairs,
@@ -234,8 +233,7 @@ def _choose(kind_stats: list, k: int, layers: list[str], steps: list[int], strea
             if list(st.steps) == list(steps):  # the capture holds exactly these steps: analysis.select
                 top = select(st, "top", k, layer=name, stat=stat, stream=stream, image=img)
             else:  # e.g. a reused source_run captured more steps: average over the transported ones
-                v = torch.stack([st.get(stat, layer=name, stream=stream, step=s, image=img) for s in steps]).mean(0)
-                top = torch.topk(v, k).indices.tolist()
+                top = torch.topk(_step_mean(st, img, name, steps, stream, stat), k).indices.tolist()
             chosen += [c for c in top if c not in chosen]
         out[name] = chosen
     return out
@@ -468,8 +466,7 @@ class _Plan:
         for n in self.names:
             kk = len(self.channels[n])
             if kind == "bottom-k":
-                v = torch.stack([st.get(self.stat, layer=n, stream=self.sel_stream, step=s, image=img)
-                                 for s in self.steps]).mean(0)
+                v = _step_mean(st, img, n, self.steps, self.sel_stream, self.stat)
                 out[n] = torch.topk(v, kk, largest=False).indices.tolist()
             else:
                 if 2 * kk > width:
@@ -700,7 +697,7 @@ def transport_metrics(result: TransportResult) -> dict[str, dict[str, float]]:
         m["toward_source"] = 1.0 - m["mse_source"] / d0 if d0 > 0 else float("nan")
         if sem is not None:
             m[sem[0]] = sem[1](img)
-        if clip_t is not None or (by_image and METRICS.get("clip_t") is not None):
+        if METRICS.get("clip_t") is not None:  # the target prompt is always there to score against
             m["clip_t_target"] = METRICS["clip_t"](img, None, t_prompt)
         if dino is not None:
             m["dino_target"] = dino(img, tgt)
