@@ -28,15 +28,22 @@ class MassActWarning(UserWarning):
     """Something in a run deserves attention (overflow, steps not as asked); the data is kept."""
 
 
+BRANCHES = ("cond", "uncond")
+
+
 @dataclass(frozen=True)
 class Raw:
-    """A raw activation slice to keep: one layer at one step, optionally a subset of channels/tokens."""
+    """A raw activation slice to keep: one layer at one step, optionally a subset of channels/tokens.
+
+    ``branch``: the conditional rows (default) or the unconditional rows of a CFG model (``"uncond"``;
+    kept under the key ``raw_key(..., branch="uncond")``; nothing is kept for a model without CFG)."""
 
     layer: str | int
     step: int
     stream: str = "image"
     channels: Sequence[int] | None = None
     tokens: Sequence[int] | None = None
+    branch: str = "cond"
 
 
 @dataclass
@@ -49,6 +56,9 @@ class Capture:
     stats: bool = True
     sun: bool = True
     raw: Sequence[Raw] = ()
+    #: transformer call kwargs to keep (the prompt conditioning, e.g. ``"pooled_projections"``), per
+    #: branch, from each branch's first call; see :func:`input_key`
+    inputs: Sequence[str] = ()
     previews: bool = False
     preview_size: int = 256  # longest side of stored previews, in pixels
 
@@ -64,28 +74,65 @@ class _RawRecorder:
     parts: dict[str, list[torch.Tensor]] = field(default_factory=dict)
 
     def __call__(self, site: Site) -> None:
-        rows = site.cond
-        if rows.stop == rows.start:
-            return
         for name, step, spec in self.specs:
             if name != site.block.name or step != site.step:
                 continue
-            x = site.stream(spec.stream)[rows]
+            rows = site.state.rows(spec.branch)
+            if rows.stop == rows.start:
+                continue
+            x = site.stream(spec.stream)
+            if x is None:  # e.g. SD3's last block returns no text stream
+                continue
+            x = x[rows]
             if spec.tokens is not None:
                 for t in spec.tokens:
                     check_index(t, x.shape[1], f"raw {spec.stream} token")
                 x = x[:, list(spec.tokens)]
             if spec.channels is not None:
                 x = x[..., list(spec.channels)]
-            self.parts.setdefault(raw_key(name, step, spec.stream), []).append(x.detach().to("cpu", copy=True))
+            self.parts.setdefault(raw_key(name, step, spec.stream, spec.branch), []).append(
+                x.detach().to("cpu", copy=True))
 
     def result(self) -> dict[str, torch.Tensor]:
         return {k: torch.cat(v, dim=0) for k, v in self.parts.items()}
 
 
-def raw_key(layer: str, step: int, stream: str) -> str:
-    """Name of a raw slice in :attr:`Run.raw`, e.g. ``"double.3/step2/image"``."""
-    return f"{layer}/step{step}/{stream}"
+def raw_key(layer: str, step: int, stream: str, branch: str = "cond") -> str:
+    """Name of a raw slice in :attr:`Run.raw`, e.g. ``"double.3/step2/image"`` (conditional rows) or
+    ``"double.3/step2/image/uncond"`` (unconditional rows)."""
+    return f"{layer}/step{step}/{stream}" + ("" if branch == "cond" else f"/{branch}")
+
+
+def input_key(name: str, branch: str = "cond") -> str:
+    """Name in :attr:`Run.raw` of a transformer input kept with ``Capture(inputs=[name])``, e.g.
+    ``"input/pooled_projections"`` or ``"input/pooled_projections/uncond"``."""
+    return f"input/{name}" + ("" if branch == "cond" else f"/{branch}")
+
+
+@dataclass
+class _InputRecorder:
+    """Keeps the named transformer call kwargs (the prompt conditioning) of each branch's first call."""
+
+    names: Sequence[str]
+    parts: dict[str, list[torch.Tensor]] = field(default_factory=dict)
+    _seen: set = field(default_factory=set)
+
+    def begin(self) -> None:
+        self._seen = set()
+
+    def __call__(self, state: Any, kwargs: dict) -> None:
+        for branch in BRANCHES:
+            rows = state.rows(branch)
+            if rows.stop == rows.start or branch in self._seen:
+                continue
+            self._seen.add(branch)
+            for name in self.names:
+                v = kwargs.get(name)
+                if torch.is_tensor(v) and v.shape[0] == state.batch:
+                    self.parts.setdefault(input_key(name, branch), []).append(v[rows].detach().to("cpu", copy=True))
+
+    def result(self) -> dict[str, torch.Tensor]:
+        return {k: torch.cat(v, dim=0) for k, v in self.parts.items()}
 
 
 def _record_x0(store: list[torch.Tensor]):
@@ -187,9 +234,12 @@ def plan_capture(model: "Model", prompts: Sequence[str], *, steps: int, seed: in
             check_index(i, model.width, "raw channel")
         for i in (toks or ()) if r.stream == "image" else ():
             check_index(i, grid[0] * grid[1], "raw token")
-        spec = Raw(b.name, st, r.stream, chans, toks)
-        if any(raw_key(n, s2, x.stream) == raw_key(b.name, st, r.stream) for n, s2, x in raw_specs):
-            raise MassActError(f"two raw slices ask for {raw_key(b.name, st, r.stream)}; merge their channels/tokens.")
+        if r.branch not in BRANCHES:
+            raise MassActError(f"Raw.branch must be one of {BRANCHES}, got {r.branch!r}.")
+        spec = Raw(b.name, st, r.stream, chans, toks, r.branch)
+        key = raw_key(b.name, st, r.stream, r.branch)
+        if any(raw_key(n, s2, x.stream, x.branch) == key for n, s2, x in raw_specs):
+            raise MassActError(f"two raw slices ask for {key}; merge their channels/tokens.")
         raw_specs.append((b.name, st, spec))
     if capture.previews and not previews_available(model):
         raise MassActError(f"per-step previews need a flow-matching Euler scheduler and a {fam.title} latent decoder; "
@@ -225,6 +275,13 @@ def run_capture(model: "Model", prompts: Sequence[str], *, steps: int, seed: int
     collector = StatsCollector([b.name for b in blocks], cap_steps, streams, len(prompts),
                                capture.sun) if capture.stats else None
     raws = _RawRecorder(raw_specs)
+    inputs = _InputRecorder(list(capture.inputs)) if capture.inputs else None
+    edit_call = getattr(edit, "on_call", None)  # an edit may also change the transformer's inputs
+
+    def on_call(state: Any, kwargs: dict) -> dict | None:
+        if inputs is not None:
+            inputs(state, kwargs)
+        return edit_call(state, kwargs) if edit_call is not None else None
     hooks_on = list(model.blocks) if edit is not None else [b for b in blocks] if collector else []
     for n, _, _ in raw_specs:  # one hook per block, even with raw slices at several steps of it
         if model.layer(n) not in hooks_on:
@@ -258,9 +315,12 @@ def run_capture(model: "Model", prompts: Sequence[str], *, steps: int, seed: int
             if collector is not None:
                 collector.begin(first, len(chunk))
             x0: list[torch.Tensor] = []
+            if inputs is not None:
+                inputs.begin()
             with attach(pipe, fam, hooks_on, on_site, n_images=len(chunk), n_image_tokens=grid[0] * grid[1],
                         prompts=chunk, call_kwargs=kw,
-                        on_scheduler_step=_record_x0(x0) if capture.previews else None) as state:
+                        on_scheduler_step=_record_x0(x0) if capture.previews else None,
+                        on_call=on_call if (inputs is not None or edit_call is not None) else None) as state:
                 out = pipe(**kw)
             if collector is not None:
                 collector.end()
@@ -289,7 +349,10 @@ def run_capture(model: "Model", prompts: Sequence[str], *, steps: int, seed: int
                 capture=_capture_meta(capture), edited=edit is not None, warnings=notes, seconds=round(elapsed, 3),
                 scheduler={"class": type(pipe.scheduler).__name__, "config": dict(pipe.scheduler.config)},
                 created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), python=platform.python_version())
-    return Run(images, stats, meta, raws.result(), torch.cat(previews, dim=1) if previews else None)
+    kept = raws.result()
+    if inputs is not None:
+        kept.update(inputs.result())
+    return Run(images, stats, meta, kept, torch.cat(previews, dim=1) if previews else None)
 
 
 def _check_seeds(seeds: Any, n: int) -> list[int]:

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from .errors import MassActError
+from .run import strict_json
 
 
 def default_model() -> str:
@@ -200,6 +201,9 @@ def cmd_transport(args) -> int:
               tokens=None if args.tokens == "all" else args.tokens, mask_layer=args.mask_layer)
     if args.guidance is not None:
         kw["guidance"] = args.guidance
+    for name in ("branch", "conditioning"):
+        if getattr(args, name) is not None:
+            kw[name] = getattr(args, name)
     if args.source_image is not None:
         res = transport(model, args.source_prompt, args.target, source_image=args.source_image,
                         inversion=args.inversion, **kw)
@@ -207,13 +211,13 @@ def cmd_transport(args) -> int:
         res = transport(model, args.source, args.target, **kw)
     path = res.save(out)
     if args.json:
-        print(json.dumps({"out": str(path), "channels": res.channels, "metrics": res.metrics,
-                          "settings": res.settings}, indent=1, default=str))
+        print(strict_json({"out": str(path), "channels": res.channels, "metrics": res.metrics,
+                           "settings": res.settings}, indent=1))
     else:
         cols = ["toward_source", "ssim_target", "composite"]
         print("| row | " + " | ".join(cols) + " |\n|---|" + "---|" * len(cols))
         for row, m in res.metrics.items():
-            print(f"| {row} | " + " | ".join(f"{m.get(c, float('nan')):.3f}" for c in cols) + " |")
+            print(f"| {row} | " + " | ".join("-" if m.get(c) is None else f"{m[c]:.3f}" for c in cols) + " |")
         print(f"saved {path} (source.png, target.png, transported.png, controls, previews, transport.json)")
     return 0
 
@@ -313,8 +317,16 @@ def build_parser() -> argparse.ArgumentParser:
                     help="image tokens to transport: all, or the source's / target's foreground found by clustering")
     sp.add_argument("--mask-layer", help="with --tokens source|target: the layer clustered (default: middle block)")
     sp.add_argument("--mode", default="cached", choices=["cached", "batched"])
+    sp.add_argument("--branch", default=None, choices=["both", "cond"],
+                    help="CFG branches edited: both (each from the source's matching branch; the default) or cond "
+                         "(conditional only: guidance then amplifies the mismatch)")
+    sp.add_argument("--conditioning", default=None, choices=["target", "source"],
+                    help="prompt inputs outside the blocks (text embeddings, pooled/AdaLN vector) from the target "
+                         "(default) or the source")
     sp.add_argument("--controls", nargs="*", choices=["random-k", "bottom-k", "full-swap", "pixel-blend",
-                                                      "latent-blend"], help="control rows to add")
+                                                      "latent-blend"],
+                    help="control rows to add (full-swap: every channel, stream, token and branch at the "
+                         "transported layers and steps)")
     sp.add_argument("--blend", type=float, default=0.5, help="source weight of the blend controls (default 0.5)")
     sp.add_argument("--steps", type=int, help="denoising steps (default: the model's own)")
     sp.add_argument("--seed", type=int, default=0, help="the shared initial noise")

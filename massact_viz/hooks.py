@@ -48,11 +48,24 @@ class CallState:
     @property
     def cond(self) -> slice:
         """Rows of the conditional branch in this call (empty for an unconditional call)."""
+        return self.rows("cond")
+
+    @property
+    def uncond(self) -> slice:
+        """Rows of the unconditional branch in this call: the first half of a batched-CFG call, or all
+        rows of the second call of a step with separate CFG calls; empty otherwise (the conditional
+        call, models without CFG, and extra calls such as skip-layer guidance)."""
+        return self.rows("uncond")
+
+    def rows(self, branch: str) -> slice:
+        """Rows of ``branch`` (``"cond"`` or ``"uncond"``) in this call, possibly empty."""
         n = self.n_images
         if self.batch == 2 * n:
-            return slice(n, 2 * n) if self.call == 0 else slice(0, 0)
+            if self.call != 0:
+                return slice(0, 0)
+            return slice(n, 2 * n) if branch == "cond" else slice(0, n)
         if self.batch == n:
-            return slice(0, n) if self.call == 0 else slice(0, 0)
+            return slice(0, n) if self.call == (0 if branch == "cond" else 1) else slice(0, 0)
         raise MassActError(
             f"the transformer was called with batch {self.batch} for {n} images; massact_viz "
             f"expects {n} (no CFG or separate CFG calls) or {2 * n} (batched CFG). Pass prompts as "
@@ -77,6 +90,10 @@ class Site:
         return self.state.cond
 
     @property
+    def uncond(self) -> slice:
+        return self.state.uncond
+
+    @property
     def text_mask(self) -> torch.Tensor | None:
         return self.state.text_mask
 
@@ -96,11 +113,14 @@ class Site:
 def attach(pipe: Any, family: Family, blocks: Sequence[Block], fn: Callable[[Site], None], *,
            n_images: int, n_image_tokens: int, prompts: Sequence[str] = (), call_kwargs: dict | None = None,
            on_scheduler_step: Callable[[Any, torch.Tensor, torch.Tensor], None] | None = None,
+           on_call: Callable[[CallState, dict], dict | None] | None = None,
            ) -> Iterator[CallState]:
     """Install hooks for one pipeline call; ``fn(site)`` runs after each chosen block's forward.
 
     ``on_scheduler_step(scheduler, model_output, sample)`` runs before each scheduler step (the
-    guided prediction and the current latents, e.g. for previews).
+    guided prediction and the current latents, e.g. for previews). ``on_call(state, kwargs)`` runs
+    before each transformer call, after ``state`` knows the step and branch rows; it may return new
+    keyword arguments for the call (e.g. another prompt's conditioning), or None to keep them.
     """
     tr, sched = pipe.transformer, pipe.scheduler
     state = CallState(n_images=n_images, n_image_tokens=n_image_tokens)
@@ -120,6 +140,11 @@ def attach(pipe: Any, family: Family, blocks: Sequence[Block], fn: Callable[[Sit
         state.text_index = None
         if state.text_mask is not None and bool((state.text_mask == state.text_mask[:1]).all()):
             state.text_index = state.text_mask[0].nonzero().squeeze(1)  # one host sync per call, not per block
+        if on_call is not None:
+            new = on_call(state, kwargs)
+            if new is not None:
+                return args, new
+        return None
 
     orig_step = sched.step
     had_own = "step" in vars(sched)

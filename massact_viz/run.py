@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -161,6 +162,24 @@ def read_result(file: str | os.PathLike, fmt: str, what: str) -> dict:
     if not isinstance(doc, dict) or doc.get("format") != fmt:
         raise RunFileError(f"{file} is not a massact_viz {what}.")
     return doc
+
+
+def strict_json(obj: Any, **kwargs: Any) -> str:
+    """JSON text that every strict parser reads: NaN and infinities become ``null`` (never the bare
+    ``NaN`` tokens Python writes by default), tensors and numpy values become plain numbers."""
+    return json.dumps(_finite(obj), allow_nan=False, default=_json_default, **kwargs)
+
+
+def _finite(o: Any) -> Any:
+    if isinstance(o, float):
+        return o if math.isfinite(o) else None
+    if isinstance(o, dict):
+        return {k: _finite(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_finite(v) for v in o]
+    if hasattr(o, "item") and getattr(o, "ndim", None) == 0:  # numpy / torch scalars
+        return _finite(o.item())
+    return o
 
 
 def atomic_write(path: str | os.PathLike, data: bytes | str) -> Path:

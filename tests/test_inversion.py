@@ -197,7 +197,9 @@ def test_teacher_forced_source_run(tiny_model, shapes, own, tmp_path):
     assert run.meta["prompts"] == [TINY_P] and run.meta["steps"] == TINY_STEPS and run.meta["seeds"] == [2]
     src = run.meta["source_image"]
     assert src["method"] == "euler" and len(src["image_sha256"]) == 64 and src["error"]["mse"] == inv.error["mse"]
-    assert sorted(run.raw) == sorted(f"{n}/step{s}/{st}" for n in layers for s in (1, 2) for st in ("image", "text"))
+    assert sorted(k for k in run.raw if not k.startswith("input/")) == \
+        sorted(f"{n}/step{s}/{st}" for n in layers for s in (1, 2) for st in ("image", "text"))
+    assert {"input/encoder_hidden_states", "input/pooled_projections"} <= set(run.raw)  # for conditioning="source"
     assert tuple(run.raw["double.0/step1/image"].shape) == (1, 256, m.width)
     assert run.raw["single.3/step2/text"].shape[0] == 1 and run.raw["single.3/step2/text"].shape[2] == m.width
     # ...and its statistics are not those of an unrelated prompt's run from the same seed
@@ -216,7 +218,8 @@ def test_teacher_forced_source_run(tiny_model, shapes, own, tmp_path):
     # shapes: the teacher-forced run ends on the encoded reference, which the exact VAE returns bit for bit
     srun = image_source_run(shapes, own, SHAPES_P, layers="double.0", steps=0, num_steps=4, method="noise",
                             progress=False)
-    assert np.array_equal(arr(srun.images[0]), arr(own)) and list(srun.raw) == ["double.0/step0/image"]
+    assert np.array_equal(arr(srun.images[0]), arr(own)) and sorted(k for k in srun.raw if not k.startswith("input/")) == \
+        ["double.0/step0/image", "double.0/step0/image/uncond"]  # both CFG branches of the embedded model
 
 
 def test_bad_inputs_fail_before_any_work(tiny_model, shapes, tmp_path):

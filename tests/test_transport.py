@@ -6,7 +6,8 @@ import torch
 import massact_viz as mv
 from massact_viz.errors import MassActError
 from massact_viz.probes import TransportResult, source_capture, transport
-from massact_viz.probes.transport import _Transport
+from massact_viz.probes.sources import SourceCache
+from massact_viz.probes.transport import RowEdit, TransportEdit
 
 STEPS = 3
 SIZE = (32, 32)
@@ -29,7 +30,7 @@ def flux(tiny_model):
 
 @pytest.fixture(scope="module")
 def src_run(flux):
-    return source_capture(flux, SRC, num_steps=STEPS, size=SIZE)
+    return source_capture(flux, SRC, num_steps=STEPS, size=SIZE, stream="both")
 
 
 def test_zero_mask_leaves_the_target_exactly(flux, src_run):
@@ -53,8 +54,8 @@ def test_all_channels_everywhere_carries_the_token_streams_exactly(flux, src_run
     assert mad(r.image, r.source_image) < 2.1
     # ...while the last block's image stream is the source's exactly at every step:
     last = flux.blocks[-1].name
-    fn = _Transport({b.name: everything for b in flux.blocks}, set(range(STEPS)), ["image"], None, 1.0, "cond",
-                    src_run.raw)
+    row = RowEdit({b.name: everything for b in flux.blocks}, ("image",), ("cond",), None, 1.0)
+    fn = TransportEdit(row, range(STEPS), "target", (), SourceCache(flux, src_run))
     raws = [mv.Raw(last, s) for s in range(STEPS)]
     edited = flux.run(TGT, steps=STEPS, size=SIZE, progress=False, edit=fn, capture=mv.Capture(stats=False, raw=raws))
     for s in range(STEPS):
@@ -97,9 +98,10 @@ def test_seeds_option_of_model_run(flux):
     (dict(k=0), "k must be"), (dict(k=10_000), "k must be"), (dict(mode="fast"), "mode must be"),
     (dict(tokens=np.ones(7, dtype=bool)), "token mask has 7"), (dict(channels=[]), "empty"),
     (dict(channels="middle"), "channels must be"), (dict(alpha=1.5), "alpha"),
-    (dict(branch="both"), "batched"), (dict(channels=[999]), "channel"), (dict(seed=-1), "seed"),
+    (dict(branch="uncond"), "branch must be"), (dict(conditioning="both"), "conditioning must be"),
+    (dict(channels=[999]), "channel"), (dict(seed=-1), "seed"),
     (dict(steps=(2, 9)), "step window"), (dict(generator=None), None), (dict(seeds=[0, 0]), "seeds"),
-    (dict(max_cache_gb=1e-4), "mode='batched'"),
+    (dict(max_cache_gb=1e-4), "mode='batched'"), (dict(max_cache_gb=0), "max_cache_gb must be"),
 ])
 def test_bad_inputs_fail_before_running(flux, monkeypatch, kwargs, match):
     def boom(*a, **k):
@@ -119,8 +121,8 @@ def test_cfg_families_transport_the_conditional_rows(tiny_model, family, extra):
     assert cached.channels == batched.channels
     assert float(np.abs(arr(cached.image) - arr(batched.image)).max()) <= 1.0  # measured: 0
     assert not np.array_equal(arr(cached.image), arr(cached.target_image))
-    both = transport(m, SRC, TGT, mode="batched", branch="both", **kw)  # runs; also edits the uncond rows
-    assert both.settings["branch"] == "both"
+    cond = transport(m, SRC, TGT, mode="batched", branch="cond", **kw)  # only the conditional rows
+    assert cond.settings["branch"] == "cond" and not np.array_equal(arr(cond.image), arr(cached.image))
 
 
 # ------------------------------------------------------------------ planted colour channel
@@ -165,7 +167,7 @@ def test_controls_previews_and_metrics(flux, src_run, tmp_path):
         assert len(ctl["random-k"][layer]) == len(ctl["bottom-k"][layer]) == len(chans) == 4
         assert not set(ctl["random-k"][layer]) & set(chans) and not set(ctl["bottom-k"][layer]) & set(chans)
     swap = transport(flux, SRC, TGT, channels=list(range(flux.width)), source_run=src_run, layers="double",
-                     metrics=False, **KW)
+                     stream="both", metrics=False, **KW)  # full swap = every channel of every stream
     assert np.array_equal(arr(r.controls["full-swap"][0]), arr(swap.image))
     blend = 0.75 * arr(r.target_image) + 0.25 * arr(r.source_image)
     assert np.abs(arr(r.controls["pixel-blend"][0]) - blend).max() <= 0.5 + 1e-9

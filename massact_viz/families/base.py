@@ -62,6 +62,10 @@ class Family:
     #: then an unconditional one, per step), or "none"; used for docs and summaries only, the hooks
     #: detect the layout at run time from the batch size and the call order.
     cfg: str = "none"
+    #: transformer forward kwargs that carry the prompt into the model outside the blocks' token
+    #: streams (the text embeddings entering the first block or every cross-attention, pooled /
+    #: AdaLN vectors, their masks): what transport's ``conditioning="source"`` takes from the source
+    conditioning_kwargs: tuple[str, ...] = ("encoder_hidden_states",)
     #: pipeline kwarg for the guidance strength a user means by ``guidance=``
     guidance_kwarg: str = "guidance_scale"
     #: extra kwargs every call needs (e.g. resolution binning off so the size is what was asked)

@@ -25,6 +25,7 @@ FLUX = FluxFamily(
     groups=(BlockGroup("transformer_blocks", "double", "text_image"),
             BlockGroup("single_transformer_blocks", "single", "text_image")),
     pipeline_packing=2,
+    conditioning_kwargs=("encoder_hidden_states", "pooled_projections"),
     cfg="separate",
     preview="flux",
     notes="guidance-distilled; true CFG (true_cfg_scale>1 + negative_prompt) = a second call per step",

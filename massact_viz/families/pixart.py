@@ -13,6 +13,7 @@ PIXART = Family(
     title="PixArt-Sigma",
     transformer_classes=("PixArtTransformer2DModel",),
     groups=(BlockGroup("transformer_blocks", "block", "image"),),
+    conditioning_kwargs=("encoder_hidden_states", "encoder_attention_mask"),
     cfg="batched",
     call_defaults={"use_resolution_binning": False, "clean_caption": False},
 )

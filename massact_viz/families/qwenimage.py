@@ -15,6 +15,7 @@ QWENIMAGE = Family(
     groups=(BlockGroup("transformer_blocks", "double", "text_image"),),
     pipeline_packing=2,
     text_mask_kwarg="encoder_hidden_states_mask",
+    conditioning_kwargs=("encoder_hidden_states", "encoder_hidden_states_mask"),
     cfg="separate",
     guidance_kwarg="true_cfg_scale",
 )

@@ -32,6 +32,7 @@ SD3 = SD3Family(
     title="Stable Diffusion 3",
     transformer_classes=("SD3Transformer2DModel",),
     groups=(BlockGroup("transformer_blocks", "double", "text_image"),),
+    conditioning_kwargs=("encoder_hidden_states", "pooled_projections"),
     cfg="batched",
     preview="sd3",
 )

@@ -8,8 +8,11 @@
 """
 from .disruption import DisruptionResult, disrupt
 from .inversion import Inversion, encode_image, image_source_run, invert
-from .transport import CONTROLS, Interpolation, TransportResult, interpolate, source_capture, transport, transport_metrics
+from .sources import SourceCache, source_capture
+from .transport import CONTROLS, Interpolation, TransportPlan, TransportResult, interpolate, plan_transport, transport, \
+    transport_metrics
 
-__all__ = ["disrupt", "DisruptionResult", "transport", "source_capture", "TransportResult", "transport_metrics",
+__all__ = ["disrupt", "DisruptionResult", "transport", "plan_transport", "TransportPlan", "source_capture",
+           "SourceCache", "TransportResult", "transport_metrics",
            "interpolate", "Interpolation", "CONTROLS",
            "invert", "Inversion", "encode_image", "image_source_run"]

@@ -49,7 +49,7 @@ The paper's image-conditioned transport (``../shared/research/paper.md`` 1.3 use
 * :func:`image_source_run` teacher-forces the trajectory through a capture run (``latents=x_0`` and a
   ``callback_on_step_end`` that sets the latents to ``x_{s+1}`` after each step, so the transformer
   sees ``x_s`` at step ``s`` and the hooks' step counting is unchanged) and returns a :class:`Run`
-  shaped like :func:`~massact_viz.probes.transport.source_capture`'s output (statistics and raw slices
+  shaped like :func:`~massact_viz.probes.sources.source_capture`'s output (statistics and raw slices
   of the chosen layers/steps, ``meta`` prompts ``[prompt]``, ``steps``, ``seeds [seed]``), usable as
   ``transport(..., source_run=...)``. ``meta["source_image"]`` records the method, the reference
   image's SHA-256, the sigmas and the reconstruction error.
@@ -552,10 +552,11 @@ def _regenerate(model: "Model", inv: Inversion, g_run: float | None, progress: b
 def image_source_run(model: "Model", image: Any, prompt: str = "", *, layers: Any = None, steps: Any = None,
                      stream: str = "image", num_steps: int | None = None, seed: int = 0, size: Any = None,
                      method: str = "euler", guidance: float | None = None, iterations: int | None = None,
-                     inversion: Inversion | None = None, extra_raw: Any = (), progress: bool = True) -> Run:
+                     inversion: Inversion | None = None, extra_raw: Any = (), progress: bool = True,
+                     **capture_kw: Any) -> Run:
     """A cached transport source from a reference image: the :func:`invert` trajectory, teacher-forced.
 
-    Returns a :class:`Run` shaped like :func:`~massact_viz.probes.transport.source_capture`'s (statistics
+    Returns a :class:`Run` shaped like :func:`~massact_viz.probes.sources.source_capture`'s (statistics
     and raw slices of ``layers`` x ``steps`` x ``stream``, meta ``prompts == [prompt]``, ``steps ==
     num_steps``, ``seeds == [seed]``) in which the transformer saw ``inversion.latents[s]`` at step
     ``s``; pass it as ``transport(model, prompt, target, source_run=run, seed=seed, num_steps=...)``.
@@ -563,10 +564,12 @@ def image_source_run(model: "Model", image: Any, prompt: str = "", *, layers: An
     reconstruction error). ``run.images[0]`` is the decoded clean latent (the VAE reconstruction).
     ``inversion=`` reuses an earlier :func:`invert` result made with the same prompt, steps, seed and size
     (its method, iterations and guidance are then the ones used; ``image`` is not read again).
+    ``capture_kw``: what to keep, as :func:`~massact_viz.probes.sources.source_capture` takes it
+    (``channels``, ``branch``, ``conditioning``, ``stats``, ``raw``, ``previews``).
     """
     from tqdm.auto import tqdm
 
-    from .transport import source_capture
+    from .sources import source_capture
 
     n, (h, w) = _check_common(model, prompt, num_steps, seed, size, method, guidance, iterations)
     if stream not in ("image", "text", "both"):
@@ -587,6 +590,11 @@ def image_source_run(model: "Model", image: Any, prompt: str = "", *, layers: An
         inv = invert(model, image, prompt, num_steps=n, size=(h, w), method=method, seed=seed, guidance=guidance,
                      iterations=iterations, progress=progress)
     lat = inv.latents
+    # The latents are forced at every step, so guidance does not move the trajectory; with both CFG branches
+    # kept (the default) the run makes the model's own conditional *and* unconditional calls at the forced
+    # latents, so a transport can fill each branch of a CFG target from its match.
+    both = capture_kw.get("branch", "both") == "both"
+    run_guidance = guidance if (both and guidance is not None) else None if both else _run_guidance(model, guidance)
     bar = tqdm(total=n, desc="teacher-forced source", unit="step", disable=not progress, leave=False)
 
     def force(pipe, i, t, kw):
@@ -595,9 +603,9 @@ def image_source_run(model: "Model", image: Any, prompt: str = "", *, layers: An
 
     try:
         run = source_capture(model, prompt, layers=layers, steps=steps, stream=stream, seed=seed, num_steps=n,
-                             size=(h, w), guidance=_run_guidance(model, guidance),
+                             size=(h, w), guidance=run_guidance,
                              latents=lat[0].to(model.dtype), callback_on_step_end=force, extra_raw=extra_raw,
-                             **_prompt_kwargs(model, prompt))
+                             **capture_kw, **_prompt_kwargs(model, prompt))
     finally:
         bar.close()
     run.meta["source_image"] = inv.summary()

@@ -605,6 +605,60 @@ def classify_shape(mask: np.ndarray) -> tuple[str, dict[str, float]]:
     return max(ious, key=ious.get), ious
 
 
+#: ``validity`` thresholds: measured on 3,000 ground-truth renders (every one valid) and on the
+#: noise / confetti images a broken edit produces (none valid); see tests/test_shapes_scenes.py.
+VALID_MIN_BACKGROUND = 0.40  # share of pixels in the background colour
+VALID_MAX_FRAGMENTS = 0.04  # share of pixels in foreground bits outside the two largest objects
+VALID_MIN_SMOOTHNESS = 0.85  # share of neighbouring pixel pairs with the same palette colour
+VALID_MAX_PALETTE_DISTANCE = 40.0  # mean RGB distance of a pixel to its nearest palette colour
+
+
+def validity(image, *, min_area: float = 0.025, max_area: float = 0.55) -> dict:
+    """Whether an image is a scene at all, whatever its caption: one background colour that covers a
+    good share of the image, one or two clean object regions of plausible size, few stray fragments,
+    colours near the palette, neighbouring pixels mostly alike (noise and confetti fail).
+
+    Returns ``{"valid": bool, "score": float in [0, 1], "background_share", "fragments", "smoothness",
+    "palette_distance", "largest_area", "reasons": [str]}``; ``score`` is the smallest of the
+    per-criterion margins (1 = comfortably a scene, 0 = fails at least one criterion)."""
+    img = _as_uint8(image)
+    h, w, _ = img.shape
+    x = img.astype(np.float32)
+    d = np.sqrt(((x[..., None, :] - _PALETTE) ** 2).sum(-1))
+    cls = d.argmin(-1)
+    pal_dist = float(d.min(-1).mean())
+    ring = np.concatenate([cls[0], cls[-1], cls[1:-1, 0], cls[1:-1, -1]])
+    bg_idx = int(np.bincount(ring, minlength=len(COLOUR_NAMES)).argmax())
+    bg_share = float((cls == bg_idx).mean())
+    same = np.concatenate([(cls[1:] == cls[:-1]).ravel(), (cls[:, 1:] == cls[:, :-1]).ravel()])
+    smooth = float(same.mean())
+    lab, n = _components(cls != bg_idx)
+    areas = np.sort(np.bincount(lab.ravel(), minlength=n + 1)[1:])[::-1] if n else np.zeros(0, int)
+    largest = float(areas[0] / (h * w)) if n else 0.0
+    fragments = float(areas[2:].sum() / (h * w)) if n > 2 else 0.0
+    reasons = []
+    if bg_share < VALID_MIN_BACKGROUND:
+        reasons.append(f"background covers {bg_share:.0%} < {VALID_MIN_BACKGROUND:.0%}")
+    if not min_area <= largest <= max_area:
+        reasons.append(f"largest object covers {largest:.1%}, outside [{min_area:.1%}, {max_area:.0%}]")
+    if fragments > VALID_MAX_FRAGMENTS:
+        reasons.append(f"stray fragments cover {fragments:.1%} > {VALID_MAX_FRAGMENTS:.0%}")
+    if smooth < VALID_MIN_SMOOTHNESS:
+        reasons.append(f"neighbouring pixels alike {smooth:.0%} < {VALID_MIN_SMOOTHNESS:.0%}")
+    if pal_dist > VALID_MAX_PALETTE_DISTANCE:
+        reasons.append(f"mean distance to the palette {pal_dist:.0f} > {VALID_MAX_PALETTE_DISTANCE:.0f}")
+    margins = [
+        (bg_share - VALID_MIN_BACKGROUND) / (1 - VALID_MIN_BACKGROUND),
+        min(largest - min_area, max_area - largest) / ((max_area - min_area) / 2),
+        (VALID_MAX_FRAGMENTS - fragments) / VALID_MAX_FRAGMENTS,
+        (smooth - VALID_MIN_SMOOTHNESS) / (1 - VALID_MIN_SMOOTHNESS),
+        (VALID_MAX_PALETTE_DISTANCE - pal_dist) / VALID_MAX_PALETTE_DISTANCE,
+    ]
+    return {"valid": not reasons, "score": float(np.clip(min(margins), 0.0, 1.0)) if not reasons else 0.0,
+            "background_share": bg_share, "fragments": fragments, "smoothness": smooth,
+            "palette_distance": pal_dist, "largest_area": largest, "reasons": reasons}
+
+
 def judge(image, text: str, *, min_iou: float = 0.75, min_area: float = 0.025, max_area: float = 0.55) -> dict:
     """Score an image against a caption with the procedural ground truth rules.
 

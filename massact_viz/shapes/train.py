@@ -71,7 +71,7 @@ from .model import (
     trainable_modules,
 )
 
-__all__ = ["TrainArgs", "train", "evaluate", "main", "DEFAULT_SAMPLING"]
+__all__ = ["TrainArgs", "train", "evaluate", "validation_loss", "one_object_eval_captions", "main", "DEFAULT_SAMPLING"]
 
 #: sampling settings used for evaluation (and recommended for inference)
 DEFAULT_SAMPLING = {"num_inference_steps": 20, "true_cfg_scale": 4.0, "negative_prompt": ""}
@@ -107,6 +107,8 @@ class TrainArgs:
     init_from: str | None = None  # warm start from shipped weights (a data/shapes-style dir) when no checkpoint exists
     progress: bool = True
     log_every: int = 25
+    compile: bool = False  # torch.compile the transformer's training forward (measured: +10 % images/s on CPU, ~3 min to compile)
+    val_n: int = 256  # fixed-noise validation loss of the shipped weights at the end (0 = skip)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -249,6 +251,51 @@ def _eval_summary(res: dict) -> str:
             f"two-object: colour {f(res['two']['colour'])} shape {f(res['two']['shape'])}) n={res['n']}")
 
 
+VAL_SEED = 20241127  # fixed data, noise and t of the validation loss (never a training seed)
+
+
+@torch.no_grad()
+def validation_loss(pipe: FluxPipeline, n: int = 256, *, p_two: float = 0.5, batch: int = 64) -> dict:
+    """The training objective on a fixed set: ``n`` scenes drawn from the held-out
+    captions' generator state ``VAL_SEED`` (training captions excluded), fixed noise,
+    and ``t`` on the stratified grid ``(i + 0.5) / n`` (no caption dropout).  The same
+    number for the same weights on any machine, so runs with different data mixes,
+    batch sizes or schedules are compared on one yardstick.  Returns ``{"all", "one",
+    "two", "n"}`` (mean MSE of the velocity; ``one`` / ``two`` split by object count)."""
+    device = pipe.transformer.device
+    rng = np.random.default_rng(VAL_SEED)
+    gen = torch.Generator("cpu").manual_seed(VAL_SEED)
+    data = scenes.dataset_batch(rng, n, pipe.default_sample_size * pipe.vae_scale_factor, p_two=p_two,
+                                exclude_heldout=False)
+    t_all = (torch.arange(n, dtype=torch.float32) + 0.5) / n
+    t_all = t_all[torch.randperm(n, generator=gen)]
+    losses = []
+    for s in range(0, n, batch):
+        x0, img_ids = images_to_latents(pipe, data["images"][s:s + batch], device)
+        eps = torch.randn(x0.shape, generator=gen).to(device)
+        t = t_all[s:s + batch].to(device)
+        xt = (1 - t[:, None, None]) * x0 + t[:, None, None] * eps
+        pe, pooled, tids = pipe.encode_prompt(prompt=data["captions"][s:s + batch], prompt_2=None, device=device)
+        v = pipe.transformer(hidden_states=xt, timestep=t, guidance=None, pooled_projections=pooled,
+                             encoder_hidden_states=pe, txt_ids=tids, img_ids=img_ids, return_dict=False)[0]
+        losses.append(((v.float() - (eps - x0).float()) ** 2).mean(dim=(1, 2)).cpu())
+    per = torch.cat(losses).numpy()
+    two = np.array([len(sc.objects) == 2 for sc in data["scenes"]])
+    return {"n": n, "all": float(per.mean()), "one": float(per[~two].mean()) if (~two).any() else None,
+            "two": float(per[two].mean()) if two.any() else None}
+
+
+def one_object_eval_captions(n: int = 180, seed: int = 7) -> list[str]:
+    """A fixed set of ``n`` one-object captions (style variants included, each shape
+    equally often) for judging shape and colour at equal cost across runs."""
+    rng = np.random.default_rng(seed)
+    by_shape = {s: [c for c in scenes.all_single_captions(style_words=True) if f" {s} " in c]
+                for s in scenes.SHAPES}
+    per = n // len(by_shape)
+    out = [c for s in scenes.SHAPES for c in rng.choice(by_shape[s], per, replace=False).tolist()]
+    return out
+
+
 # --------------------------------------------------------------------------- training
 
 
@@ -288,6 +335,8 @@ def _train(args: TrainArgs) -> dict:
 
     pipe = build_shapes_pipeline(cfg)
     pipe.to(device)
+    # the training forward may be compiled; EMA, checkpoints and saving use the plain module
+    forward = torch.compile(pipe.transformer, dynamic=False) if args.compile else pipe.transformer
     mods = trainable_modules(pipe)
     named = _named_params(mods)
     params = [p for _, p in named]
@@ -384,7 +433,10 @@ def _train(args: TrainArgs) -> dict:
 
     def run_eval(n):
         pipe_eval = load_shapes_pipeline(out_dir, device=device)  # judge exactly what ships (fp16 round trip)
-        return evaluate(pipe_eval, scenes.heldout_captions(n))
+        res = evaluate(pipe_eval, scenes.heldout_captions(n))
+        if args.val_n:
+            res["val_loss"] = validation_loss(pipe_eval, args.val_n)
+        return res
 
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     log_f = open(ckpt_dir / "log.jsonl", "a")
@@ -429,7 +481,7 @@ def _train(args: TrainArgs) -> dict:
             t = t.to(device)
             xt = (1 - t[:, None, None]) * x0 + t[:, None, None] * eps
             prompt_embeds, pooled, text_ids = pipe.encode_prompt(prompt=caps, prompt_2=None, device=device)
-            v = pipe.transformer(
+            v = forward(
                 hidden_states=xt, timestep=t, guidance=None, pooled_projections=pooled,
                 encoder_hidden_states=prompt_embeds, txt_ids=text_ids, img_ids=img_ids, return_dict=False,
             )[0]
@@ -493,7 +545,7 @@ def _train(args: TrainArgs) -> dict:
     if args.eval_n and not interrupted:
         res = run_eval(args.eval_n)
         write_out("final", res)
-        summary["eval"] = {k: res[k] for k in ("all", "one", "two")}
+        summary["eval"] = {k: res[k] for k in ("all", "one", "two", "val_loss") if k in res}
         print(f"[eval] {_eval_summary(res)}", file=sys.stderr)
     summary["history"] = history
     return summary
@@ -538,6 +590,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--init-from", default=None,
                    help="warm start from shipped weights (e.g. data/shapes) when no checkpoint exists: fresh "
                         "optimizer, same architecture; lets a new machine continue the shipped model")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the transformer for training (CPU: about +10%% images/s after ~3 min of compiling)")
+    p.add_argument("--val-n", type=int, default=d.val_n, help="scenes in the fixed validation loss at the end (0 = skip)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--eval-only", action="store_true", help="judge the weights in --out and exit")
     p.add_argument("--cfg", type=float, default=DEFAULT_SAMPLING["true_cfg_scale"],
@@ -562,7 +617,7 @@ def main(argv: list[str] | None = None) -> int:
         t_sampling=ns.t_sampling, p_two=ns.p_two, p_style_mention=ns.p_style_mention, device=ns.device,
         threads=ns.threads, ckpt_every=ns.ckpt_every, eval_n=ns.eval_n, eval_every=ns.eval_every,
         save_dtype=ns.save_dtype, config=json.loads(ns.config), fresh=ns.fresh, init_from=ns.init_from,
-        progress=not ns.no_progress,
+        progress=not ns.no_progress, compile=ns.compile, val_n=ns.val_n,
     )
     summary = train(args)
     print(json.dumps({k: v for k, v in summary.items() if k != "history"}, indent=2))
