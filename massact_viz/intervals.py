@@ -77,9 +77,17 @@ def _as_matrix(values) -> np.ndarray:
     return a
 
 
+def _prompt_means(a: np.ndarray) -> np.ndarray:
+    """Mean over seeds per prompt, NaN where a prompt has no finite value (no warning)."""
+    ok = np.isfinite(a)
+    cnt = ok.sum(axis=1)
+    tot = np.where(ok, a, 0.0).sum(axis=1)
+    return np.where(cnt > 0, tot / np.maximum(cnt, 1), np.nan)
+
+
 def _resample_means(a: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
     """(n_boot,) means of prompt-resampled data; NaN entries (missing seeds) are ignored."""
-    per_prompt = np.nanmean(a, axis=1)
+    per_prompt = _prompt_means(a)
     ok = np.isfinite(per_prompt)
     per_prompt = per_prompt[ok]
     n = per_prompt.size
@@ -92,7 +100,7 @@ def mean_interval(values, *, level: float = LEVEL, n_boot: int = N_BOOT, seed: i
     """Mean over prompts with a percentile bootstrap interval (prompts resampled, seeds averaged
     within a prompt). One prompt gives a point interval; none gives NaN."""
     a = _as_matrix(values)
-    per_prompt = np.nanmean(a, axis=1) if a.size else np.array([])
+    per_prompt = _prompt_means(a) if a.size else np.array([])
     per_prompt = per_prompt[np.isfinite(per_prompt)]
     n, seeds = int(per_prompt.size), int(a.shape[1]) if a.size else 0
     if n == 0:
@@ -117,7 +125,7 @@ def wilson_interval(k: int, n: int, level: float = LEVEL) -> tuple[float, float]
     den = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / den
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    return (0.0 if k == 0 else max(0.0, centre - half), 1.0 if k == n else min(1.0, centre + half))
 
 
 def proportion_interval(flags: Sequence[bool] | np.ndarray, level: float = LEVEL) -> Interval:
@@ -164,7 +172,7 @@ def compare(a, b, name_a: str = "a", name_b: str = "b", *, level: float = LEVEL,
     A, B = _as_matrix(a), _as_matrix(b)
     if A.shape[0] != B.shape[0]:
         raise ValueError(f"compare needs the same prompts in both conditions, got {A.shape[0]} and {B.shape[0]}")
-    d = np.nanmean(A, axis=1) - np.nanmean(B, axis=1)
+    d = _prompt_means(A) - _prompt_means(B)
     ia, ib = mean_interval(A, level=level, n_boot=n_boot, seed=seed), mean_interval(B, level=level, n_boot=n_boot,
                                                                                      seed=seed)
     idiff = mean_interval(d, level=level, n_boot=n_boot, seed=seed)

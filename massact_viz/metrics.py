@@ -10,7 +10,11 @@ Images are PIL images or arrays (``(H, W)``, ``(H, W, 3)``): uint8 arrays and PI
   sigma 1.5), ``K1 = 0.01``, ``K2 = 0.03``, data range 1, population (not sample) covariances,
   computed **per RGB channel and averaged** (grayscale images: on the one channel); the SSIM map is
   averaged after cropping the 5-pixel border the window does not cover (higher is better, 1 for
-  identical images).
+  identical images);
+* on the embedded teaching model (captions in its language): ``scene_valid`` (1 when the image is a clean
+  scene at all, 0 for noise or confetti), ``judge_colour`` / ``judge_shape`` (1 when the image is a valid
+  scene showing every colour / shape of its caption; need the prompt), the procedural judge of
+  :mod:`massact_viz.shapes.scenes`: what "generation collapsed" means there.
 
 Learned metrics, registered when you have the weights (loaded with ``transformers`` from a Hub id or a
 local directory; nothing is downloaded when ``HF_HUB_OFFLINE=1``):
@@ -116,10 +120,42 @@ def ssim(image: Any, reference: Any, *, sigma: float = 1.5, win: int = 11, k1: f
     return float(np.mean(vals))
 
 
+def scene_valid(image: Any, reference: Any = None) -> float:
+    """1.0 when ``image`` is a scene at all by the teaching model's rules (one background, clean objects
+    of plausible size, no noise or confetti; :func:`massact_viz.shapes.scenes.validity`), else 0.0."""
+    from .shapes.scenes import validity
+    return 1.0 if validity(image)["valid"] else 0.0
+
+
+def _judged(image: Any, prompt: str, key: str) -> float:
+    from .shapes.scenes import judge, validity
+    try:
+        j = judge(image, prompt)
+    except ValueError as e:
+        raise MassActError(f"judge metrics score the teaching model's captions only ({e}).") from None
+    return 1.0 if (validity(image)["valid"] and j[key]) else 0.0
+
+
+def judge_colour(image: Any, reference: Any, prompt: str) -> float:
+    """1.0 when the image is a valid scene and every colour of the caption (objects, background) is right."""
+    return _judged(image, prompt, "colour_ok")
+
+
+def judge_shape(image: Any, reference: Any, prompt: str) -> float:
+    """1.0 when the image is a valid scene and every shape of the caption is drawn (template IoU >= 0.75)."""
+    return _judged(image, prompt, "shape_ok")
+
+
 METRICS: dict[str, Metric] = {
     "mse": Metric(mse, higher_is_better=False, description="pixel mean squared error in [0, 1] units"),
     "psnr": Metric(psnr, higher_is_better=True, description="peak signal-to-noise ratio in dB (inf if identical)"),
     "ssim": Metric(ssim, higher_is_better=True, description="SSIM, Gaussian 11/1.5 window, mean over RGB channels"),
+    "scene_valid": Metric(scene_valid, higher_is_better=True,
+                          description="teaching model: 1 if the image is a clean scene (no noise/confetti), else 0"),
+    "judge_colour": Metric(judge_colour, higher_is_better=True, needs_prompt=True,
+                           description="teaching model: 1 if a valid scene with every captioned colour, else 0"),
+    "judge_shape": Metric(judge_shape, higher_is_better=True, needs_prompt=True,
+                          description="teaching model: 1 if a valid scene with every captioned shape, else 0"),
 }
 
 

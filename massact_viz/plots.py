@@ -371,17 +371,36 @@ def stability_matrix(matrix, labels: Sequence[str], *, title: str = "Top-k Jacca
 def miou_curves(result, *, step: int = -1, title: str | None = None) -> go.Figure:
     """Per-layer mIoU of a :class:`~massact_viz.probes.localization.LocalizationResult`, one line per
     channel set (top-k, bottom-k, random-k, all channels): the paper's Figure 3D shape."""
-    curves = result.curves(step=step)
+    curves = result.intervals(step=step)
     layers = list(result.layers)
     fig = go.Figure()
-    for i, (name, ys) in enumerate(curves.items()):
-        fig.add_trace(go.Scatter(x=layers, y=ys, mode="lines+markers", name=_esc(name),
-                                 line=dict(color=PALETTE[i % len(PALETTE)], dash="dot" if name == "all" else "solid"),
-                                 hovertemplate=f"{_esc(name)}<br>%{{x}}: mIoU %{{y:.3f}}<extra></extra>"))
+    for i, (name, ivs) in enumerate(curves.items()):
+        color = PALETTE[i % len(PALETTE)]
+        label = {"top": "top-k", "bottom": "bottom-k", "random": "random-k", "all": "all channels"}.get(name, name)
+        fig.add_trace(go.Scatter(x=layers + layers[::-1], y=[v.hi for v in ivs] + [v.lo for v in ivs][::-1],
+                                 fill="toself", fillcolor=_rgba(color, 0.15), line=dict(width=0), hoverinfo="skip",
+                                 showlegend=False, legendgroup=name, name=f"{_esc(label)} 95 % interval"))
+        fig.add_trace(go.Scatter(
+            x=layers, y=[v.mean for v in ivs], mode="lines+markers", name=_esc(label), legendgroup=name,
+            customdata=[[v.lo, v.hi] for v in ivs],
+            line=dict(color=color, dash="dot" if name == "all" else "solid"),
+            hovertemplate=f"{_esc(label)}<br>%{{x}}: mIoU %{{y:.3f}} [%{{customdata[0]:.3f}}, "
+                          f"%{{customdata[1]:.3f}}]<extra></extra>"))
     k = result.params.get("k") if hasattr(result, "params") else None
-    fig.update_layout(template=TEMPLATE, title=_esc(title or f"Localization: mIoU per layer (k={k})"),
-                      xaxis=_layer_axis(layers), yaxis=dict(title="mIoU", range=[0, 1]))
+    n = len(result.prompts)
+    fig.update_layout(template=TEMPLATE,
+                      title=_esc(title or f"Localization: mIoU per layer (k={k}; bands: 95 % interval over n={n} prompts)"),
+                      xaxis=_layer_axis(layers), yaxis=dict(title="mIoU (IoU of the foreground cluster with the "
+                                                                  "object mask)", range=[0, 1]))
     return fig
+
+
+def _rgba(color: str, alpha: float) -> str:
+    """``#rrggbb`` -> ``rgba(r, g, b, alpha)`` (bands under a line of that colour)."""
+    c = color.lstrip("#")
+    if len(c) != 6:
+        return f"rgba(128, 128, 128, {alpha})"
+    return f"rgba({int(c[0:2], 16)}, {int(c[2:4], 16)}, {int(c[4:6], 16)}, {alpha})"
 
 
 def disruption_curves(result, *, metric: str = "mse", title: str | None = None,
@@ -408,13 +427,25 @@ def disruption_curves(result, *, metric: str = "mse", title: str | None = None,
     fig = go.Figure()
     sets = list(dict.fromkeys(r["set"] for r in rows))
     for i, name in enumerate(sets):
-        pts = sorted((r["k"], r[metric]) for r in rows if r["set"] == name)
-        fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines+markers",
-                                 name=_esc(name), line=dict(color=PALETTE[i % len(PALETTE)]),
-                                 hovertemplate=f"{_esc(name)}, k=%{{x}}: %{{y:.4g}}<extra></extra>"))
+        pts = sorted((r["k"], r[metric], r.get(f"{metric}_lo", math.nan), r.get(f"{metric}_hi", math.nan))
+                     for r in rows if r["set"] == name)
+        color = PALETTE[i % len(PALETTE)]
+        label = {"top": "top-k", "bottom": "bottom-k", "random": "random-k"}.get(name, name)
+        xs = [p[0] for p in pts]
+        if all(math.isfinite(p[2]) and math.isfinite(p[3]) for p in pts):
+            fig.add_trace(go.Scatter(x=xs + xs[::-1], y=[p[3] for p in pts] + [p[2] for p in pts][::-1],
+                                     fill="toself", fillcolor=_rgba(color, 0.15), line=dict(width=0),
+                                     hoverinfo="skip", showlegend=False, legendgroup=name))
+        fig.add_trace(go.Scatter(x=xs, y=[p[1] for p in pts], mode="lines+markers", legendgroup=name,
+                                 name=_esc(label), line=dict(color=color), customdata=[[p[2], p[3]] for p in pts],
+                                 hovertemplate=f"{_esc(label)}, k=%{{x}}: %{{y:.4g}} [%{{customdata[0]:.4g}}, "
+                                               f"%{{customdata[1]:.4g}}]<extra></extra>"))
     where = f" (layers: {layer_set})" if names else ""
-    fig.update_layout(template=TEMPLATE, title=_esc(title or f"Disruption: {metric} vs the unedited image{where}"),
-                      xaxis=dict(title="k (channels edited)"), yaxis=dict(title=f"{metric}{better}"))
+    n = rows[0].get("n")
+    bands = f"; bands: 95 % interval over n={n} prompts" if n else ""
+    fig.update_layout(template=TEMPLATE,
+                      title=_esc(title or f"Disruption: {metric} vs the unedited image{where}{bands}"),
+                      xaxis=dict(title="k (channels edited per layer)"), yaxis=dict(title=f"{metric}{better}"))
     return fig
 
 

@@ -291,7 +291,8 @@ def test_layer_sets_share_one_baseline_and_edit_only_their_layers(flux, monkeypa
         res.grid(layer_set="middle")
     from massact_viz import plots
     fig = plots.disruption_curves(res, metric="mse", layer_set="last")
-    assert [t.name for t in fig.data] == ["top", "random"] and list(fig.data[0].x) == [1, 2]
+    lines = [t for t in fig.data if t.mode == "lines+markers"]
+    assert [t.name for t in lines] == ["top-k", "random-k"] and list(lines[0].x) == [1, 2]
     assert fig.data[0].y[0] == next(r["mse"] for r in res.table if r["layer_set"] == "last" and r["set"] == "top")
 
     # the edits the sweep made: "first" changes double.0, "last" leaves double.0..single.2 bit-identical

@@ -34,9 +34,18 @@ def test_kmeans_recovers_square_and_picks_high_cluster():
     custom = loc.cluster_tokens(x, (8, 8), channels=[0, 3, 5],
                                 foreground=lambda f, lab: lab[np.argmax(f.sum(1))])
     assert loc.iou(custom.foreground, mask) == 1.0
-    # K is settable: three clusters, the foreground one inside the square
-    k3 = loc.cluster_tokens(x, (8, 8), k_clusters=3, channels=[0, 3, 5])
+    # every named rule: the paper's max_sum, the border rule (the default), the minority cluster
+    for rule in ("max_sum", "border", "minority"):
+        assert loc.iou(loc.cluster_tokens(x, (8, 8), channels=[0, 3, 5], foreground=rule).foreground, mask) == 1.0
+    # the border rule does not depend on the channels' sign, which max_sum does
+    neg = loc.cluster_tokens(-x, (8, 8), channels=[0, 3, 5])
+    assert loc.iou(neg.foreground, mask) == 1.0
+    assert loc.iou(loc.cluster_tokens(-x, (8, 8), channels=[0, 3, 5], foreground="max_sum").foreground, ~mask) == 1.0
+    # K is settable: three clusters, the max_sum one inside the square; border keeps all but the ring's cluster
+    k3 = loc.cluster_tokens(x, (8, 8), k_clusters=3, channels=[0, 3, 5], foreground="max_sum")
     assert len(np.unique(k3.labels)) == 3 and k3.foreground.sum() <= mask.sum()
+    k3b = loc.cluster_tokens(x, (8, 8), k_clusters=3, channels=[0, 3, 5])
+    assert k3b.foreground[mask].all()
     # non-square grid and torch input
     import torch
     xr, mr = square_tokens(rows=4, cols=16, box=(1, 3, 4, 10))

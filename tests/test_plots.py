@@ -244,19 +244,23 @@ def test_probe_figures(tiny_model, tmp_path):
     from massact_viz.probes.localization import localize
     m = tiny_model("flux")
     res = disrupt(m, ["a cat"], ks=(1, 2), random_draws=2, num_steps=2, size=(32, 32), progress=False)
-    fig = plots.disruption_curves(res, metric="psnr")
-    assert [t.name for t in fig.data] == ["top", "bottom", "random"] and list(fig.data[0].x) == [1, 2]
-    assert "higher is better" in fig.layout.yaxis.title.text
-    rnd = [r["psnr"] for r in res.table if r["set"] == "random" and r["k"] == 2]
-    assert fig.data[2].y[1] == pytest.approx(sum(rnd) / len(rnd))
+    fig = plots.disruption_curves(res, metric="ssim")
+    lines = [t for t in fig.data if t.mode == "lines+markers"]
+    assert [t.name for t in lines] == ["top-k", "bottom-k", "random-k"] and list(lines[0].x) == [1, 2]
+    assert "higher is better" in fig.layout.yaxis.title.text and "95 % interval" in fig.layout.title.text
+    rnd = [r["ssim"] for r in res.table if r["set"] == "random" and r["k"] == 2]
+    assert lines[2].y[1] == pytest.approx(sum(rnd) / len(rnd))
+    assert len([t for t in fig.data if t.fill == "toself"]) == 3  # one interval band per set
     with pytest.raises(mv.MassActError, match="not in this result"):
         plots.disruption_curves(res, metric="lpips")
     mask = np.zeros((32, 32), bool)
     mask[:16] = True
     loc = localize(m, ["a cat"], [mask], k=2, num_steps=2, size=(32, 32), progress=False)
     fig = plots.miou_curves(loc)
-    assert [t.name for t in fig.data] == list(loc.curves()) and list(fig.data[0].x) == loc.layers
-    assert list(fig.data[0].y) == pytest.approx(loc.curves()["top"])
+    lines = [t for t in fig.data if t.mode == "lines+markers"]
+    assert [t.name for t in lines] == ["top-k", "bottom-k", "random-k", "all channels"]
+    assert list(lines[0].x) == loc.layers and list(lines[0].y) == pytest.approx(loc.curves()["top"])
+    assert len([t for t in fig.data if t.fill == "toself"]) == 4 and "n=1" in fig.layout.title.text
 
 
 def test_image_row_and_interpolation_curves():

@@ -201,6 +201,32 @@ def test_judge_on_blank_and_noise():
     assert not S.judge(block, "a red square on a blue background")["shape_ok"]
 
 
+def test_validity_separates_scenes_from_noise_and_confetti():
+    """Every ground-truth render is a valid scene; pure noise, confetti (a fifth of the pixels replaced by
+    random palette colours) and blank images are not. The judge gives no credit to an invalid image."""
+    rng = np.random.default_rng(0)
+    b = S.dataset_batch(rng, 1000, 32, p_two=0.5, p_style_mention=0.5, exclude_heldout=False)
+    v = [S.validity(im) for im in b["images"]]
+    assert all(x["valid"] for x in v), [x["reasons"] for x in v if not x["valid"]][:3]
+    assert min(x["score"] for x in v) > 0.0
+    noise = rng.integers(0, 256, (40, 32, 32, 3), dtype=np.uint8)
+    assert not any(S.validity(im)["valid"] for im in noise)
+    conf = b["images"][:40].copy()
+    hit = rng.random((40, 32, 32)) < 0.2
+    conf[hit] = S._PALETTE.astype(np.uint8)[rng.integers(0, 6, int(hit.sum()))]
+    assert not any(S.validity(im)["valid"] for im in conf)
+    blank = np.zeros((32, 32, 3), np.uint8) + np.array(S.COLOURS["blue"], np.uint8)
+    r = S.validity(blank)
+    assert not r["valid"] and r["score"] == 0.0 and "largest object" in r["reasons"][0]
+    from massact_viz.metrics import get_metric
+    cap = "a red circle on a blue background"
+    assert get_metric("scene_valid")(noise[0], None) == 0.0
+    assert get_metric("judge_colour")(noise[0], None, prompt=cap) == 0.0
+    good = b["images"][0]
+    assert get_metric("judge_colour")(good, None, prompt=b["captions"][0]) == 1.0
+    assert get_metric("judge_shape")(good, None, prompt=b["captions"][0]) == 1.0
+
+
 # --------------------------------------------------------------------------- VAE
 
 

@@ -69,31 +69,67 @@ class DisruptionResult:
         """The layer set names in sweep order; empty for a sweep without ``layer_sets=``."""
         return list(dict.fromkeys(r["layer_set"] for r in self.table if "layer_set" in r))
 
+    def per_prompt(self, metric: str, set: str, k: int, layer_set: str | None = None) -> list[float]:
+        """One value per prompt of ``metric`` for (set, k) (random-k: averaged over its draws first)."""
+        rows = [r for r in self.table if r["set"] == set and r["k"] == k and r.get("layer_set") == layer_set]
+        if not rows:
+            raise MassActError(f"no configuration ({layer_set or ''} {set}, k={k}) in this result.")
+        if any(metric not in (r.get("per_prompt") or {}) for r in rows):
+            raise MassActError(f"this result keeps no per-prompt {metric!r} values (saved by an older version?); "
+                               f"rerun disrupt() for intervals.")
+        vals = [[float(v) for v in r["per_prompt"][metric]] for r in rows]
+        return [sum(col) / len(col) for col in zip(*vals)]
+
     def summary(self) -> list[dict]:
-        """Rows averaged over random draws: one per (set, k), or per (layer_set, set, k)."""
+        """Rows averaged over random draws: one per (set, k), or per (layer_set, set, k), each metric with
+        its 95 % bootstrap interval over prompts (``<metric>_lo`` / ``<metric>_hi``) and ``n`` prompts."""
+        from ..intervals import mean_interval
         groups: dict[tuple, list[dict]] = {}
         for r in self.table:
             groups.setdefault((r.get("layer_set"), r["set"], r["k"]), []).append(r)
         out = []
-        for _, rows in groups.items():
+        for (lset, name, k), rows in groups.items():
             lead = ("layer_set",) if "layer_set" in rows[0] else ()
             row = {key: rows[0][key] for key in lead + ("set", "k", "op", "layers", "steps", "stream")}
             row["draws"] = len(rows)
             for m in self.metrics:
                 row[m] = float(sum(r[m] for r in rows) / len(rows))
+                try:
+                    iv = mean_interval(self.per_prompt(m, name, k, lset))
+                except MassActError:
+                    iv = None
+                ok = iv is not None and all(math.isfinite(v) for v in (iv.mean, iv.lo, iv.hi))
+                row[f"{m}_lo"], row[f"{m}_hi"] = (iv.lo, iv.hi) if ok else (math.nan, math.nan)
+                row["n"] = iv.n if iv is not None else len(self.settings.get("prompts", []))
             out.append(row)
         return out
 
+    def compare(self, metric: str = "mse", a: str = "top", b: str = "random", k: int | None = None,
+                layer_set: str | None = None):
+        """Paired comparison of two channel sets on the same prompts (random-k averaged over its draws):
+        a :class:`~massact_viz.intervals.Comparison` whose ``sentence`` claims a difference only when the
+        interval of the per-prompt difference excludes 0. ``k`` defaults to the largest k swept."""
+        from ..intervals import compare
+        if k is None:
+            k = max(r["k"] for r in self.table if r["set"] == a)
+        return compare(self.per_prompt(metric, a, k, layer_set), self.per_prompt(metric, b, k, layer_set),
+                       f"{a}-{k} {metric}", f"{b}-{k}")
+
     def to_markdown(self, summary: bool = False) -> str:
-        """The table (or :meth:`summary`) as Markdown; arrows say which direction is better."""
+        """The table (or :meth:`summary`, with 95 % intervals over prompts) as Markdown; arrows say which
+        direction is better."""
         rows = self.summary() if summary else self.table
         lead = ["layer_set"] if self.layer_sets else []
         cols = lead + ["set", "k"] + ([] if summary else ["draw"]) + ["op", "layers", "steps", "stream"]
         head = cols + [f"{m} {_arrow(m)}" for m in self.metrics]
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for r in rows:
-            cells = [str(r[c]) for c in cols] + [_fmt(r[m]) for m in self.metrics]
-            lines.append("| " + " | ".join(cells) + " |")
+            ms = [_fmt(r[m]) + (f" [{_fmt(r[m + '_lo'])}, {_fmt(r[m + '_hi'])}]"
+                                if summary and math.isfinite(r.get(m + "_lo", math.nan)) else "")
+                  for m in self.metrics]
+            lines.append("| " + " | ".join([str(r[c]) for c in cols] + ms) + " |")
+        if summary and rows:
+            lines.append(f"\nmean [95 % bootstrap interval over n = {rows[0]['n']} prompts]")
         return "\n".join(lines)
 
     def grid(self, image: int = 0, draw: int = 0, cell: int | None = None, layer_set: str | None = None):
@@ -154,7 +190,7 @@ class DisruptionResult:
                 ls = self.settings.get("layer_sets", {}).get(ikey[0]) if len(ikey) == 4 else None
                 _write_config(path / "configs" / key, rows[key], ims,
                               None if ls is None else {"edit_layers": ls["edit_layers"]})
-        doc = {"format": FORMAT, "settings": self.settings, "table": self.table,
+        doc = {"format": FORMAT, "settings": self.settings, "table": [_encode_row(r) for r in self.table],
                "configs": [list(ikey) for ikey in self.images]}
         atomic_write(path / "disruption.json", json.dumps(doc, indent=1, default=_json_default))
         return path
@@ -170,7 +206,7 @@ class DisruptionResult:
             if loaded is None:
                 raise RunFileError(f"{path}: configuration {_ikey(ikey)} is missing or damaged.")
             images[ikey] = loaded[1]
-        table = [{m: _unjson(v) for m, v in r.items()} for r in doc["table"]]
+        table = [_decode_row(r) for r in doc["table"]]
         return cls(table, images, Run.load(path / "baseline"), doc["settings"])
 
 
@@ -192,15 +228,36 @@ def _unjson(v):
     return math.inf if v == "inf" else (-math.inf if v == "-inf" else v)
 
 
+def _encode_row(row: dict) -> dict:
+    """A table row as strict JSON data (infinite PSNR of identical images as "inf", NaN as null)."""
+    def enc(v):
+        if isinstance(v, float):
+            return None if math.isnan(v) else _jsonable_float(v)
+        if isinstance(v, dict):
+            return {k: enc(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [enc(x) for x in v]
+        return v
+    return enc(row)
+
+
+def _decode_row(row: dict) -> dict:
+    def dec(v):
+        if isinstance(v, dict):
+            return {k: dec(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [dec(x) for x in v]
+        return math.nan if v is None else _unjson(v)
+    return {k: dec(v) for k, v in row.items()}
+
+
 def _write_config(d: Path, row: dict, images: list, extra: dict | None = None) -> None:
     tmp = d.parent / f".{d.name}.tmp-{uuid.uuid4().hex[:8]}"
     tmp.mkdir(parents=True)
     try:
         for i, im in enumerate(images):
             im.save(tmp / f"{i:03d}.png")
-        (tmp / "row.json").write_text(json.dumps({"row": {k: _jsonable_float(v) if isinstance(v, float) else v
-                                                         for k, v in row.items()}, "n_images": len(images),
-                                                 **(extra or {})},
+        (tmp / "row.json").write_text(json.dumps({"row": _encode_row(row), "n_images": len(images), **(extra or {})},
                                                  indent=1, default=_json_default))
         if d.exists():
             shutil.rmtree(d)
@@ -219,7 +276,7 @@ def _read_config(d: Path):
         for i in range(doc["n_images"]):
             with Image.open(d / f"{i:03d}.png") as im:
                 ims.append(im.convert("RGB"))
-        return {k: _unjson(v) for k, v in doc["row"].items()}, ims, doc
+        return _decode_row(doc["row"]), ims, doc
     except (OSError, ValueError, KeyError, json.JSONDecodeError):
         return None
 
@@ -393,9 +450,12 @@ def disrupt(model: "Model", prompts: str | Sequence[str], *, ks: Sequence[int] =
             row.update({"set": name, "k": k, "draw": d, "op": op,
                         "layers": settings["layers"] if lname is None else ls_desc[lname],
                         "steps": settings["steps"], "stream": stream})
+            per = {}
             for m in metrics:
                 vals = [get_metric(m)(im, ref, prompt=p) for im, ref, p in zip(ims, baseline.images, prompts)]
                 row[m] = float(sum(vals) / len(vals))
+                per[m] = [float(v) for v in vals]
+            row["per_prompt"] = per
             if out is not None and loaded is None:
                 _write_config(out / "configs" / key, row, ims,
                               None if lname is None else {"edit_layers": ls_layers[lname]})

@@ -35,7 +35,13 @@ from ..errors import MassActError, RunFileError, check_index
 from ..run import atomic_write, read_result
 
 METHODS = ("kmeans", "hdbscan")
-FOREGROUND_RULES = ("max_sum", "min_sum")
+#: How a cluster becomes the foreground. ``max_sum`` / ``min_sum``: the cluster with the highest / lowest
+#: mean heat (sum of min-max normalised channels; ``max_sum`` is the paper's rule, and it depends on the
+#: sign each channel takes on the object); ``border``: every cluster but the one holding the most tokens of
+#: the grid's outer ring (the background surrounds an object); ``minority``: the smallest cluster.
+FOREGROUND_RULES = ("max_sum", "min_sum", "border", "minority")
+#: The default rule, chosen by measurement on the embedded model (BENCHMARKS.md "Localization defaults").
+DEFAULT_FOREGROUND = "border"
 SETS = ("top", "bottom", "random", "all")
 PROJECTIONS = ("umap", "pca")
 FORMAT = "massact_viz.localization"
@@ -138,7 +144,14 @@ def _labels(norm: np.ndarray, k_clusters: int, method: str, seed: int, min_clust
     return np.asarray(model.fit_predict(norm), dtype=int)  # -1 = noise
 
 
-def _pick_foreground(norm: np.ndarray, labels: np.ndarray, rule: Any) -> np.ndarray:
+def _ring(grid: tuple[int, int]) -> np.ndarray:
+    rows, cols = grid
+    r = np.zeros((rows, cols), bool)
+    r[0], r[-1], r[:, 0], r[:, -1] = True, True, True, True
+    return r.reshape(-1)
+
+
+def _pick_foreground(norm: np.ndarray, labels: np.ndarray, rule: Any, grid: tuple[int, int] | None = None) -> np.ndarray:
     ids = [c for c in np.unique(labels) if c >= 0]  # noise (-1, HDBSCAN) is never the foreground
     if callable(rule):
         out = rule(norm, labels)
@@ -151,17 +164,27 @@ def _pick_foreground(norm: np.ndarray, labels: np.ndarray, rule: Any) -> np.ndar
         return arr.astype(bool)
     if not ids or len(ids) == 1 and np.ptp(norm.sum(1)) == 0:
         return np.zeros(labels.shape, bool)  # nothing to separate
+    if rule == "minority":
+        sizes = [(labels == c).sum() for c in ids]
+        return labels == ids[int(np.argmin(sizes))]
+    if rule == "border":
+        if len(ids) == 1:
+            return np.zeros(labels.shape, bool)
+        ring = _ring(grid or _grid(None, labels.size))
+        background = ids[int(np.argmax([(ring & (labels == c)).sum() for c in ids]))]
+        return (labels >= 0) & (labels != background)
     s = norm.sum(1)
     means = [s[labels == c].mean() for c in ids]
     best = ids[int(np.argmax(means) if rule == "max_sum" else np.argmin(means))]
     return labels == best
 
 
-def cluster_foreground(feats: Any, *, k_clusters: int = 2, method: str = "kmeans", foreground: Any = "max_sum",
-                       seed: int = 0, min_cluster_size: int | None = None) -> np.ndarray:
+def cluster_foreground(feats: Any, *, k_clusters: int = 2, method: str = "kmeans", foreground: Any = DEFAULT_FOREGROUND,
+                       seed: int = 0, min_cluster_size: int | None = None, grid: Sequence[int] | None = None) -> np.ndarray:
     """Flat ``(tokens,)`` foreground mask of already-restricted token features ``(tokens, k)``
-    (the core of :func:`cluster_tokens`, without a grid)."""
-    return _cluster(_tokens(feats), k_clusters, method, foreground, seed, min_cluster_size)[2]
+    (the core of :func:`cluster_tokens`; ``grid`` (rows, cols) for the ``border`` rule, default square)."""
+    a = _tokens(feats)
+    return _cluster(a, k_clusters, method, foreground, seed, min_cluster_size, _grid(grid, a.shape[0]))[2]
 
 
 def _check_cluster_args(n: int, k_clusters: Any, method: Any, foreground: Any) -> None:
@@ -175,12 +198,12 @@ def _check_cluster_args(n: int, k_clusters: Any, method: Any, foreground: Any) -
                            f"cluster id or bool mask, got {foreground!r}.")
 
 
-def _cluster(feats: np.ndarray, k_clusters, method, foreground, seed, min_cluster_size):
+def _cluster(feats: np.ndarray, k_clusters, method, foreground, seed, min_cluster_size, grid=None):
     _check_cluster_args(feats.shape[0], k_clusters, method, foreground)
     seed = _check_seed(seed)
     norm = normalize(feats)
     labels = _labels(norm, int(k_clusters), method, seed, min_cluster_size)
-    return norm, labels, _pick_foreground(norm, labels, foreground)
+    return norm, labels, _pick_foreground(norm, labels, foreground, grid)
 
 
 @dataclass
@@ -204,7 +227,7 @@ class TokenClusters:
 
 
 def cluster_tokens(x: Any, grid: Sequence[int] | None = None, *, channels: Sequence[int] | None = None,
-                   k_clusters: int = 2, method: str = "kmeans", foreground: str | Callable = "max_sum",
+                   k_clusters: int = 2, method: str = "kmeans", foreground: str | Callable = DEFAULT_FOREGROUND,
                    seed: int = 0, min_cluster_size: int | None = None) -> TokenClusters:
     """Cluster the image tokens ``x`` (tokens, channels) of one image into foreground and background.
 
@@ -212,15 +235,16 @@ def cluster_tokens(x: Any, grid: Sequence[int] | None = None, *, channels: Seque
     restricts the features (None: all). Channels are min-max normalised across tokens (constant
     channel -> 0), then clustered with K-means (``k_clusters``, ``n_init=10``, ``random_state=seed``)
     or HDBSCAN (``min_cluster_size``, default ``max(2, tokens // 20)``; noise is never foreground).
-    ``foreground="max_sum"`` picks the cluster with the highest mean heat ``s = sum of normalised
-    channels`` (the paper's rule), ``"min_sum"`` the lowest; a function ``(features, labels)`` may
-    return a cluster id or a ``(tokens,)`` bool mask.
+    ``foreground`` (see :data:`FOREGROUND_RULES`): ``"border"`` (default) takes every cluster but the one
+    holding most of the grid's outer ring; ``"max_sum"`` picks the cluster with the highest mean heat
+    ``s = sum of normalised channels`` (the paper's rule), ``"min_sum"`` the lowest; ``"minority"`` the
+    smallest cluster; a function ``(features, labels)`` may return a cluster id or a ``(tokens,)`` bool mask.
     """
     a = _tokens(x)
     rows, cols = _grid(grid, a.shape[0])
     ch = _channels(channels, a.shape[1])
     feats = a if ch is None else a[:, ch]
-    norm, labels, fg = _cluster(feats, k_clusters, method, foreground, seed, min_cluster_size)
+    norm, labels, fg = _cluster(feats, k_clusters, method, foreground, seed, min_cluster_size, (rows, cols))
     return TokenClusters(labels.reshape(rows, cols), fg.reshape(rows, cols), norm.sum(1).reshape(rows, cols),
                          norm, ch, method)
 
@@ -354,26 +378,65 @@ class LocalizationResult:
         """``{set: [mIoU per layer]}`` at one step (the paper's Figure 3D)."""
         return {s: self.miou(s, step=step) for s in self.sets}
 
+    def interval(self, set: str = "top", layer: str | int = 0, step: int = -1):
+        """mIoU of one set at one layer with its 95 % bootstrap interval over prompts
+        (:class:`~massact_viz.intervals.Interval`, ``n`` = prompts)."""
+        from ..intervals import mean_interval
+        return mean_interval(self.iou[self._set(set), self._layer(layer), self._step(step)])
+
+    def intervals(self, step: int = -1) -> dict[str, list]:
+        """``{set: [Interval per layer]}``: the curves with their 95 % bootstrap intervals over prompts."""
+        return {s: [self.interval(s, li, step) for li in range(len(self.layers))] for s in self.sets}
+
+    def compare(self, a: str = "top", b: str = "bottom", layer: str | int | None = None, step: int = -1):
+        """Paired comparison of two channel sets over the same prompts at ``layer`` (default: set ``a``'s
+        best layer): a :class:`~massact_viz.intervals.Comparison` whose ``sentence`` claims a difference
+        only when the interval of the per-prompt difference excludes 0."""
+        from ..intervals import compare
+        layer = self.best_layer(a, step) if layer is None else layer
+        li, ti = self._layer(layer), self._step(step)
+        c = compare(self.iou[self._set(a), li, ti], self.iou[self._set(b), li, ti], f"{a}-k" if a != "all" else
+                    "all channels", f"{b}-k" if b != "all" else "all channels")
+        return c
+
+    def conclusion(self, step: int = -1) -> str:
+        """Computed sentences on the paper's localization claim: at top-k's best layer, does top-k beat
+        bottom-k and all channels? Each says only what the paired 95 % intervals support."""
+        layer = self.best_layer("top", step)
+        parts = [f"best top-{self.params.get('k', 'k')} layer {layer}"]
+        for other in ("bottom", "random", "all"):
+            if other in self.sets and "top" in self.sets:
+                parts.append(self.compare("top", other, layer, step).sentence)
+        n = len(self.prompts)
+        note = (f" Note: the best layer is chosen on these same {n} prompts, which favours top-k; a held-out "
+                f"check would be stricter.") if len(self.layers) > 1 else ""
+        return "; ".join(parts) + "." + note
+
     def best_layer(self, set: str = "top", step: int = -1) -> str:
         """The layer with the highest mIoU for ``set``."""
         return self.layers[int(np.argmax(self.miou(set, step=step)))]
 
     def to_table(self) -> list[dict]:
-        """One row per (layer, step, set): ``layer, step, set, miou, std`` (std over prompts)."""
+        """One row per (layer, step, set): ``layer, step, set, miou, lo, hi, n`` (95 % bootstrap interval
+        over the ``n`` prompts) and ``std`` over prompts."""
         rows = []
         for li, layer in enumerate(self.layers):
             for ti, step in enumerate(self.steps):
                 for si, s in enumerate(self.sets):
                     v = self.iou[si, li, ti]
+                    iv = self.interval(s, li, step)
                     rows.append({"layer": layer, "step": step, "set": s, "miou": round(float(v.mean()), 4),
+                                 "lo": round(iv.lo, 4), "hi": round(iv.hi, 4), "n": iv.n,
                                  "std": round(float(v.std()), 4)})
         return rows
 
     def markdown(self, step: int = -1) -> str:
-        c = self.curves(step)
-        lines = ["| layer | " + " | ".join(self.sets) + " |", "|---|" + "---|" * len(self.sets)]
+        """mIoU per layer and set with 95 % bootstrap intervals over the prompts."""
+        c = self.intervals(step)
+        lines = [f"mIoU [95 % interval], n = {len(self.prompts)} prompts, step {self.steps[self._step(step)]}",
+                 "", "| layer | " + " | ".join(self.sets) + " |", "|---|" + "---|" * len(self.sets)]
         for i, layer in enumerate(self.layers):
-            lines.append(f"| {layer} | " + " | ".join(f"{c[s][i]:.3f}" for s in self.sets) + " |")
+            lines.append(f"| {layer} | " + " | ".join(c[s][i].fmt() for s in self.sets) + " |")
         return "\n".join(lines)
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -413,7 +476,7 @@ class LocalizationResult:
 
 def localize(model, prompts: str | Sequence[str], masks: Any, *, layers: Any = None, steps: Sequence[int] = (-1,),
              k: int = 4, sets: Sequence[str] = SETS, random_draws: int = 3, seed: int = 0, stat: str = "abs_mean",
-             rank: str = "image", k_clusters: int = 2, method: str = "kmeans", foreground: Any = "max_sum",
+             rank: str = "image", k_clusters: int = 2, method: str = "kmeans", foreground: Any = DEFAULT_FOREGROUND,
              chunk: int = 8, num_steps: int | None = None, progress: bool = True,
              **run_kwargs: Any) -> LocalizationResult:
     """Sweep the localization probe over layers, steps and channel sets on ``model``.
@@ -495,7 +558,7 @@ def localize(model, prompts: str | Sequence[str], masks: Any, *, layers: Any = N
                     x = run.raw[f"{b.name}/step{st}/image"][j].float().numpy()
 
                     def score(ch):
-                        fg = _cluster(x[:, ch], k_clusters, method, foreground, seed, None)[2].reshape(grid)
+                        fg = _cluster(x[:, ch], k_clusters, method, foreground, seed, None, grid)[2].reshape(grid)
                         return iou(upsample(fg, ppt) if gt.shape != grid else fg, gt)
                     for si, s in enumerate(sets):
                         if s == "all":

@@ -605,8 +605,9 @@ def classify_shape(mask: np.ndarray) -> tuple[str, dict[str, float]]:
     return max(ious, key=ious.get), ious
 
 
-#: ``validity`` thresholds: measured on 3,000 ground-truth renders (every one valid) and on the
-#: noise / confetti images a broken edit produces (none valid); see tests/test_shapes_scenes.py.
+#: ``validity`` thresholds: every one of 1,000 ground-truth renders is valid (smallest margins: background
+#: 53 %, smoothness 0.94, palette distance 30), and none of the noise / confetti images a broken edit
+#: produces is; see tests/test_shapes_scenes.py.
 VALID_MIN_BACKGROUND = 0.40  # share of pixels in the background colour
 VALID_MAX_FRAGMENTS = 0.04  # share of pixels in foreground bits outside the two largest objects
 VALID_MIN_SMOOTHNESS = 0.85  # share of neighbouring pixel pairs with the same palette colour

@@ -59,6 +59,7 @@ from .execution import RowEdit, TransportEdit, cache_bytes, cache_source, choose
 from .plan import BRANCHES, CHANNEL_KINDS, CONDITIONING, CONTROLS, MAX_CACHE_GB, MODES, TransportPlan, check_alpha, \
     plan_transport
 from .results import TransportResult, judge_row, transport_metrics
+from .study import TransportStudy, read_pairs, transport_study
 
 if TYPE_CHECKING:
     from ...model import Model
@@ -269,5 +270,6 @@ def interpolate(model: "Model", source: str, target: str, *, over: str = "k", va
 
 
 __all__ = ["transport", "execute", "plan_transport", "TransportPlan", "source_capture", "SourceCache",
+           "transport_study", "TransportStudy", "read_pairs",
            "TransportResult", "transport_metrics", "judge_row", "interpolate", "Interpolation", "TransportEdit",
            "RowEdit", "CONTROLS", "BRANCHES", "CONDITIONING", "MODES", "CHANNEL_KINDS"]

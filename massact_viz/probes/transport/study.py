@@ -1,0 +1,168 @@
+"""Transport over many caption pairs and seeds: every reported number with its interval.
+
+One transport is an anecdote. :func:`transport_study` runs :func:`~massact_viz.probes.transport.transport`
+(same settings) over a list of (source, target) pairs and noise seeds and keeps every row's metrics as a
+``(pairs, seeds)`` matrix, so each mean comes with a 95 % bootstrap interval over pairs
+(:mod:`massact_viz.intervals`) and top-k is compared with its controls pair by pair.
+
+    study = transport_study(model, "data/prompts/shapes_pairs.tsv", seeds=2, k=8, controls=["random-k"])
+    print(study.markdown())
+    print(study.compare("colour_source", "transported", "random-k").sentence)
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+import numpy as np
+
+from ...errors import MassActError
+from ...intervals import Comparison, Interval, compare, mean_interval
+
+if TYPE_CHECKING:
+    from ...model import Model
+    from .results import TransportResult
+
+#: The metrics :meth:`TransportStudy.markdown` shows by default (those present in the result).
+TABLE_METRICS = ("valid", "colour_source", "judge_source", "toward_source", "ssim_target", "composite")
+
+
+def read_pairs(source: str | os.PathLike | Sequence) -> list[tuple[str, str, str]]:
+    """(source, target, note) triples from a TSV file (header ``source<TAB>target[<TAB>note]``, ``#``
+    comments) or a list of (source, target[, note]) tuples."""
+    if isinstance(source, (str, os.PathLike)) and not (isinstance(source, str) and "\t" in source):
+        p = Path(source)
+        if not p.is_file():
+            raise MassActError(f"pairs file {str(p)!r} does not exist (a TSV with columns source, target[, note]).")
+        lines = [ln for ln in p.read_text(encoding="utf-8").splitlines() if ln.strip() and not ln.startswith("#")]
+        if lines and lines[0].lower().startswith("source\t"):
+            lines = lines[1:]
+        rows = [ln.split("\t") for ln in lines]
+    else:
+        rows = [list(r) for r in source]
+    out = []
+    for i, r in enumerate(rows):
+        if len(r) < 2 or not all(isinstance(x, str) and x.strip() for x in r[:2]):
+            raise MassActError(f"pair {i} must be (source, target[, note]) with two non-empty prompts, got {r!r}.")
+        out.append((r[0].strip(), r[1].strip(), r[2].strip() if len(r) > 2 else ""))
+    if not out:
+        raise MassActError("no pairs given: pass a TSV file or a list of (source, target) tuples.")
+    return out
+
+
+@dataclass
+class TransportStudy:
+    """Metrics of every row over pairs x seeds (see :func:`transport_study`)."""
+
+    pairs: list[tuple[str, str, str]]
+    seeds: list[int]
+    settings: dict
+    values: dict[str, dict[str, np.ndarray]]  # row -> metric -> (pairs, seeds), NaN where undefined
+    example: Any = None  # the first pair's first TransportResult (images, previews) for display
+    results: list = field(default_factory=list)  # every TransportResult when keep_results=True
+
+    @property
+    def rows(self) -> list[str]:
+        return list(self.values)
+
+    def _where(self, where: Callable[[str], bool] | str | None) -> np.ndarray:
+        if where is None:
+            return np.ones(len(self.pairs), bool)
+        if isinstance(where, str):
+            prefix = where
+            where = lambda note: note.startswith(prefix)  # noqa: E731
+        return np.array([bool(where(note)) for _, _, note in self.pairs])
+
+    def matrix(self, row: str, metric: str, where=None) -> np.ndarray:
+        if row not in self.values:
+            raise MassActError(f"row {row!r} was not run; this study has {self.rows}.")
+        if metric not in self.values[row]:
+            raise MassActError(f"metric {metric!r} is not in row {row!r}; it has {sorted(self.values[row])}.")
+        return self.values[row][metric][self._where(where)]
+
+    def interval(self, row: str, metric: str, where=None) -> Interval:
+        """Mean of ``metric`` in ``row`` over the (selected) pairs, seeds averaged within a pair, with its 95 %
+        bootstrap interval. ``where``: a note prefix (``"object colour"``) or a function of the note."""
+        return mean_interval(self.matrix(row, metric, where))
+
+    def compare(self, metric: str, a: str = "transported", b: str = "random-k", where=None) -> Comparison:
+        """Row ``a`` against row ``b`` on the same pairs (paired bootstrap of the difference)."""
+        return compare(self.matrix(a, metric, where), self.matrix(b, metric, where), f"{a} {metric}", b)
+
+    def markdown(self, metrics: Sequence[str] = TABLE_METRICS, where=None) -> str:
+        rows = self.rows
+        have = [m for m in metrics if any(m in self.values[r] for r in rows)]
+        n = int(self._where(where).sum())
+        lines = [f"mean [95 % bootstrap interval over n = {n} pairs, {len(self.seeds)} seed(s) each]", "",
+                 "| row | " + " | ".join(have) + " |", "|---|" + "---|" * len(have)]
+        for r in rows:
+            cells = [self.interval(r, m, where).fmt() if m in self.values[r] else "-" for m in have]
+            lines.append(f"| {r} | " + " | ".join(cells) + " |")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict:
+        return {"pairs": [list(p) for p in self.pairs], "seeds": self.seeds, "settings": self.settings,
+                "values": {r: {m: np.where(np.isnan(v), None, v).tolist() for m, v in ms.items()}
+                           for r, ms in self.values.items()}}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TransportStudy":
+        vals = {r: {m: np.array([[np.nan if x is None else x for x in row] for row in v], float)
+                    for m, v in ms.items()} for r, ms in d["values"].items()}
+        return cls([tuple(p) for p in d["pairs"]], list(d["seeds"]), d.get("settings", {}), vals)
+
+
+def transport_study(model: "Model", pairs: Any, *, seeds: int | Sequence[int] = 1, progress: bool = True,
+                    keep_results: bool = False, **transport_kwargs: Any) -> TransportStudy:
+    """Run :func:`~massact_viz.probes.transport.transport` with the same settings on every pair and seed.
+
+    ``pairs``: a TSV file (``data/prompts/shapes_pairs.tsv`` layout) or a list of ``(source, target[, note])``;
+    ``seeds``: how many noise seeds per pair (0, 1, ...) or the list of them. Other keywords are
+    :func:`transport`'s (``k``, ``controls``, ``steps``, ...; ``previews`` defaults to False here).
+    Every setting is validated on the first pair before anything runs."""
+    from tqdm.auto import tqdm
+
+    from . import transport
+    from .plan import plan_transport
+
+    triples = read_pairs(pairs)
+    seed_list = list(range(seeds)) if isinstance(seeds, int) and not isinstance(seeds, bool) else list(seeds)
+    if not seed_list or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seed_list):
+        raise MassActError(f"seeds must be a positive count or a list of non-negative integers, got {seeds!r}.")
+    for bad in ("seed", "progress"):
+        if bad in transport_kwargs:
+            raise MassActError(f"transport_study() sets {bad}= itself (seeds= gives the noise seeds).")
+    transport_kwargs.setdefault("previews", False)
+    run_kwargs = {k: v for k, v in transport_kwargs.items() if k not in _TRANSPORT_KEYS}
+    plan_transport(model, triples[0][0], triples[0][1], run_kwargs=run_kwargs,
+                   **{k: v for k, v in transport_kwargs.items() if k in _TRANSPORT_KEYS})  # fail before work
+    values: dict[str, dict[str, np.ndarray]] = {}
+    example, results, settings = None, [], {}
+    bar = tqdm(total=len(triples) * len(seed_list), desc="transport study (pair x seed)", disable=not progress)
+    try:
+        for i, (src, tgt, _) in enumerate(triples):
+            for j, seed in enumerate(seed_list):
+                r: TransportResult = transport(model, src, tgt, seed=seed, progress=False, **transport_kwargs)
+                if example is None:
+                    example, settings = r, {k: v for k, v in r.settings.items()
+                                            if k not in ("source", "target", "seed", "tokens", "control_channels")}
+                if keep_results:
+                    results.append(r)
+                for row, ms in r.metrics.items():
+                    for m, v in ms.items():
+                        arr = values.setdefault(row, {}).setdefault(
+                            m, np.full((len(triples), len(seed_list)), np.nan))
+                        arr[i, j] = np.nan if v is None else float(v)
+                bar.update()
+    finally:
+        bar.close()
+    return TransportStudy(triples, seed_list, settings, values, example, results)
+
+
+_TRANSPORT_KEYS = ("channels", "k", "tokens", "alpha", "layers", "steps", "stream", "mode", "branch", "conditioning",
+                   "stat", "num_steps", "source_run", "controls", "blend", "previews", "metrics", "source_image",
+                   "inversion", "max_cache_gb", "mask_layer", "mask_k")
+
+__all__ = ["transport_study", "TransportStudy", "read_pairs", "TABLE_METRICS"]
