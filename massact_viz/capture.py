@@ -346,7 +346,7 @@ def run_capture(model: "Model", prompts: Sequence[str], *, steps: int, seed: int
     meta.update(prompts=prompts, seeds=list(seeds), seed=seed, steps=steps,
                 size=[height, width], token_grid=list(grid), guidance=guidance, negative_prompt=negative_prompt,
                 call_kwargs={k: v for k, v in base.items() if _jsonable(v)},
-                capture=_capture_meta(capture), edited=edit is not None, warnings=notes, seconds=round(elapsed, 3),
+                capture=_capture_meta(capture, raw_specs), edited=edit is not None, warnings=notes, seconds=round(elapsed, 3),
                 scheduler={"class": type(pipe.scheduler).__name__, "config": dict(pipe.scheduler.config)},
                 created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), python=platform.python_version())
     kept = raws.result()
@@ -394,9 +394,12 @@ def _jsonable(v: Any) -> bool:
         isinstance(v, (list, tuple)) and all(isinstance(x, (bool, int, float, str)) for x in v))
 
 
-def _capture_meta(c: Capture) -> dict:
+def _capture_meta(c: Capture, raw_specs: Sequence | None = None) -> dict:
+    """The capture spec as JSON data; raw slices as resolved against the run (layer names, step indices
+    from the start, channel and token lists), so readers find them by the same keys as ``Run.raw``."""
     d = asdict(c)
-    d["raw"] = [asdict(r) for r in c.raw]
+    d["raw"] = [asdict(spec) for _, _, spec in raw_specs] if raw_specs is not None else [asdict(r) for r in c.raw]
+    d["inputs"] = list(c.inputs)
     return d
 
 

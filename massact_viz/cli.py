@@ -133,7 +133,7 @@ def cmd_disrupt(args) -> int:
                   num_steps=args.steps, size=parse_size(args.size), out=args.out, progress=not args.json,
                   layer_sets=layer_sets)
     if args.json:
-        print(json.dumps({"out": args.out, "table": res.table, "summary": res.summary()}, indent=1, default=str))
+        print(strict_json({"out": args.out, "table": res.table, "summary": res.summary()}, indent=1))
     else:
         print(res.to_markdown(summary=True))
         print(f"saved {args.out}")
@@ -152,14 +152,15 @@ def cmd_localize(args) -> int:
     model = _load(args)
     res = localize(model, read_prompts(args), masks, layers=args.layers or None, k=args.k,
                    sets=tuple(args.sets), seed=args.seed, num_steps=args.steps, size=parse_size(args.size),
-                   method=args.method, progress=not args.json)
+                   method=args.method, progress=not args.json,
+                   **({} if args.foreground is None else {"foreground": args.foreground}))
     path = res.save(args.out)
     if args.json:
-        print(json.dumps({"out": str(path), "curves": res.curves(), "best_top_layer": res.best_layer("top"),
-                          "table": res.to_table()}, indent=1, default=str))
+        print(strict_json({"out": str(path), "curves": res.curves(), "best_top_layer": res.best_layer("top"),
+                           "conclusion": res.conclusion(), "table": res.to_table()}, indent=1))
     else:
         print(res.markdown())
-        print(f"best top-{args.k} layer: {res.best_layer('top')}; saved {path}")
+        print(f"\n{res.conclusion()}\nsaved {path}")
     return 0
 
 
@@ -290,6 +291,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--k", type=int, default=4)
     sp.add_argument("--sets", nargs="+", default=["top", "bottom", "random", "all"])
     sp.add_argument("--method", default="kmeans", choices=["kmeans", "hdbscan"])
+    sp.add_argument("--foreground", default=None, choices=["border", "max_sum", "min_sum", "minority"],
+                    help="which cluster is the object: border (default: not the cluster holding the image's outer "
+                         "ring), max_sum (the paper's: larger summed normalised activation), min_sum, minority")
     sp.add_argument("--layers", nargs="*", help="layers (default: all)")
     sp.add_argument("--out", required=True, help="JSON file for the result")
     sp.add_argument("--json", action="store_true")

@@ -37,6 +37,7 @@ class CallState:
     n_image_tokens: int
     step: int = -1
     call: int = -1  # index of this transformer call within the step
+    first_batch: int = 0  # batch size of the step's first call (2n: batched CFG, so later calls are extra passes)
     scheduler_steps: int = 0  # scheduler.step calls so far
     batch: int = 0
     text_len: int | None = None
@@ -65,6 +66,8 @@ class CallState:
                 return slice(0, 0)
             return slice(n, 2 * n) if branch == "cond" else slice(0, n)
         if self.batch == n:
+            if self.call > 0 and self.first_batch == 2 * n:
+                return slice(0, 0)  # an extra pass after a batched-CFG call (SD3 skip-layer guidance)
             return slice(0, n) if self.call == (0 if branch == "cond" else 1) else slice(0, 0)
         raise MassActError(
             f"the transformer was called with batch {self.batch} for {n} images; massact_viz "
@@ -133,6 +136,8 @@ def attach(pipe: Any, family: Family, blocks: Sequence[Block], fn: Callable[[Sit
         else:
             state.call += 1
         state.batch = int(hidden.shape[0])
+        if state.call == 0:
+            state.first_batch = state.batch
         state.latents = hidden
         enc = kwargs.get("encoder_hidden_states")
         state.text_len = int(enc.shape[1]) if torch.is_tensor(enc) and enc.dim() == 3 else None

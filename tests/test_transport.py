@@ -101,7 +101,7 @@ def test_seeds_option_of_model_run(flux):
     (dict(branch="uncond"), "branch must be"), (dict(conditioning="both"), "conditioning must be"),
     (dict(channels=[999]), "channel"), (dict(seed=-1), "seed"),
     (dict(steps=(2, 9)), "step window"), (dict(generator=None), None), (dict(seeds=[0, 0]), "seeds"),
-    (dict(max_cache_gb=1e-4), "mode='batched'"), (dict(max_cache_gb=0), "max_cache_gb must be"),
+    (dict(max_cache_gb=1e-6), "mode='batched'"), (dict(max_cache_gb=0), "max_cache_gb must be"),
 ])
 def test_bad_inputs_fail_before_running(flux, monkeypatch, kwargs, match):
     def boom(*a, **k):
@@ -300,3 +300,52 @@ def test_metrics_use_registered_clip_for_the_semantic_score(flux, src_run, monke
     monkeypatch.delitem(metrics.METRICS, "clip_t")
     assert "clip_t_source" not in transport_metrics(r)["transported"]  # without CLIP: the pixel score
     assert transport_metrics(r)["transported"]["semantic"] == transport_metrics(r)["transported"]["toward_source"]
+
+
+# ------------------------------------------------------------------ memory, strict JSON, studies over pairs
+def test_cached_source_keeps_only_the_needed_channels(tiny_model):
+    m = tiny_model("flux")
+    few = transport(m, SRC, TGT, k=2, metrics=False, **KW)
+    ctl = transport(m, SRC, TGT, k=2, controls=["random-k", "bottom-k"], metrics=False, **KW)
+    swap = transport(m, SRC, TGT, k=2, controls=["full-swap"], metrics=False, **KW)
+    rows, cols = m.token_grid(SIZE)
+    per_slice = rows * cols * 4  # float32 bytes per kept channel of one (layer, step) image slice
+    slices = len(m.blocks) * STEPS
+    assert few.settings["source_cache_bytes"] == per_slice * 2 * slices  # 2 channels per layer, image stream
+    assert ctl.settings["source_cache_bytes"] <= per_slice * 6 * slices  # + random-2 and bottom-2 (may overlap)
+    assert swap.settings["source_cache_bytes"] > 10 * ctl.settings["source_cache_bytes"]  # every channel, both streams
+    assert np.array_equal(arr(few.image), arr(ctl.image))  # what is cached does not change the transport
+
+
+def test_identical_source_and_target_warn_and_write_strict_json(flux, tmp_path):
+    import json
+    with pytest.warns(mv.MassActWarning, match="identical"):
+        r = transport(flux, SRC, SRC, k=4, controls=["random-k"], **KW)
+    assert r.metrics["transported"]["toward_source"] is None
+    path = r.save(tmp_path / "same")
+    doc = json.loads((path / "transport.json").read_text(),
+                     parse_constant=lambda c: (_ for _ in ()).throw(AssertionError(f"bare {c} in transport.json")))
+    assert doc["metrics"]["transported"]["toward_source"] is None
+
+
+def test_transport_study_gives_intervals_over_pairs(flux, tmp_path):
+    from massact_viz.probes import transport_study
+    from massact_viz.probes.transport import TransportStudy, read_pairs
+    pairs = [(SRC, TGT, "a"), ("a red car", "a blue boat", "b"), ("a house", "a tree", "a")]
+    st = transport_study(flux, pairs, seeds=2, k=4, controls=["random-k"], progress=False, **KW)
+    assert st.values["transported"]["toward_source"].shape == (3, 2)
+    iv = st.interval("transported", "toward_source")
+    assert iv.n == 3 and iv.seeds == 2 and iv.lo <= iv.mean <= iv.hi
+    assert st.interval("transported", "toward_source", where="a").n == 2
+    c = st.compare("toward_source", "transported", "random-k")
+    assert c.verdict in (">", "<", "~") and "n = 3" in c.sentence
+    assert "| transported |" in st.markdown() and "n = 3 pairs" in st.markdown()
+    back = TransportStudy.from_dict(st.to_dict())
+    assert np.allclose(back.values["transported"]["ssim_target"], st.values["transported"]["ssim_target"])
+    f = tmp_path / "pairs.tsv"
+    f.write_text("source\ttarget\tnote\n# a comment\na red car\ta blue boat\tcolour\n")
+    assert read_pairs(f) == [("a red car", "a blue boat", "colour")]
+    with pytest.raises(MassActError, match="two non-empty prompts"):
+        read_pairs([("only one",)])
+    with pytest.raises(MassActError, match="k must be"):
+        transport_study(flux, pairs, k=0, **KW)

@@ -106,3 +106,68 @@ def test_embedded_model_invariants_at_its_own_sampling(shapes):
         far[branch] = float(np.abs(arr(t.image) - arr(t.source_image)).mean())
         assert scenes.validity(t.image)["valid"] == (branch == "both"), branch
     assert far["cond"] > 60.0 and far["both"] < 30.0
+
+
+# ------------------------------------------------------------------ regressions from an adversarial review
+def test_settings_that_cannot_work_fail_before_running(tiny_model, monkeypatch):
+    from massact_viz.errors import MassActError
+    from massact_viz.probes import source_capture
+    m = tiny_model("sd3")
+    kw = _kw("sd3", {})
+    cond_only = source_capture(m, SRC, num_steps=2, size=SIZE, branch="cond", conditioning=False)
+    full = source_capture(m, SRC, num_steps=2, size=SIZE, steps=[-1])  # a negative step, resolved on capture
+
+    def boom(*a, **k):
+        raise AssertionError("the pipeline ran")
+    monkeypatch.setattr(type(m.pipe), "__call__", boom)
+    bad = [(dict(mode="batched", batch_size=1), "batch_size"), (dict(stat="bogus"), "stat must be"),
+           (dict(k=20, controls=["random-k"]), "2k <="),
+           (dict(channels={"double.0": [1]}, layers=["double.1"]), "outside layers"),
+           (dict(source_run=cond_only), "lacks"), (dict(source_run=full, conditioning="target"), "lacks")]
+    for extra, match in bad:
+        with pytest.raises(MassActError, match=match):
+            transport(m, SRC, TGT, **{**kw, **extra})
+
+
+def test_source_run_without_prompt_inputs_is_refused_for_source_conditioning(tiny_model):
+    from massact_viz.errors import MassActError
+    from massact_viz.probes import source_capture
+    m = tiny_model("sd3")
+    kw = _kw("sd3", {})
+    run = source_capture(m, SRC, num_steps=2, size=SIZE, stream="both", conditioning=False)
+    with pytest.raises(MassActError, match="prompt inputs"):
+        transport(m, SRC, TGT, source_run=run, conditioning="source", **kw)
+    ok = transport(m, SRC, TGT, source_run=source_capture(m, SRC, num_steps=2, size=SIZE), **kw)
+    assert not np.array_equal(arr(ok.image), arr(ok.target_image))
+
+
+def test_skip_layer_guidance_pass_is_no_branch():
+    from massact_viz.hooks import CallState
+    st = CallState(n_images=1, n_image_tokens=4)
+    st.step, st.call, st.batch, st.first_batch = 0, 0, 2, 2  # batched CFG call: [uncond; cond]
+    assert st.cond == slice(1, 2) and st.uncond == slice(0, 1)
+    st.call, st.batch = 1, 1  # SD3's skip-layer-guidance pass after it
+    assert st.cond == slice(0, 0) and st.uncond == slice(0, 0)
+    st.call, st.batch, st.first_batch = 1, 1, 1  # separate-call CFG: the second call is the unconditional one
+    assert st.uncond == slice(0, 1) and st.cond == slice(0, 0)
+
+
+def test_image_source_under_true_cfg_fills_both_branches(tiny_model):
+    m = tiny_model("flux")
+    kw = _kw("flux", CFG_FAMILIES[0][1])
+    ref = m.run(SRC, steps=2, size=SIZE, progress=False, capture=mv.Capture.nothing()).images[0]
+    r = transport(m, SRC, TGT, source_image=ref, controls=["full-swap"], **kw)
+    assert not np.array_equal(arr(r.image), arr(r.target_image))
+    c = transport(m, SRC, TGT, source_image=ref, branch="cond", conditioning="source", **kw)
+    assert c.settings["branch"] == "cond"
+
+
+def test_prompts_of_different_lengths_on_qwen(tiny_model):
+    from massact_viz.errors import MassActError
+    m = tiny_model("qwenimage")
+    kw = _kw("qwenimage", {})
+    a, b = "a red dog on green grass", "a blue cat on white snow"  # 13 vs 15 tokens
+    with pytest.raises(MassActError, match="own lengths"):
+        transport(m, a, b, stream="both", **kw)
+    r = transport(m, a, b, stream="both", mode="batched", **kw)  # both padded to one length
+    assert not np.array_equal(arr(r.image), arr(r.target_image))

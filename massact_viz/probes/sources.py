@@ -75,27 +75,49 @@ def source_capture(model: "Model", source: str, *, layers: Any = None, steps: An
 
 
 class SourceCache:
-    """Reads a source run's kept slices by (layer, step, stream, branch) and channel numbers."""
+    """Reads a source run's kept slices by (layer, step, stream, branch) and channel numbers.
+
+    A slice the run asked for but never received (a block without that stream, e.g. SD3's last block has
+    no text output; an unconditional branch in a run without CFG) counts as present and empty: the edited
+    run meets no such output either."""
 
     def __init__(self, model: "Model", run: Run):
         self.run = run
-        self._channels: dict[str, list[int] | None] = {}
+        self._channels: dict[str, list[int] | None | str] = {}
         for spec in (run.meta.get("capture") or {}).get("raw", []):
             if not isinstance(spec, dict):
                 continue
             key = raw_key(model.layer(spec["layer"]).name, int(spec["step"]), spec.get("stream", "image"),
                           spec.get("branch", "cond"))
-            self._channels[key] = spec.get("channels")
+            ch = spec.get("channels")
+            self._channels[key] = None if ch is None else [int(c) for c in ([ch] if isinstance(ch, int) else ch)]
             if spec.get("tokens") is not None:
                 self._channels[key] = "tokens"  # a token subset cannot serve a transport
         self._pos: dict[str, dict[int, int]] = {}
 
-    def has(self, layer: str, step: int, stream: str, branch: str, channels: Sequence[int]) -> bool:
+    def has(self, layer: str, step: int, stream: str, branch: str, channels: Sequence[int] | None) -> bool:
+        """Whether ``channels`` (None: every channel) of that slice can be read (or the run never met it)."""
         key = raw_key(layer, step, stream, branch)
         kept = self._channels.get(key, "missing")
-        if key not in self.run.raw or kept in ("missing", "tokens"):
+        if kept in ("missing", "tokens"):
             return False
-        return kept is None or set(channels) <= set(kept)
+        if key not in self.run.raw:
+            return True  # asked for, never produced: nothing to copy there
+        if kept is None:
+            return True
+        return channels is not None and set(channels) <= set(kept)
+
+    def missing(self, layers, steps, streams, branches, channels: dict | None = None) -> list[str]:
+        """Keys of the slices a transport over these would need and cannot read (``channels``: per-layer
+        lists, None for every channel)."""
+        out = []
+        for n in layers:
+            for s in steps:
+                for st in streams:
+                    for b in branches:
+                        if not self.has(n, s, st, b, None if channels is None else channels.get(n)):
+                            out.append(raw_key(n, s, st, b))
+        return out
 
     def get(self, layer: str, step: int, stream: str, branch: str, channels: Sequence[int]) -> torch.Tensor:
         """``(rows, tokens, len(channels))`` of the kept slice, columns in the order of ``channels``."""

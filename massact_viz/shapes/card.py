@@ -1,18 +1,22 @@
-"""Measure the shipped teaching model with the toolkit and write its model card.
+"""Measure the shipped teaching model with the toolkit's own probes and write its model card.
 
-    python -m massact_viz.shapes.card            # writes data/shapes/card.json (CARD.md quotes it)
+    python -m massact_viz.shapes.card            # writes data/shapes/card.json and CARD.md
 
-Everything in the card is computed here, from the shipped weights, with fixed seeds:
+Everything in the card is computed here, from the shipped weights, with fixed seeds, and every number
+carries its 95 % interval (Wilson for accuracies, bootstrap over captions or pairs for means):
 
-* sample accuracy on 100 held-out captions (the procedural judge: colours, shapes, relations);
-* the massive-activation profile: top-1/median of ``abs_mean`` and ``mean_abs`` per layer, the
-  recurring top channels, and the same at random initialisation of the same architecture;
-* the disruption gap: zeroing the top-k / bottom-k / random-k channels (by ``abs_mean``, image
-  stream, every block, every step, both CFG branches) against the unedited image (pixel MSE and
-  judged colour accuracy);
-* localization: K-means (K=2) over image tokens restricted to top-k / bottom-k / random-k / all
-  channels at the last step, per layer, against the foreground mask of the generated image read
-  off its colours (exact for flat objects), as IoU on the 8x8 token grid.
+* sample accuracy on 100 held-out captions (the procedural judge: colours, shapes, relations) and on 180
+  one-object captions (60 per shape, the training pilots' yardstick), per shape;
+* the massive-activation profile: top-1/median of ``abs_mean`` and ``mean_abs`` per layer, the recurring
+  top channels, and the same at random initialisation of the same architecture;
+* disruption (:func:`massact_viz.probes.disrupt`: zero the top-k / bottom-k / random-k channels by
+  ``abs_mean``, image stream, every block and step, both CFG branches), scored by pixel MSE, the
+  valid-scene rate and the judge's colour and shape credit;
+* localization (:func:`massact_viz.probes.localization.localize`, the library's default foreground rule)
+  per layer with top-k against bottom-k, random-k and all channels;
+* transport (:func:`massact_viz.probes.transport_study` over the colour pairs of
+  ``data/prompts/shapes_pairs.tsv``, the library's defaults) against random-k and bottom-k;
+* the training history and the training-lever pilots (``benchmarks/shapes_pilots.json``) when present.
 """
 from __future__ import annotations
 
@@ -22,14 +26,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from . import scenes
-from ..probes.localization import cluster_foreground as _cluster_fg, iou as _iou
 
-K = 4
 N_PROMPTS = 16
 PROMPTS_SEED = 7
+K_DISRUPT = (4, 8)
 
 
 def _prompts(n: int) -> list[str]:
@@ -48,194 +50,230 @@ def profile(model, prompts: list[str]) -> dict:
         counts[chans[0]] = counts.get(chans[0], 0) + 1
     return {"layers": s.layers, "ratio_abs_mean": [round(float(x), 2) for x in ratio_abs],
             "ratio_mean_abs": [round(float(x), 2) for x in ratio_mag], "top3": top,
-            "top1_counts": dict(sorted(counts.items(), key=lambda kv: -kv[1])), "run": run}
+            "top1_counts": dict(sorted(counts.items(), key=lambda kv: -kv[1]))}
 
 
-def _fg_token_mask(image, caption: str, grid: int) -> np.ndarray:
-    """Foreground of a generated image by colour (``shapes_masks``), pooled to the token grid by majority."""
-    from ..probes.localization import shapes_masks
-    fg = shapes_masks([image], [caption])[0]
-    h = fg.shape[0] // grid
-    return fg.reshape(grid, h, grid, h).mean(axis=(1, 3)) > 0.5
+def accuracy(pipe, captions: list[str]) -> dict:
+    """The judge's accuracies with Wilson intervals, overall, by object count and (one object) by shape."""
+    from ..intervals import proportion_interval
+    from .train import evaluate
+
+    res = evaluate(pipe, captions)
+    recs = res["records"]
+    out = {"n": len(recs)}
+    groups = {"all": recs, "one": [r for r in recs if r["relation_ok"] is None],
+              "two": [r for r in recs if r["relation_ok"] is not None]}
+    for s in scenes.SHAPES:
+        groups[f"one/{s}"] = [r for r in groups["one"] if f" {s} " in r["caption"]]
+    for tag, rs in groups.items():
+        out[tag] = {"n": len(rs)}
+        for key in ("colour", "shape", "relation", "all"):
+            flags = [r[f"{key}_ok" if key != "all" else "ok"] for r in rs]
+            flags = [f for f in flags if f is not None]
+            out[tag][key] = proportion_interval(flags).to_dict() if flags else None
+    return out
 
 
-def localization(model, run, stats_run, seeds: int = 3) -> dict:
+def _iv(d: dict | None) -> str:
+    if not d or d.get("mean") is None:
+        return "-"
+    return f"{100 * d['mean']:.0f} % [{100 * d['lo']:.0f}, {100 * d['hi']:.0f}]"
+
+
+def measure(model, n_eval: int = 100) -> dict:
+    from ..probes import disrupt, transport_study
+    from ..probes.localization import localize
+    from .model import build_shapes_pipeline, default_weights_dir, read_shapes_config
+    from .train import one_object_eval_captions, validation_loss
+
     import massact_viz as mv
-    steps = run.meta["steps"]
-    rows, cols = run.meta["token_grid"]
-    raws = [mv.Raw(b.name, steps - 1) for b in model.blocks]
-    cap_run = model.run(run.prompts, seed=0, progress=False, capture=mv.Capture(stats=False, raw=raws))
-    masks = [_fg_token_mask(im, p, rows) for im, p in zip(cap_run.images, cap_run.prompts)]
-    width, rng = model.width, np.random.default_rng(0)
-    out: dict[str, list[float]] = {"top": [], "bottom": [], "random": [], "all": []}
-    for b in model.blocks:
-        x = cap_run.raw[f"{b.name}/step{steps - 1}/image"].numpy()  # (P, N, D)
-        score = stats_run.stats.get("abs_mean", layer=b.name).numpy()
-        order = np.argsort(-score)
-        sets = {"top": order[:K], "bottom": order[-K:], "all": np.arange(width)}
-        per = {k: [] for k in out}
-        for i, m in enumerate(masks):
-            for name, ch in sets.items():
-                per[name].append(_iou(_cluster_fg(x[i][:, ch]).reshape(rows, cols), m))
-            rnd = [_iou(_cluster_fg(x[i][:, rng.choice(order[K:], K, replace=False)]).reshape(rows, cols), m)
-                   for _ in range(seeds)]
-            per["random"].append(float(np.mean(rnd)))
-        for k in out:
-            out[k].append(round(float(np.mean(per[k])), 3))
-    return {"layers": [b.name for b in model.blocks], "miou": out, "k": K,
-            "best_top_layer": model.blocks[int(np.argmax(out["top"]))].name}
+
+    wdir = default_weights_dir()
+    doc = read_shapes_config(wdir)
+    t0 = time.time()
+    card: dict = {"training": {k: v for k, v in doc.items() if k not in ("config", "format")},
+                  "config": doc["config"]}
+    card["accuracy_heldout"] = accuracy(model.pipe, scenes.heldout_captions(n_eval))
+    card["accuracy_one_object"] = accuracy(model.pipe, one_object_eval_captions(180))
+    card["val_loss"] = validation_loss(model.pipe, 512)
+    prompts = _prompts(N_PROMPTS)
+    card["prompts"] = prompts
+    card["profile"] = profile(model, prompts)
+    init = mv.Model(build_shapes_pipeline(doc["config"]), defaults=model.defaults)
+    card["profile_at_init"] = profile(init, prompts)
+    dis = disrupt(model, prompts, ks=K_DISRUPT, random_draws=3,
+                  metrics=("mse", "scene_valid", "judge_colour", "judge_shape"), progress=False)
+    card["disruption"] = {"summary": dis.summary(),
+                          "comparisons": {f"{m}/top-vs-{o}/k{k}": dis.compare(m, "top", o, k).to_dict()
+                                          for k in K_DISRUPT for o in ("random", "bottom")
+                                          for m in ("mse", "scene_valid", "judge_colour")}}
+    loc = localize(model, prompts, "shapes", progress=False)
+    best = loc.best_layer("top")
+    card["localization"] = {"layers": loc.layers, "k": loc.params["k"], "foreground": loc.params["foreground"],
+                            "intervals": {s: [iv.to_dict() for iv in ivs] for s, ivs in loc.intervals().items()},
+                            "best_top_layer": best, "conclusion": loc.conclusion(),
+                            "comparisons": {o: loc.compare("top", o, best).to_dict() for o in ("bottom", "random",
+                                                                                               "all")}}
+    root = Path(__file__).resolve().parents[2]
+    pairs_file = root / "data" / "prompts" / "shapes_pairs.tsv"
+    if pairs_file.is_file():
+        from ..probes.transport import read_pairs
+        pairs = [p for p in read_pairs(pairs_file) if p[2].startswith(("object colour", "background colour"))]
+        st = transport_study(model, pairs, seeds=2, controls=["random-k", "bottom-k"], progress=False)
+        card["transport"] = {"settings": st.settings, "n_pairs": len(pairs), "seeds": 2, "table": st.markdown(),
+                             "comparisons": {f"{m}/vs-{o}": st.compare(m, "transported", o).to_dict()
+                                             for m in ("colour_source", "valid", "toward_source")
+                                             for o in ("random-k", "bottom-k")},
+                             "ssim_target": st.interval("transported", "ssim_target").to_dict()}
+    pilots = root / "benchmarks" / "shapes_pilots.json"
+    if pilots.is_file():
+        card["pilots"] = json.loads(pilots.read_text())
+    card["seconds"] = round(time.time() - t0, 1)
+    return card
 
 
-def disruption(model, prompts: list[str], stats_run) -> dict:
-    base = [np.asarray(im, np.float32) / 255 for im in stats_run.images]
-    score = stats_run.stats.get("abs_mean").numpy()  # (L, D), mean over prompts and steps
-    mean_score = score.mean(0)
-    order = np.argsort(-mean_score)
-    rng = np.random.default_rng(0)
-    res = {}
-    for k in (K, 2 * K):
-        sets = {"top": order[:k], "bottom": order[-k:]}
-        for r in range(3):
-            sets[f"random{r}"] = rng.choice(order[k:], k, replace=False)
-        for name, ch in sets.items():
-            idx = torch.as_tensor(ch.copy())
+def _targets(card: dict) -> list[tuple[str, bool, str]]:
+    acc1, acc = card["accuracy_one_object"], card["accuracy_heldout"]
+    ra = card["profile"]["ratio_abs_mean"]
 
-            def zero(site, idx=idx):
-                site.image[..., idx] = 0
-            run = model.run(prompts, seed=0, progress=False, edit=zero, capture=None)
-            mse = float(np.mean([np.mean((np.asarray(im, np.float32) / 255 - b) ** 2) for im, b in zip(run.images, base)]))
-            col = float(np.mean([scenes.judge(im, p)["colour_ok"] for im, p in zip(run.images, prompts)]))
-            res[f"k{k}_{name}"] = {"channels": [int(c) for c in ch], "mse": round(mse, 5), "colour_acc": round(col, 3)}
-        rnd = [res[f"k{k}_random{r}"] for r in range(3)]
-        res[f"k{k}_random"] = {"mse": round(float(np.mean([x["mse"] for x in rnd])), 5),
-                               "colour_acc": round(float(np.mean([x["colour_acc"] for x in rnd])), 3)}
-    return res
+    def at_least(d, v):
+        return d is not None and d["mean"] >= v
 
-
-def _pct(x) -> str:
-    return "n/a" if x is None else f"{100 * x:.0f} %"
+    rows = [("one-object colour >= 98 %", at_least(acc1["one"]["colour"], 0.98), _iv(acc1["one"]["colour"])),
+            ("one-object shape >= 90 %", at_least(acc1["one"]["shape"], 0.90), _iv(acc1["one"]["shape"]))]
+    rows += [(f"one-object {s} >= 90 %", at_least(acc1[f"one/{s}"]["shape"], 0.90), _iv(acc1[f"one/{s}"]["shape"]))
+             for s in scenes.SHAPES]
+    rows += [("held-out colour >= 90 %", at_least(acc["all"]["colour"], 0.90), _iv(acc["all"]["colour"])),
+             ("held-out shape >= 75 %", at_least(acc["all"]["shape"], 0.75), _iv(acc["all"]["shape"])),
+             ("held-out relation >= 60 %", at_least(acc["all"]["relation"], 0.60), _iv(acc["all"]["relation"])),
+             ("top-1/median abs_mean >= 10 in every block", min(ra) >= 10, f"{min(ra)} to {max(ra)}")]
+    dis = card["disruption"]["comparisons"]
+    for k in K_DISRUPT:
+        c = dis[f"mse/top-vs-random/k{k}"]
+        rows.append((f"zeroing top-{k} hurts more than random-{k} (MSE, paired)", c["verdict"] == ">", c["sentence"]))
+    loc = card["localization"]["comparisons"]
+    rows.append(("top-k localizes better than bottom-k (best layer, paired)", loc["bottom"]["verdict"] == ">",
+                 loc["bottom"]["sentence"]))
+    rows.append(("top-k localizes better than all channels (best layer, paired)", loc["all"]["verdict"] == ">",
+                 loc["all"]["sentence"]))
+    if "transport" in card:
+        c = card["transport"]["comparisons"]["colour_source/vs-random-k"]
+        rows.append(("transport carries the source's colours more than random-k (paired)", c["verdict"] == ">",
+                     c["sentence"]))
+    return rows
 
 
 def markdown(card: dict) -> str:
-    """The model card as Markdown, every number read from ``card`` (the output of this script)."""
-    acc, prof, init = card["accuracy_heldout"], card["profile"], card["profile_at_init"]
-    tr, cfg, dis, loc = card["training"], card["config"], card["disruption"], card["localization"]
+    """The model card as Markdown, every number read from ``card`` (the output of :func:`measure`)."""
+    cfg, prof, init = card["config"], card["profile"], card["profile_at_init"]
     ra, ri, rm = prof["ratio_abs_mean"], init["ratio_abs_mean"], prof["ratio_mean_abs"]
+    tr = card["training"].get("training", {})
+    hidden = cfg.get("num_attention_heads", 0) * cfg.get("attention_head_dim", 0)
     lines = [
         "# `shapes`: the embedded teaching model (model card)",
         "",
-        "Generated by `python -m massact_viz.shapes.card` from the shipped weights; every number below "
-        "is measured by that script (fixed seeds). Read the numbers as they are: this is a teaching "
-        "model, and what does not reproduce is reported as plainly as what does.",
+        "Generated by `python -m massact_viz.shapes.card` from the shipped weights; every number below is measured by "
+        "that script (fixed seeds) and carries its 95 % interval (Wilson for accuracies; bootstrap over captions or "
+        "pairs for means, n shown). Read the numbers as they are: this is a teaching model, and what does not "
+        "reproduce is reported as plainly as what does.",
         "",
         "## Model",
         "",
         f"FLUX.1-style `FluxPipeline` + `FluxTransformer2DModel`: {cfg.get('num_layers')} double + "
-        f"{cfg.get('num_single_layers')} single blocks, hidden {cfg.get('hidden', cfg.get('num_attention_heads', 0) * cfg.get('attention_head_dim', 0))}, "
-        f"{cfg.get('image_size', 32)}x{cfg.get('image_size', 32)} px in pixel space (a pixel-shuffle 'VAE' plus "
-        "FLUX's 2x2 packing: 8x8 = 64 image tokens), tiny CLIP- and T5-slot text encoders trained jointly, "
-        "word-level tokenizers built in memory. Weights in fp16 (`model.safetensors`).",
+        f"{cfg.get('num_single_layers')} single blocks, hidden {hidden}, {cfg.get('image_size', 32)}x"
+        f"{cfg.get('image_size', 32)} px in pixel space (a pixel-shuffle 'VAE' plus FLUX's 2x2 packing: 8x8 = 64 image "
+        "tokens), tiny CLIP- and T5-slot text encoders trained jointly, word-level tokenizers built in memory. Weights "
+        "in fp16 (`model.safetensors`). Sampling: true CFG 4 (a conditional and an unconditional call per step), "
+        "20 Euler steps.",
         "",
-        "Data: `massact_viz/shapes/scenes.py` (one or two flat shapes - circle, square, triangle - in six "
-        "colours, with relations left of / right of / above / below, on plain, shaded or speckled "
-        "backgrounds; exact masks). 1/8 of caption strings are held out of training.",
+        "Data: `massact_viz/shapes/scenes.py` (one or two flat shapes - circle, square, triangle - in six colours, "
+        "with relations left of / right of / above / below, on plain, shaded or speckled backgrounds; exact masks). "
+        "1/8 of caption strings are held out of training.",
         "",
-        "## Training",
+        "## Training history",
         "",
-        "```",
-        json.dumps(tr, indent=1, default=str)[:1500],
-        "```",
+        f"Step {tr.get('step')} of this segment, {tr.get('images_seen')} images, {tr.get('train_minutes')} "
+        f"training minutes, final loss {tr.get('loss')}; fixed-noise validation loss (512 scenes) "
+        f"{card['val_loss']['all']:.4f} (one object {card['val_loss']['one']:.4f}, two {card['val_loss']['two']:.4f}).",
         "",
-        f"## Samples on {acc.get('n')} held-out captions",
-        "",
-        "| captions | colour | shape | relation | all |",
-        "|---|---|---|---|---|",
-    ]
+    ] + [f"* {h}" for h in tr.get("history", [])] + [""]
+    if "pilots" in card:
+        from importlib import util
+        root = Path(__file__).resolve().parents[2]
+        spec = util.spec_from_file_location("shapes_pilots", root / "benchmarks" / "shapes_pilots.py")
+        if spec is not None and spec.loader is not None and (root / "benchmarks" / "shapes_pilots.py").is_file():
+            mod = util.module_from_spec(spec)
+            spec.loader.exec_module(mod)
+            lines += ["## Training levers, measured (`benchmarks/shapes_pilots.py`)", "",
+                      "Throughput of the trainer in its steady state, then pilots continuing the same weights for "
+                      "the same CPU time, judged on 180 one-object captions (Wilson intervals) and the fixed-noise "
+                      "validation loss:", "", mod.table(card["pilots"]), ""]
+    acc = card["accuracy_heldout"]
+    lines += [f"## Samples on {acc['n']} held-out captions", "",
+              "| captions | n | colour | shape | relation | all |", "|---|---|---|---|---|---|"]
     for tag in ("all", "one", "two"):
-        a = acc.get(tag, {})
-        lines.append(f"| {tag} ({a.get('n')}) | {_pct(a.get('colour'))} | {_pct(a.get('shape'))} | "
-                     f"{_pct(a.get('relation'))} | {_pct(a.get('all'))} |")
-    a_all = acc.get("all", {})
-    n_big = sum(r >= 10 for r in ra)
-    best_i = loc["layers"].index(loc["best_top_layer"])
-    m = loc["miou"]
-    verdict = [
-        ("colour accuracy >= 95 %", a_all.get("colour") is not None and a_all["colour"] >= 0.95,
-         _pct(a_all.get("colour"))),
-        ("shape accuracy >= 80 %", a_all.get("shape") is not None and a_all["shape"] >= 0.80, _pct(a_all.get("shape"))),
-        ("top-1/median abs_mean >= 10 in most blocks", n_big > len(ra) / 2, f"{n_big} of {len(ra)} blocks"),
-        ("all-channel clustering clearly below the best top-k layer", m["all"][best_i] < m["top"][best_i] - 0.1,
-         f"all {m['all'][best_i]} vs top {m['top'][best_i]} at {loc['best_top_layer']}"),
-        ("top-k beats bottom-k on IoU in the best layer", m["top"][best_i] > m["bottom"][best_i],
-         f"top {m['top'][best_i]} vs bottom {m['bottom'][best_i]}"),
-    ]
-    lines += [
-        "",
-        "## The project's targets, checked",
-        "",
-        "| target | met | measured |",
-        "|---|---|---|",
-    ] + [f"| {t} | {'yes' if ok else '**no**'} | {v} |" for t, ok, v in verdict] + [
-        "",
-        f"## Massive-activation profile ({len(card['prompts'])} one-object captions, image stream)",
-        "",
-        "| layer | top-1/median abs_mean | at init | top-1/median mean_abs | top-3 channels |",
-        "|---|---|---|---|---|",
-    ]
+        a = acc[tag]
+        lines.append(f"| {tag} | {a['n']} | {_iv(a['colour'])} | {_iv(a['shape'])} | {_iv(a['relation'])} | "
+                     f"{_iv(a['all'])} |")
+    a1 = card["accuracy_one_object"]
+    lines += ["", "One-object captions (180: 60 per shape, style variants included):", "",
+              "| shape | n | colour | shape drawn |", "|---|---|---|---|"]
+    for tag in ("one",) + tuple(f"one/{s}" for s in scenes.SHAPES):
+        a = a1[tag]
+        lines.append(f"| {tag.replace('one/', '') if '/' in tag else 'all'} | {a['n']} | {_iv(a['colour'])} | "
+                     f"{_iv(a['shape'])} |")
+    lines += ["", "## The project's targets, checked", "", "| target | met | measured |", "|---|---|---|"]
+    lines += [f"| {t} | {'yes' if ok else '**no**'} | {v} |" for t, ok, v in _targets(card)]
+    lines += ["", f"## Massive-activation profile ({len(card['prompts'])} one-object captions, image stream)", "",
+              "| layer | top-1/median abs_mean | at init | top-1/median mean_abs | top-3 channels |", "|---|---|---|---|---|"]
     for i, layer in enumerate(prof["layers"]):
         lines.append(f"| {layer} | {ra[i]} | {ri[i]} | {rm[i]} | {prof['top3'][layer]} |")
-    lines += ["", f"Top-1 channel counts over layers: {prof['top1_counts']} (at init: {init['top1_counts']}).", "",
-              f"## Disruption (zero k channels by abs_mean in every block and step, {len(card['prompts'])} captions)",
-              "", "| k | set | pixel MSE vs unedited | colour accuracy |", "|---|---|---|---|"]
-    for key in sorted(dis):
-        if key.split("_")[1].startswith("random") and key.split("_")[1] != "random":
-            continue
-        k, name = key.split("_")
-        lines.append(f"| {k[1:]} | {name} | {dis[key]['mse']} | {_pct(dis[key]['colour_acc'])} |")
-    lines += ["", "(random: mean of three seeded draws outside the top-k.)", "",
-              f"## Localization (K-means K=2 at the last step, k={loc['k']}, IoU on the token grid "
-              "against the colour mask of each generated image)", "",
+    lines += ["", f"Top-1 channel counts over layers: {prof['top1_counts']} (at init: {init['top1_counts']}).", ""]
+    lines += [f"## Disruption (zero k channels by abs_mean, image stream, every block and step, both CFG branches; "
+              f"{len(card['prompts'])} captions)", "",
+              "| set | k | pixel MSE | valid scene | colour credit | shape credit |", "|---|---|---|---|---|---|"]
+    for r in card["disruption"]["summary"]:
+        cells = [f"{r[m]:.3f} [{r[m + '_lo']:.3f}, {r[m + '_hi']:.3f}]"
+                 for m in ("mse", "scene_valid", "judge_colour", "judge_shape")]
+        lines.append(f"| {r['set']}-k | {r['k']} | " + " | ".join(cells) + " |")
+    lines += ["", "(random-k: three seeded draws outside the top-k, averaged per caption; credit only for valid "
+              "scenes.)", ""] + [f"* {c['sentence']}" for c in card["disruption"]["comparisons"].values()] + [""]
+    loc = card["localization"]
+    lines += [f"## Localization (K-means K=2 at the last step, k={loc['k']}, foreground rule `{loc['foreground']}`, "
+              "IoU against the colour mask of each generated image)", "",
               "| layer | top-k | bottom-k | random-k | all channels |", "|---|---|---|---|---|"]
-    m = loc["miou"]
+    ivs = loc["intervals"]
+    f2 = lambda d: f"{d['mean']:.2f} [{d['lo']:.2f}, {d['hi']:.2f}]"  # noqa: E731
     for i, layer in enumerate(loc["layers"]):
-        lines.append(f"| {layer} | {m['top'][i]} | {m['bottom'][i]} | {m['random'][i]} | {m['all'][i]} |")
-    best = loc["layers"].index(loc["best_top_layer"])
-    lines += ["", f"Best top-k layer: {loc['best_top_layer']} (mIoU {m['top'][best]}; all channels there: "
-              f"{m['all'][best]}, bottom-k: {m['bottom'][best]}).", ""]
+        lines.append(f"| {layer} | " + " | ".join(f2(ivs[s][i]) for s in ("top", "bottom", "random", "all")) + " |")
+    lines += ["", loc["conclusion"], ""]
+    if "transport" in card:
+        t = card["transport"]
+        lines += [f"## Transport ({t['n_pairs']} object- and background-colour pairs x {t['seeds']} seeds, the "
+                  "library's defaults)", "", "```", json.dumps(t["settings"], default=str)[:600], "```", "", t["table"],
+                  ""] + [f"* {c['sentence']}" for c in t["comparisons"].values()] + [""]
+    lines.append(f"(measured in {card['seconds']:.0f} s)")
     return "\n".join(lines) + "\n"
 
 
 def main(argv=None) -> None:
     import massact_viz as mv
-    from .model import build_shapes_pipeline, default_weights_dir, read_shapes_config
-    from .train import evaluate
+    from ..run import atomic_write, strict_json
+    from .model import default_weights_dir
 
     ap = argparse.ArgumentParser(description="Measure the shipped teaching model and write data/shapes/card.json.")
     ap.add_argument("--n-eval", type=int, default=100, help="held-out captions to judge")
+    ap.add_argument("--markdown-only", action="store_true", help="rewrite CARD.md from the saved card.json")
     a = ap.parse_args(argv)
-    t0 = time.time()
-    model = mv.load("shapes")  # MASSACT_VIZ_DATA points elsewhere if needed
     wdir = default_weights_dir()
-    doc = read_shapes_config(wdir)
-    acc = evaluate(model.pipe, scenes.heldout_captions(a.n_eval))
-    acc.pop("records", None)
-    prompts = _prompts(N_PROMPTS)
-    prof = profile(model, prompts)
-    init = mv.Model(build_shapes_pipeline(doc["config"]), defaults=model.defaults)
-    prof_init = profile(init, prompts)
-    dis = disruption(model, prompts, prof["run"])
-    loc = localization(model, prof["run"], prof["run"])
-    card = {"accuracy_heldout": acc, "profile": {k: v for k, v in prof.items() if k != "run"},
-            "profile_at_init": {k: v for k, v in prof_init.items() if k != "run"}, "disruption": dis,
-            "localization": loc, "training": {k: v for k, v in doc.items() if k not in ("config", "format")},
-            "config": doc["config"],
-            "prompts": prompts, "seconds": round(time.time() - t0, 1)}
-    Path(wdir, "card.json").write_text(json.dumps(card, indent=1, default=str))
-    Path(wdir, "CARD.md").write_text(markdown(card))
-    print(json.dumps({k: card[k] for k in ("accuracy_heldout", "disruption")}, indent=1, default=str)[:3000])
-    print("localization mIoU:", json.dumps(loc["miou"]))
-    print("ratio abs_mean:", prof["ratio_abs_mean"], "init:", prof_init["ratio_abs_mean"])
-    print("top1 counts:", prof["top1_counts"])
+    if a.markdown_only:
+        card = json.loads(Path(wdir, "card.json").read_text())
+    else:
+        card = measure(mv.load("shapes"), a.n_eval)
+        atomic_write(Path(wdir, "card.json"), strict_json(card, indent=1))
+    atomic_write(Path(wdir, "CARD.md"), markdown(card))
+    for t, ok, v in _targets(card):
+        print(f"{'yes' if ok else 'NO ':>3}  {t}: {v}")
 
 
 if __name__ == "__main__":

@@ -257,15 +257,17 @@ def interpolate(model: "Model", source: str, target: str, *, over: str = "k", va
         else:
             frames_rows.append(RowEdit(full.channels, full.streams, full.branches, full.tokens, v))
     cache = cache_source(model, plan, base, {"full": full}, progress) if plan.mode == "cached" else None
+    settings = plan.settings()
+    if base.inversion is not None:  # scored against the reference image, as transport() does
+        settings["source_image"] = base.inversion.summary()
     frames, scores = [], []
     for v, row in tqdm(list(zip(values, frames_rows)), desc=f"interpolate over {over} (frames)",
                        disable=not progress):
         ims, _ = run_row(model, plan, row, cache)
         frames.append(ims[0])
-        r = TransportResult(base.source_images, base.target_images, ims, dict(row.channels), plan.settings())
+        r = TransportResult(base.source_images, base.target_images, ims, dict(row.channels), settings)
         scores.append(transport_metrics(r)["transported"])
-    settings = plan.settings()
-    settings.update(over=over, values=values)
+    settings = dict(settings, over=over, values=values)
     return Interpolation(over, values, frames, base.source_images[0], base.target_images[0], settings, scores)
 
 

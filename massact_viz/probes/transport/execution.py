@@ -118,6 +118,9 @@ def _image_source(model: "Model", plan: TransportPlan, progress: bool, capture_k
     from ..inversion import image_source_run, invert
 
     size, guidance = plan.run_kwargs.get("size"), plan.run_kwargs.get("guidance")
+    # the target's other run settings (negative prompt, true_cfg_scale, max_sequence_length, ...) shape the
+    # teacher-forced source's branches and text too: pass them on
+    capture_kw = {**{k: v for k, v in plan.run_kwargs.items() if k not in ("size", "guidance")}, **capture_kw}
     if inversion is None:
         inversion = invert(model, plan.source_image, plan.source, num_steps=plan.num_steps, size=size,
                            method=plan.inversion, seed=plan.seed, guidance=guidance, progress=progress)
@@ -238,18 +241,8 @@ def cache_source(model: "Model", plan: TransportPlan, base: Baseline, rows: Mapp
             need.setdefault(n, set()).update(ch)
         streams.update(r.streams)
         branches.update(r.branches)
-    if plan.source_run is not None:
-        cache = SourceCache(model, plan.source_run)
-        for name, r in rows.items():
-            for n, ch in r.channels.items():
-                for s in plan.steps:
-                    for st in r.streams:
-                        if st in model.layer(n).streams and not cache.has(n, s, st, "cond", ch):
-                            raise MassActError(f"source_run does not keep {raw_key(n, s, st)} with the channels the "
-                                               f"{name} row needs; make it with source_capture(model, source, "
-                                               f"layers=..., steps=..., stream=...) keeping every channel "
-                                               f"(channels=None), or let transport() run the source itself.")
-        return cache
+    if plan.source_run is not None:  # checked against the rows' needs when planned
+        return SourceCache(model, plan.source_run)
     stream = "both" if streams == {"image", "text"} else next(iter(streams))
     branch = "both" if "uncond" in branches else "cond"
     chans = {n: (None if len(c) == model.width else sorted(c)) for n, c in need.items()}
@@ -313,12 +306,15 @@ class TransportEdit:
                 elif rows.stop - rows.start == 2:
                     _blend(x[rows.start + 1:rows.start + 2], x[rows.start:rows.start + 1][..., chans], toks, chans,
                            row.alpha)
+                else:
+                    raise MassActError(f"batched transport expects the rows [source, target] in each branch, got "
+                                       f"{rows.stop - rows.start} rows at {site.block.name} step {site.step}.")
 
     def on_call(self, state: "CallState", kwargs: dict) -> dict | None:
         if not self.conditioning_kwargs or state.step not in self.steps:
             return None
         new = None
-        for branch in BRANCHES:
+        for branch in self.row.branches:
             rows = state.rows(branch)
             if rows.stop == rows.start:
                 continue
@@ -339,6 +335,9 @@ class TransportEdit:
                     v[rows] = src[:1].to(v.device, v.dtype)
                 elif rows.stop - rows.start == 2:
                     v[rows.start + 1] = v[rows.start]
+                else:
+                    raise MassActError(f"batched transport expects the rows [source, target] in each branch, got "
+                                       f"{rows.stop - rows.start}.")
                 new = dict(kwargs) if new is None else new
                 new[name] = v
         return new

@@ -35,7 +35,7 @@ MAX_CACHE_GB = 8.0
 #: Edited-run controls (the same edit with other channels) and image controls (blends of the finals).
 CHANNEL_CONTROLS = ("random-k", "bottom-k", "full-swap")
 CONTROLS = CHANNEL_CONTROLS + ("pixel-blend", "latent-blend")
-_RESERVED = ("steps", "seed", "seeds", "capture", "edit", "progress", "prompt")
+_RESERVED = ("steps", "seed", "seeds", "capture", "edit", "progress", "prompt", "batch_size")
 
 
 @dataclass(frozen=True)
@@ -198,8 +198,9 @@ def plan_transport(model: "Model", source: str, target: str, *, channels: Any = 
         raise MassActError(f"seed must be a non-negative integer, got {seed!r}.")
     for r in _RESERVED:
         if r in run_kwargs:
-            raise MassActError(f"transport() sets {r}= itself; use seed= for the shared noise, num_steps= for the "
-                               f"denoising steps and steps= for the transported step window.")
+            raise MassActError(f"transport() sets {r}= itself (one prompt per run in cached mode, the pair as one batch "
+                               f"in batched mode); use seed= for the shared noise, num_steps= for the denoising steps "
+                               f"and steps= for the transported step window.")
     if source_run is not None and mode != "cached":
         raise MassActError("source_run= is for mode='cached'.")
     if previews and not previews_available(model):
@@ -207,6 +208,9 @@ def plan_transport(model: "Model", source: str, target: str, *, channels: Any = 
                            f"the embedded model have them); use previews=False.")
     if isinstance(max_cache_gb, bool) or not isinstance(max_cache_gb, (int, float)) or max_cache_gb <= 0:
         raise MassActError(f"max_cache_gb must be a positive number, got {max_cache_gb!r}.")
+    from ...stats import STATISTICS
+    if stat not in STATISTICS:
+        raise MassActError(f"stat must be one of {STATISTICS}, got {stat!r}.")
     num_steps = model.resolve_steps(num_steps)
     size = run_kwargs.get("size")
     token_mask = None
@@ -224,8 +228,27 @@ def plan_transport(model: "Model", source: str, target: str, *, channels: Any = 
     names = sorted(probe._layer_names, key=lambda n: model.layer(n).index)
     chans = _check_channels(model, channels, k, names)
     if isinstance(chans, dict):
+        if isinstance(channels, Mapping) and layers is not None:
+            extra = sorted(set(chans) - set(names), key=lambda n: model.layer(n).index)
+            if extra:
+                raise MassActError(f"channels= gives per-layer channels for {extra}, outside layers={layers!r}; with a "
+                                   f"{{layer: channels}} dict leave layers= out (the dict's layers are transported).")
+            chans = {n: v for n, v in chans.items() if n in names}
         names = sorted(chans, key=lambda n: model.layer(n).index)
         chans = MappingProxyType(chans)
+    if "random-k" in ctrl:
+        kk = k if isinstance(chans, str) else max(len(v) for v in chans.values())
+        if 2 * kk * (2 if chans == "union" else 1) > model.width:
+            raise MassActError(f"the random-k control draws as many channels as are transported from outside them; "
+                               f"it needs 2k <= {model.width}. Use a smaller k or drop random-k.")
+    if (mode == "cached" and model.family.text_mask_kwarg and source_image is None
+            and (stream in ("text", "both") or conditioning == "source" or "full-swap" in ctrl)):
+        tok = getattr(model.pipe, "tokenizer", None)
+        if tok is not None and len(tok(source).input_ids) != len(tok(target).input_ids):
+            raise MassActError(f"{model.family.title} encodes prompts to their own lengths, and these two differ, so "
+                               f"the text stream and the prompt inputs cannot be copied between separate runs; use "
+                               f"mode='batched' (both padded to one length), prompts of equal token length, or "
+                               f"stream='image' with conditioning='target' and no full-swap.")
     if source_image is not None:
         from ..inversion import METHODS, _check_model, _load_image
         _check_model(model)
@@ -242,7 +265,7 @@ def plan_transport(model: "Model", source: str, target: str, *, channels: Any = 
         source_run=source_run)
     if source_run is not None:
         _check_source_run(model, plan, source_run)
-    if mode == "cached":
+    if mode == "cached" and source_run is None:
         gb = cache_gb(model, plan)
         if gb > plan.max_cache_gb:
             what = "the full-swap control keeps every channel; " if "full-swap" in ctrl else ""
@@ -253,7 +276,7 @@ def plan_transport(model: "Model", source: str, target: str, *, channels: Any = 
     return plan
 
 
-def channels_per_layer(model: "Model", plan: TransportPlan) -> int:
+def channels_per_layer(model: "Model", plan: TransportPlan, stream: str = "image") -> int:
     """Upper bound of the channels per (layer, stream) the cached source keeps: the transported ones
     plus each channel control's (every channel when the full-swap control is asked for)."""
     if "full-swap" in plan.controls:
@@ -266,20 +289,55 @@ def channels_per_layer(model: "Model", plan: TransportPlan) -> int:
     return min(per, model.width)
 
 
+def uses_cfg(model: "Model", run_kwargs: Mapping[str, Any]) -> bool:
+    """Whether a run with these kwargs makes unconditional calls (classifier-free guidance): batched-CFG
+    families with guidance > 1, separate-call families with ``true_cfg_scale > 1`` and a negative prompt
+    (FLUX.1, Qwen-Image) or ``guidance_scale > 1`` (FLUX.2). An estimate for memory planning only; the hooks
+    read the real layout at run time."""
+    kw = {**model.defaults, **run_kwargs}
+    if run_kwargs.get("guidance") is not None:
+        kw[model.guidance_kwarg] = run_kwargs["guidance"]
+    if model.family.cfg == "batched" or model.family.name == "flux2":
+        return float(kw.get("guidance_scale", 1.0) or 1.0) > 1.0
+    if model.family.cfg == "separate":
+        return float(kw.get("true_cfg_scale", 1.0) or 1.0) > 1.0 and kw.get("negative_prompt") is not None
+    return False
+
+
+def text_tokens(model: "Model", run_kwargs: Mapping[str, Any]) -> int:
+    """The text-stream length a run will have, as far as it is known before running (the pipeline's
+    ``max_sequence_length`` when set, else the tokenizer's maximum; 512 when neither says)."""
+    kw = {**model.defaults, **run_kwargs}
+    if kw.get("max_sequence_length"):
+        return int(kw["max_sequence_length"])
+    tok = getattr(model.pipe, "tokenizer_2", None) or getattr(model.pipe, "tokenizer", None)
+    n = getattr(tok, "model_max_length", None)
+    return int(n) if isinstance(n, int) and 0 < n < 100_000 else 512
+
+
 def cache_gb(model: "Model", plan: TransportPlan) -> float:
     """Host memory (GB) of the cached source: kept channels x tokens x transported (layer, step, stream)
-    x CFG branches, in the model's dtype (text streams counted at the image-token count as a bound when
-    their length is unknown before running)."""
+    x CFG branches, in the model's dtype. The image stream uses the run's token grid, the text stream its
+    expected length (:func:`text_tokens`); a second branch counts only when the run uses CFG."""
     rows, cols = model.token_grid(plan.run_kwargs.get("size"))
     itemsize = torch.finfo(model.dtype).bits // 8
     full_swap = "full-swap" in plan.controls
-    streams = ("image", "text") if full_swap else plan.streams
-    slices = sum(1 for n in plan.layers for s in streams if s in model.layer(n).streams)
-    branches = 2 if (plan.branch == "both" or full_swap) else 1
-    return rows * cols * channels_per_layer(model, plan) * itemsize * slices * len(plan.steps) * branches / 1e9
+    n_text = text_tokens(model, plan.run_kwargs)
+    branches = 2 if ((plan.branch == "both" or full_swap) and uses_cfg(model, plan.run_kwargs)) else 1
+    total = 0
+    for n in plan.layers:
+        for s in model.layer(n).streams:
+            if s == "image" and (full_swap or "image" in plan.streams):
+                per = channels_per_layer(model, plan, "image")
+                total += rows * cols * per
+            elif s == "text" and (full_swap or "text" in plan.streams):
+                total += n_text * channels_per_layer(model, plan, "text")
+    return total * itemsize * len(plan.steps) * branches / 1e9
 
 
 def _check_source_run(model: "Model", plan: TransportPlan, run: Run) -> None:
+    from ..sources import SourceCache
+
     meta = run.meta
     if meta.get("prompts") != [plan.source] or meta.get("steps") != plan.num_steps or \
             (meta.get("seeds") or [None])[0] != plan.seed:
@@ -289,3 +347,21 @@ def _check_source_run(model: "Model", plan: TransportPlan, run: Run) -> None:
     if plan.channels in ("source", "union") and (run.stats is None or not set(plan.layers) <= set(run.stats.layers)):
         raise MassActError("source_run has no statistics of the transported layers to choose channels from; "
                            "give channels= explicitly or make it with source_capture().")
+    # what the rows will read: every channel of the transported slices (the channel choice is not known yet),
+    # each branch the rows edit when the run used CFG, the prompt inputs for conditioning="source"
+    cache = SourceCache(model, run)
+    full = "full-swap" in plan.controls
+    streams = ("image", "text") if full else plan.streams
+    cfg = uses_cfg(model, plan.run_kwargs)
+    branches = ("cond", "uncond") if (cfg and (plan.branch == "both" or full)) else ("cond",)
+    missing = cache.missing(plan.layers, plan.steps, streams, branches, None if plan.kind != "explicit" else
+                            {n: list(v) for n, v in plan.channels.items()})
+    if missing:
+        raise MassActError(f"source_run lacks {missing[:3]}{'...' if len(missing) > 3 else ''}; make it with "
+                           f"source_capture(model, source, layers=..., steps=..., stream=..., branch='both') keeping "
+                           f"every channel, or let transport() run the source itself.")
+    if plan.conditioning == "source":
+        need = [n for n in model.family.conditioning_kwargs if cache.input(n, "cond") is None]
+        if need:
+            raise MassActError(f"source_run keeps no prompt inputs {need} for conditioning='source'; make it with "
+                               f"source_capture(..., conditioning=True).")

@@ -32,7 +32,7 @@ TABLE_METRICS = ("valid", "colour_source", "judge_source", "toward_source", "ssi
 def read_pairs(source: str | os.PathLike | Sequence) -> list[tuple[str, str, str]]:
     """(source, target, note) triples from a TSV file (header ``source<TAB>target[<TAB>note]``, ``#``
     comments) or a list of (source, target[, note]) tuples."""
-    if isinstance(source, (str, os.PathLike)) and not (isinstance(source, str) and "\t" in source):
+    if isinstance(source, (str, os.PathLike)):
         p = Path(source)
         if not p.is_file():
             raise MassActError(f"pairs file {str(p)!r} does not exist (a TSV with columns source, target[, note]).")
@@ -134,6 +134,8 @@ def transport_study(model: "Model", pairs: Any, *, seeds: int | Sequence[int] = 
     for bad in ("seed", "progress"):
         if bad in transport_kwargs:
             raise MassActError(f"transport_study() sets {bad}= itself (seeds= gives the noise seeds).")
+    if transport_kwargs.get("source_run") is not None:
+        raise MassActError("transport_study() runs a new source for every pair; source_run= serves one source only.")
     transport_kwargs.setdefault("previews", False)
     run_kwargs = {k: v for k, v in transport_kwargs.items() if k not in _TRANSPORT_KEYS}
     plan_transport(model, triples[0][0], triples[0][1], run_kwargs=run_kwargs,
