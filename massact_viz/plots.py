@@ -379,7 +379,8 @@ def miou_curves(result, *, step: int = -1, title: str | None = None) -> go.Figur
         label = {"top": "top-k", "bottom": "bottom-k", "random": "random-k", "all": "all channels"}.get(name, name)
         fig.add_trace(go.Scatter(x=layers + layers[::-1], y=[v.hi for v in ivs] + [v.lo for v in ivs][::-1],
                                  fill="toself", fillcolor=_rgba(color, 0.15), line=dict(width=0), hoverinfo="skip",
-                                 showlegend=False, legendgroup=name, name=f"{_esc(label)} 95 % interval"))
+                                 mode="lines", showlegend=False, legendgroup=name,
+                                 name=f"{_esc(label)} 95 % interval"))
         fig.add_trace(go.Scatter(
             x=layers, y=[v.mean for v in ivs], mode="lines+markers", name=_esc(label), legendgroup=name,
             customdata=[[v.lo, v.hi] for v in ivs],
@@ -434,7 +435,7 @@ def disruption_curves(result, *, metric: str = "mse", title: str | None = None,
         xs = [p[0] for p in pts]
         if all(math.isfinite(p[2]) and math.isfinite(p[3]) for p in pts):
             fig.add_trace(go.Scatter(x=xs + xs[::-1], y=[p[3] for p in pts] + [p[2] for p in pts][::-1],
-                                     fill="toself", fillcolor=_rgba(color, 0.15), line=dict(width=0),
+                                     fill="toself", fillcolor=_rgba(color, 0.15), line=dict(width=0), mode="lines",
                                      hoverinfo="skip", showlegend=False, legendgroup=name))
         fig.add_trace(go.Scatter(x=xs, y=[p[1] for p in pts], mode="lines+markers", legendgroup=name,
                                  name=_esc(label), line=dict(color=color), customdata=[[p[2], p[3]] for p in pts],
@@ -445,7 +446,9 @@ def disruption_curves(result, *, metric: str = "mse", title: str | None = None,
     bands = f"; bands: 95 % interval over n={n} prompts" if n else ""
     fig.update_layout(template=TEMPLATE,
                       title=_esc(title or f"Disruption: {metric} vs the unedited image{where}{bands}"),
-                      xaxis=dict(title="k (channels edited per layer)"), yaxis=dict(title=f"{metric}{better}"))
+                      xaxis=dict(title="k (channels edited per layer)", tickmode="array",
+                                 tickvals=sorted({r["k"] for r in rows})),
+                      yaxis=dict(title=f"{metric}{better}"))
     return fig
 
 

@@ -57,7 +57,10 @@ def build_report(run: Run, *, k: int = 4, stat: str = "abs_mean") -> str:
         li = s.layers.index(r["layer"])
         j = agree["top"][li] if r["stream"] == "image" else float("nan")
         chans = ", ".join(f"{c} ({v:.3g})" for c, v in zip(r["top_channels"], r["top_scores"]))
+        iv = s.ratio_interval(r["layer"], stat=stat, stream=r["stream"])
+        per_image = f"{iv.mean:.3g} [{iv.lo:.3g}, {iv.hi:.3g}], n = {iv.n}" if iv.n > 1 else f"{iv.mean:.3g}, n = 1"
         rows.append(f"<tr><td>{e(r['layer'])}</td><td>{e(r['stream'])}</td><td>{r['ratio']:.3g}</td>"
+                    f"<td>{per_image}</td>"
                     f"<td>{r['median_score']:.3g}</td><td>{chans}</td><td>{'' if j != j else f'{j:.2f}'}</td></tr>")
     settings = {"model": meta.get("model"), "family": meta.get("family"), "dtype": meta.get("dtype"),
                 "size": meta.get("size"), "steps": meta.get("steps"), "guidance": meta.get("guidance"),
@@ -80,8 +83,11 @@ figcaption{{font-size:12px;max-width:200px}}</style>
 <h2>Images</h2>{imgs}
 {body}
 <h2>Top-{k} channels per layer by {e(stat)} (mean over images and steps)</h2>
-<p>ratio = top-1 / median channel score; Jaccard = overlap of the top-{k} by abs_mean and by mean_abs.</p>
-<table><tr><th>layer</th><th>stream</th><th>ratio</th><th>median</th><th>top channels (score)</th><th>Jaccard</th></tr>
+<p>ratio = top-1 / median channel score of the scores averaged over images; per image = the same ratio of each
+image's own scores, as a mean over the n images with its 95 % bootstrap interval; Jaccard = overlap of the
+top-{k} by abs_mean and by mean_abs.</p>
+<table><tr><th>layer</th><th>stream</th><th>ratio</th><th>ratio per image</th><th>median</th><th>top channels (score)</th>
+<th>Jaccard</th></tr>
 {''.join(rows)}</table>
 </body></html>
 """

@@ -97,10 +97,21 @@ class ChannelStats:
         s, i = torch.topk(v, k)
         return i.tolist(), s.tolist()
 
-    def ratio(self, *, stat: str = "abs_mean", stream: str = "image", step: int | None = None) -> torch.Tensor:
-        """Top-1 / median channel score per layer (NaN where the stream is absent)."""
-        v = self.get(stat, step=step, stream=stream)
+    def ratio(self, *, stat: str = "abs_mean", stream: str = "image", step: int | None = None,
+              image: int | None = None) -> torch.Tensor:
+        """Top-1 / median channel score per layer (NaN where the stream is absent); of one image's scores
+        with ``image=``, else of the scores averaged over images."""
+        v = self.get(stat, step=step, stream=stream, image=image)
         return v.max(dim=-1).values / v.median(dim=-1).values
+
+    def ratio_interval(self, layer: str | int, *, stat: str = "abs_mean", stream: str = "image",
+                       step: int | None = None):
+        """Top-1 / median of ``layer`` per image, as a mean over the images with its 95 % bootstrap interval
+        (:class:`massact_viz.intervals.Interval`; ``n`` = images)."""
+        from .intervals import mean_interval
+        li = self.layer_index(layer)
+        return mean_interval([float(self.ratio(stat=stat, stream=stream, step=step, image=i)[li])
+                              for i in range(len(self.prompts))])
 
     def summary(self, k: int = 5, *, stat: str = "abs_mean", step: int | None = None) -> list[dict]:
         """Per (layer, stream): top-k channels and scores, the median score and top-1/median."""
