@@ -55,8 +55,7 @@ TRANSPORT_VARIANTS = {  # name -> overrides of BASE (one setting changed at a ti
     "conditioning=source": dict(conditioning="source"),
     "k=1": dict(k=1), "k=4": dict(k=4), "k=16": dict(k=16), "k=32": dict(k=32),
     "layers=double": dict(layers="double"), "layers=single": dict(layers="single"),
-    "steps 0-10 (first half)": dict(steps=(0, 10)), "steps 0-5": dict(steps=(0, 5)),
-    "steps 10-20 (second half)": dict(steps=(10, 20)),
+    "steps 0-10 (first half)": dict(steps=(0, 10)), "steps 10-20 (second half)": dict(steps=(10, 20)),
     "alpha=0.5": dict(alpha=0.5),
     "tokens=target (target's foreground)": dict(tokens="target"),
 }
@@ -85,7 +84,8 @@ def sweep_transport(model, seeds: int, quick: bool) -> dict:
     variants = {k: v for k, v in TRANSPORT_VARIANTS.items() if not quick or k.startswith(("base", "branch"))}
     t0 = time.time()
     for name, over in tqdm(variants.items(), desc="transport settings"):
-        ctrl = ["random-k", "bottom-k", "full-swap"] if name.startswith("base") else []
+        ctrl = ["random-k", "bottom-k", "full-swap"] if name.startswith("base") else \
+            ["random-k"] if name in ("k=4", "k=16") else []
         study = transport_study(model, pairs, seeds=seeds, controls=ctrl, progress=False, **{**BASE, **over})
         out[name] = study.to_dict()
     return {"pairs": len(pairs), "seeds": seeds, "seconds": round(time.time() - t0, 1), "base": BASE,
@@ -97,15 +97,15 @@ def transport_tables(doc: dict) -> str:
     studies = {k: TransportStudy.from_dict(v) for k, v in doc["studies"].items()}
     out = [f"Transport on the embedded model: {doc['pairs']} caption pairs x {doc['seeds']} seed(s), mean [95 % "
            f"bootstrap interval over pairs]; `colour_source` over the object- and background-colour pairs only.", "",
-           "| setting | row | valid scene | colour_source | judge_source | toward_source | ssim_target |",
-           "|---|---|---|---|---|---|---|"]
+           "| setting | row | valid scene | colour_source | judge_source | toward_source | ssim_target | composite |",
+           "|---|---|---|---|---|---|---|---|"]
     for name, st in studies.items():
-        rows = ["transported"] + ([c for c in ("random-k", "bottom-k", "full-swap", "target") if c in st.rows]
-                                  if name.startswith("base") else [])
+        rows = ["transported"] + [c for c in ("random-k", "bottom-k", "full-swap") if c in st.rows] + \
+            (["target"] if name.startswith("base") else [])
         for row in rows:
             cells = [st.interval(row, "valid").fmt(), st.interval(row, "colour_source", COLOUR_PAIRS).fmt(),
                      st.interval(row, "judge_source").fmt(), st.interval(row, "toward_source").fmt(),
-                     st.interval(row, "ssim_target").fmt()]
+                     st.interval(row, "ssim_target").fmt(), st.interval(row, "composite").fmt()]
             out.append(f"| {name} | {row} | " + " | ".join(cells) + " |")
     base = next(v for k, v in studies.items() if k.startswith("base"))
     out += ["", "Paired comparisons at the base setting:", ""]
@@ -113,6 +113,9 @@ def transport_tables(doc: dict) -> str:
         for other in ("random-k", "bottom-k"):
             if other in base.rows:
                 out.append(f"* {base.compare(metric, 'transported', other, where).sentence}")
+    for name, st in studies.items():
+        if name in ("k=4", "k=16") and "random-k" in st.rows:
+            out.append(f"* {name}: {st.compare('toward_source', 'transported', 'random-k').sentence}")
     cond = next((v for k, v in studies.items() if k.startswith("branch=cond")), None)
     if cond:
         c = compare(base.matrix("transported", "valid"), cond.matrix("transported", "valid"),

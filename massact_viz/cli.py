@@ -196,13 +196,13 @@ def cmd_transport(args) -> int:
     if out.exists() and any(out.iterdir()) and not (out / "transport.json").exists():
         raise MassActError(f"{out} exists and is not a transport directory; choose a new or empty one.")
     model = _load(args)
-    kw = dict(channels=_channels_arg(args.channels), k=args.k, alpha=args.alpha, layers=args.layers or None,
+    kw = dict(channels=_channels_arg(args.channels), alpha=args.alpha, layers=args.layers or None,
               steps=_window(args.window), stream=args.stream, mode=args.mode, seed=args.seed, num_steps=args.steps,
               size=parse_size(args.size), controls=args.controls or (), blend=args.blend,
               tokens=None if args.tokens == "all" else args.tokens, mask_layer=args.mask_layer)
     if args.guidance is not None:
         kw["guidance"] = args.guidance
-    for name in ("branch", "conditioning"):
+    for name in ("branch", "conditioning", "k"):
         if getattr(args, name) is not None:
             kw[name] = getattr(args, name)
     if args.source_image is not None:
@@ -215,7 +215,8 @@ def cmd_transport(args) -> int:
         print(strict_json({"out": str(path), "channels": res.channels, "metrics": res.metrics,
                            "settings": res.settings}, indent=1))
     else:
-        cols = ["toward_source", "ssim_target", "composite"]
+        cols = ["toward_source", "ssim_target", "composite"] + [c for c in ("valid", "colour_source")
+                                                                 if c in res.metrics.get("target", {})]
         print("| row | " + " | ".join(cols) + " |\n|---|" + "---|" * len(cols))
         for row, m in res.metrics.items():
             print(f"| {row} | " + " | ".join("-" if m.get(c) is None else f"{m[c]:.3f}" for c in cols) + " |")
@@ -312,7 +313,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "inverse Euler, or forward noising")
     sp.add_argument("--target", required=True, help="target prompt")
     sp.add_argument("--channels", default="source", help="source | target | union | comma list (default source)")
-    sp.add_argument("--k", type=int, default=4, help="channels per layer for source/target/union (default 4)")
+    sp.add_argument("--k", type=int, default=None,
+                    help="channels per layer for source/target/union (default: transport()'s, chosen by measurement)")
     sp.add_argument("--alpha", type=float, default=1.0, help="soft blend in [0, 1] (1: the paper's replacement)")
     sp.add_argument("--layers", nargs="*", help="layers to transport (default: all)")
     sp.add_argument("--window", help="denoising steps to transport, START:STOP (default: all)")

@@ -7,8 +7,9 @@ The protocol (seed paper step 3, as pinned by the third-party reproduction; see
    them to a channel set (top-k, bottom-k, random-k, or all channels);
 2. min-max normalise every channel across tokens (a constant channel becomes 0);
 3. cluster the per-token vectors, K-means with K=2 by default (K settable) or HDBSCAN;
-4. the foreground is the cluster with the higher mean summed normalised activation
-   (``foreground="max_sum"``; ``"min_sum"`` or your own rule also work);
+4. decide which cluster is the foreground (``foreground=``): ``"border"`` (default: every cluster but the
+   one holding most of the grid's outer ring), the paper's ``"max_sum"`` (the higher mean summed
+   normalised activation), ``"min_sum"``, ``"minority"``, or a function of your own;
 5. reshape to the latent token grid, upsample (nearest neighbour) to pixels and score against a
    mask with IoU (two empty masks: IoU 1.0).
 
@@ -40,7 +41,7 @@ METHODS = ("kmeans", "hdbscan")
 #: sign each channel takes on the object); ``border``: every cluster but the one holding the most tokens of
 #: the grid's outer ring (the background surrounds an object); ``minority``: the smallest cluster.
 FOREGROUND_RULES = ("max_sum", "min_sum", "border", "minority")
-#: The default rule, chosen by measurement on the embedded model (BENCHMARKS.md "Localization defaults").
+#: The default rule, chosen by measurement on the embedded model (BENCHMARKS.md "Defaults by measurement").
 DEFAULT_FOREGROUND = "border"
 SETS = ("top", "bottom", "random", "all")
 PROJECTIONS = ("umap", "pca")

@@ -42,7 +42,7 @@ def source_capture(model: "Model", source: str, *, layers: Any = None, steps: An
     model (a model without CFG has none), ``"cond"`` only the conditional one; ``conditioning``: keep the
     prompt inputs of each branch (for ``transport(conditioning="source")``); ``stats``: also capture the
     statistics of those layers and steps (the transport's channel choice reads them); ``raw=False``
-    keeps no raw slices (statistics and previews only); ``previews``:
+    keeps none of those slices (statistics, previews and ``extra_raw`` only); ``previews``:
     per-step previews (default: when the family has them); ``extra_raw``: more :class:`Raw` slices.
     """
     if branch not in ("both", "cond"):

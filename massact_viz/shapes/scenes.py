@@ -611,7 +611,7 @@ def classify_shape(mask: np.ndarray) -> tuple[str, dict[str, float]]:
 VALID_MIN_BACKGROUND = 0.40  # share of pixels in the background colour
 VALID_MAX_FRAGMENTS = 0.04  # share of pixels in foreground bits outside the two largest objects
 VALID_MIN_SMOOTHNESS = 0.85  # share of neighbouring pixel pairs with the same palette colour
-VALID_MAX_PALETTE_DISTANCE = 40.0  # mean RGB distance of a pixel to its nearest palette colour
+VALID_MAX_PALETTE_DISTANCE = 75.0  # mean RGB distance to the nearest palette colour (speckled scenes ~50-60, full-frame noise ~100)
 
 
 def validity(image, *, min_area: float = 0.025, max_area: float = 0.55) -> dict:

@@ -9,10 +9,11 @@ each transported (layer, step), replaces the target's block output under the mas
 ``alpha = 1`` is the plain replacement; ``alpha = 0`` (or an all-False token mask) leaves the target
 exactly as it was.
 
-The code is split in three: :mod:`.plan` validates every setting into an immutable
+The code is split by purpose: :mod:`.plan` validates every setting into an immutable
 :class:`~.plan.TransportPlan` before anything runs; :mod:`.execution` runs the unedited source and
-target, chooses the channels, caches the source and runs each edited row; :mod:`.results` holds
-:class:`TransportResult` (save / load) and :func:`transport_metrics`.
+target, chooses the channels, caches the source and runs each edited row (:func:`execute` runs a plan);
+:mod:`.results` holds :class:`TransportResult` (save / load) and :func:`transport_metrics`; :mod:`.study`
+repeats a transport over many pairs and seeds (:func:`transport_study`, intervals over pairs).
 
 Modes:
 
@@ -28,8 +29,9 @@ CFG branches (``branch``): ``"both"`` (default) transports into each branch from
 CFG (FLUX true CFG, Qwen-Image, FLUX.2, the embedded model) and batched CFG (SD3, PixArt, SANA) alike,
 in both modes. ``"cond"`` edits only the conditional branch and leaves the unconditional one on the
 target's own trajectory: guidance ``uncond + s (cond - uncond)`` then amplifies the mismatch at every
-step (measured on the embedded model, CFG 4: see BENCHMARKS.md "Transport defaults"), so it is an option
-for study, not the default. Guidance-distilled models (FLUX.1 without true CFG) have only conditional
+step (measured on the embedded model, CFG 4: swapping every channel of both streams that way gives noise
+88.7 uint8 levels from the source, matched branches a clean scene 17.4 levels away; tests/test_transport_invariants.py
+and BENCHMARKS.md "Defaults by measurement"), so it is an option for study, not the default. Guidance-distilled models (FLUX.1 without true CFG) have only conditional
 calls and the two settings agree.
 
 Conditioning (``conditioning``): ``"target"`` (default) keeps the target's prompt inputs outside the
@@ -42,8 +44,9 @@ Channels: ``"source"`` / ``"target"`` pick each layer's top-``k`` by ``stat`` (d
 of the unedited source / target run over the transported steps, ``"union"`` takes the set union of
 both; a list gives the same channels at every layer, a ``{layer: list}`` dict its own per layer. With
 ``stream="both"`` chosen channels come from the image-stream statistics and are transported in both
-streams; the text stream is always transported over all its tokens (both prompts are padded to the
-same text length).
+streams; the text stream is always transported over all its tokens (FLUX and SD3 pad every prompt to one
+length; Qwen-Image encodes each to its own length, so cached mode needs prompts of equal token length for
+the text stream, the prompt inputs or the full swap, checked in the plan; batched mode pads the pair).
 """
 from __future__ import annotations
 
@@ -97,7 +100,7 @@ def transport(model: "Model", source: str, target: str, *, channels: Any = "sour
     or shaped ``(rows, cols)``, see ``model.token_grid(size)``) or a list of token indices, or
     ``"source"`` / ``"target"``: the foreground of that unedited run, found as in the paper's localization
     (K-means, K=2, on the top-``mask_k`` channels by ``abs_mean`` of ``mask_layer`` at the last denoising
-    step, the cluster with the larger normalised sum; ``mask_layer`` defaults to the middle block; the
+    step, the foreground by localization's default rule, ``border``; ``mask_layer`` defaults to the middle block; the
     mask and its settings are kept in ``settings["tokens"]`` / ``settings["token_mask"]``).
     ``layers``/``steps``/``stream`` are the :class:`~massact_viz.edits.Edit` specs (``steps`` a step,
     list or ``(start, stop)`` window of the ``num_steps`` denoising steps). ``branch`` / ``conditioning``:
@@ -112,8 +115,8 @@ def transport(model: "Model", source: str, target: str, *, channels: Any = "sour
     predicted clean images for the timeline (default: when the family supports them). ``metrics``: score
     every row with :func:`transport_metrics` (``False`` skips it). ``max_cache_gb``: the cached source
     keeps the needed channels of every transported (layer, step, stream, branch) on the host; above this
-    it refuses before running (the full-swap control keeps every channel: a whole FLUX.1 run at 1024 px
-    would be ~40 GB per branch, so use ``mode="batched"`` for it).
+    it refuses before running (the full-swap control keeps every channel of both streams: a whole FLUX.1 run
+    at 1024 px would be about 45 GB, so use ``mode="batched"`` for it).
 
     Image-conditioned (subject-driven) transport: ``source_image=`` (a path, PIL image or uint8 array)
     replaces the source prompt's run by the reference image's trajectory: the image is VAE-encoded and

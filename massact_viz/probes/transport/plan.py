@@ -276,7 +276,7 @@ def plan_transport(model: "Model", source: str, target: str, *, channels: Any = 
     return plan
 
 
-def channels_per_layer(model: "Model", plan: TransportPlan, stream: str = "image") -> int:
+def channels_per_layer(model: "Model", plan: TransportPlan) -> int:
     """Upper bound of the channels per (layer, stream) the cached source keeps: the transported ones
     plus each channel control's (every channel when the full-swap control is asked for)."""
     if "full-swap" in plan.controls:
@@ -328,10 +328,9 @@ def cache_gb(model: "Model", plan: TransportPlan) -> float:
     for n in plan.layers:
         for s in model.layer(n).streams:
             if s == "image" and (full_swap or "image" in plan.streams):
-                per = channels_per_layer(model, plan, "image")
-                total += rows * cols * per
+                total += rows * cols * channels_per_layer(model, plan)
             elif s == "text" and (full_swap or "text" in plan.streams):
-                total += n_text * channels_per_layer(model, plan, "text")
+                total += n_text * channels_per_layer(model, plan)
     return total * itemsize * len(plan.steps) * branches / 1e9
 
 
