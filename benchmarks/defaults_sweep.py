@@ -61,10 +61,12 @@ TRANSPORT_VARIANTS = {  # name -> overrides of BASE (one setting changed at a ti
 }
 
 
-def _pairs(quick: bool) -> list[tuple[str, str, str]]:
+def _pairs(quick: bool, n: int | None = None) -> list[tuple[str, str, str]]:
     lines = (ROOT / "data" / "prompts" / "shapes_pairs.tsv").read_text().splitlines()[1:]
     pairs = [tuple(line.split("\t")[:3]) for line in lines if line.strip() and not line.startswith("#")]
-    return pairs[::8] if quick else pairs
+    if quick:
+        return pairs[::8]
+    return pairs[::max(1, len(pairs) // n)][:n] if n else pairs
 
 
 def _captions(quick: bool) -> list[str]:
@@ -78,8 +80,8 @@ def COLOUR_PAIRS(note: str) -> bool:  # noqa: N802 (a filter passed by name)
 
 
 # ------------------------------------------------------------------------------------------ transport
-def sweep_transport(model, seeds: int, quick: bool) -> dict:
-    pairs = _pairs(quick)
+def sweep_transport(model, seeds: int, quick: bool, n_pairs: int | None = None) -> dict:
+    pairs = _pairs(quick, n_pairs)
     out = {}
     variants = {k: v for k, v in TRANSPORT_VARIANTS.items() if not quick or k.startswith(("base", "branch"))}
     t0 = time.time()
@@ -221,22 +223,26 @@ def disruption_tables(doc: dict) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--part", choices=["transport", "localization", "disruption", "all"], default="all")
+    ap.add_argument("--part", nargs="+", choices=["transport", "localization", "disruption", "all"], default=["all"],
+                    help="parts to run; separate processes may run different parts at once (results merge per part)")
+    ap.add_argument("--pairs", type=int, default=None, help="transport: use every n-th pair so that about this many remain")
     ap.add_argument("--seeds", type=int, default=1, help="noise seeds per transport pair")
     ap.add_argument("--quick", action="store_true", help="a few pairs and prompts (a smoke run)")
     ap.add_argument("--tables-only", action="store_true", help="print the tables of the saved results")
     a = ap.parse_args()
     doc = json.loads(OUT.read_text()) if OUT.exists() else {}
-    parts = ["transport", "localization", "disruption"] if a.part == "all" else [a.part]
+    parts = ["transport", "localization", "disruption"] if "all" in a.part else a.part
     if not a.tables_only:
         model = mv.load("shapes")
         cfg = json.loads((ROOT / "data" / "shapes" / "config.json").read_text())
         doc["model"] = {"source": "shapes", "training_step": cfg["training"]["step"]}
         for p in parts:
-            doc[p] = {"transport": lambda: sweep_transport(model, a.seeds, a.quick),
+            doc[p] = {"transport": lambda: sweep_transport(model, a.seeds, a.quick, a.pairs),
                       "localization": lambda: sweep_localization(model, a.quick),
                       "disruption": lambda: sweep_disruption(model, a.quick)}[p]()
             doc[p]["quick"] = a.quick
+            on_disk = json.loads(OUT.read_text()) if OUT.exists() else {}   # another process may have written a part
+            doc = {**on_disk, "model": doc["model"], p: doc[p]}
             atomic_write(OUT, strict_json(doc, indent=1))
     for p in parts:
         if p in doc:

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from .errors import MassActError
-from .run import strict_json
+from .run import check_output_file, strict_json
 
 
 def default_model() -> str:
@@ -88,6 +88,7 @@ def cmd_scan(args) -> int:
 
 
 def cmd_generate(args) -> int:
+    check_output_file(args.out, (".png", ".jpg", ".jpeg", ".webp"), "image")
     model = _load(args)
     images = model.generate(read_prompts(args)[:1], steps=args.steps, seed=args.seed, size=parse_size(args.size),
                             guidance=args.guidance)
@@ -100,6 +101,7 @@ def cmd_generate(args) -> int:
 
 def cmd_report(args) -> int:
     from .report import write_report
+    check_output_file(args.out, (".html", ".htm"), "report")
     out = write_report(args.run, args.out, k=args.k, stat=args.stat)
     print(f"saved {out}")
     return 0
@@ -142,6 +144,7 @@ def cmd_disrupt(args) -> int:
 
 def cmd_localize(args) -> int:
     from .probes.localization import localize
+    check_output_file(args.out, (".json",), "localization result")
     masks = args.masks
     if masks != "shapes":
         d = Path(masks)

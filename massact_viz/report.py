@@ -16,7 +16,7 @@ from pathlib import Path
 
 from . import analysis, plots
 from .errors import MassActError
-from .run import Run, atomic_write
+from .run import Run, atomic_write, check_output_file
 
 
 def _img_tag(im) -> str:
@@ -94,6 +94,8 @@ top-{k} by abs_mean and by mean_abs.</p>
 
 
 def write_report(run_dir: str | os.PathLike, out: str | os.PathLike, *, k: int = 4, stat: str = "abs_mean") -> Path:
-    """Load ``run_dir`` and write its report to ``out`` (atomically)."""
+    """Load ``run_dir`` and write its report to ``out`` (atomically; ``out`` must be an ``.html`` file name,
+    and never a file of a run directory)."""
+    check_output_file(out, (".html", ".htm"), "report")
     text = build_report(Run.load(run_dir), k=k, stat=stat)
     return atomic_write(out, text)

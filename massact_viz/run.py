@@ -9,7 +9,9 @@ Layout of a run directory (no pickle anywhere)::
 
 Writes are atomic: a run is written into a sibling temporary directory and swapped in by rename,
 so an interrupted save never leaves a half-written run, and an existing run is replaced only once
-the new one is complete. ``run.json`` records the SHA-256 of the tensor file, so truncation or
+the new one is complete. Replacing a run replaces only what the toolkit wrote there (``run.json``,
+``tensors.safetensors``, the images ``run.json`` lists); anything else in the directory (a report, notes,
+a user's folder) is carried over into the new run directory. ``run.json`` records the SHA-256 of the tensor file, so truncation or
 corruption is caught on load with a clear error.
 """
 from __future__ import annotations
@@ -59,8 +61,9 @@ class Run:
     def save(self, path: str | os.PathLike) -> Path:
         """Write the run directory ``path`` atomically.
 
-        An existing run at ``path`` is replaced only once the new one is complete; any other existing
-        file or non-empty directory there is refused (never deleted).
+        An existing run at ``path`` is replaced only once the new one is complete, and only the files the
+        toolkit wrote there are replaced (anything else in the directory is kept); any other existing file or
+        non-empty directory there is refused (never deleted).
         """
         from safetensors.torch import save_file
 
@@ -207,21 +210,37 @@ def atomic_write(path: str | os.PathLike, data: bytes | str) -> Path:
 
 
 def resume_manifest(directory: Path, settings: dict, what: str, hint: str) -> None:
-    """Start or resume a resumable job in ``directory``: write ``manifest.json`` with ``settings`` the
-    first time; later, refuse (with ``hint``) when the settings differ. Never touches other data."""
+    """Start or resume a resumable job in ``directory``: create ``manifest.json`` with ``settings`` the
+    first time (exclusively, so of two processes starting at once exactly one creates it); later, refuse
+    (with ``hint``) when the settings differ. Never touches other data."""
+    import time
+
     manifest = directory / "manifest.json"
     settings = json.loads(json.dumps(settings, default=_json_default))
-    if manifest.exists():
+    if not manifest.exists():
+        if directory.exists() and (not directory.is_dir() or any(p.name != "manifest.json" for p in directory.iterdir())):
+            raise MassActError(f"{directory} exists and is not a {what}; choose a new or empty directory.")
+        directory.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(manifest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            pass  # another process created it a moment ago: compare below
+        else:
+            with os.fdopen(fd, "w") as f:
+                f.write(json.dumps(settings, indent=1))
+                f.flush()
+                os.fsync(f.fileno())
+            return
+    previous = None
+    for _ in range(50):  # a writer that has just created the file may still be writing it
         try:
             previous = json.loads(manifest.read_text())
+            break
         except json.JSONDecodeError:
-            previous = None
-        if previous != settings:
-            raise MassActError(f"{directory} holds a {what} started with other settings. {hint}")
-        return
-    if directory.exists() and any(directory.iterdir()):
-        raise MassActError(f"{directory} exists and is not a {what}; choose a new or empty directory.")
-    atomic_write(manifest, json.dumps(settings, indent=1))
+            time.sleep(0.02)
+    if previous != settings:
+        raise MassActError(f"{directory} holds a {what} started with other settings (or another process is "
+                           f"writing one there now). {hint}")
 
 
 def _is_run_dir(path: Path) -> bool:
@@ -239,14 +258,60 @@ def _sha256(p: Path) -> str:
     return h.hexdigest()
 
 
+def _owned_files(path: Path) -> set[str]:
+    """The relative paths a run directory's ``run.json`` says the toolkit wrote (its images, the tensor file,
+    ``run.json`` itself); an unreadable ``run.json`` owns only the fixed names."""
+    owned = {"run.json", "tensors.safetensors"}
+    try:
+        images = json.loads((path / "run.json").read_text()).get("images", [])
+    except (OSError, ValueError, AttributeError):
+        images = []
+    owned.update(str(p) for p in images if isinstance(p, str))
+    return owned
+
+
 def _swap_in(tmp: Path, path: Path) -> None:
+    """Replace the run at ``path`` by the complete one in ``tmp``, carrying over every entry of the old
+    directory the toolkit did not write (moved, never copied or deleted)."""
     old = None
     if path.exists():
+        owned = _owned_files(path)
+        for entry in sorted(path.rglob("*")):
+            rel = entry.relative_to(path).as_posix()
+            if entry.is_dir() and not entry.is_symlink():
+                continue
+            if rel in owned or (tmp / rel).exists():
+                continue
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(entry, tmp / rel)
+        for d in sorted((e for e in path.rglob("*") if e.is_dir() and not e.is_symlink()), reverse=True):
+            rel = d.relative_to(path).as_posix()
+            if not any(d.iterdir()) and not (tmp / rel).exists():
+                (tmp / rel).mkdir(parents=True)   # a user's empty folder survives too
         old = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
         os.replace(path, old)
     os.replace(tmp, path)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def check_output_file(path: str | os.PathLike, suffixes: tuple[str, ...], what: str) -> Path:
+    """Check, before any work, that ``path`` may receive a ``what`` file (one of ``suffixes``): not a
+    directory, not a file of a run directory (``run.json``, its tensors or images), and, if a file is there
+    already, one of the same kind (same suffix), which is then replaced. One clear error otherwise."""
+    path = Path(path)
+    if path.suffix.lower() not in suffixes:
+        raise MassActError(f"{path} must end in {' or '.join(suffixes)} (the {what} is written there).")
+    if path.is_dir():
+        raise MassActError(f"{path} is a directory; give a file name ending in {suffixes[0]} for the {what}.")
+    for parent in path.resolve().parents:
+        if _is_run_dir(parent):
+            rel = path.resolve().relative_to(parent).as_posix()
+            if rel in _owned_files(parent):
+                raise MassActError(f"{path} belongs to the run directory {parent}; refusing to overwrite it. "
+                                   f"Choose another file name for the {what}.")
+            break
+    return path
 
 
 def _json_default(o: Any) -> Any:

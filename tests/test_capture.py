@@ -307,6 +307,70 @@ def test_save_refuses_to_replace_a_directory_that_is_not_a_run(tmp_path, tiny_mo
     assert mv.Run.load(run.save(tmp_path / "empty")).meta["prompts"] == ["a cat"]
 
 
+def test_replacing_a_run_keeps_every_file_the_toolkit_did_not_write(tmp_path, tiny_model):
+    """The README's own flow: scan into fox, write fox/report.html, add notes, rescan into fox."""
+    m = tiny_model("flux")
+    fox = tmp_path / "fox"
+    m.run(["a cat", "a dog"], steps=1, size=SIZE, progress=False).save(fox)
+    (fox / "report.html").write_text("<p>my report</p>")
+    (fox / "notes.txt").write_text("keep me")
+    (fox / "mine" / "deep").mkdir(parents=True)
+    (fox / "mine" / "deep" / "a.npy").write_bytes(b"123")
+    (fox / "mine" / "empty").mkdir()
+    (fox / "images" / "my_crop.png").write_bytes(b"not the toolkit's")
+    m.run("a bird", steps=1, size=SIZE, progress=False).save(fox)
+    back = mv.Run.load(fox)
+    assert back.meta["prompts"] == ["a bird"] and len(back.images) == 1
+    assert not (fox / "images" / "001.png").exists()          # the old run's second image was the toolkit's
+    assert (fox / "report.html").read_text() == "<p>my report</p>" and (fox / "notes.txt").read_text() == "keep me"
+    assert (fox / "mine" / "deep" / "a.npy").read_bytes() == b"123" and (fox / "mine" / "empty").is_dir()
+    assert (fox / "images" / "my_crop.png").read_bytes() == b"not the toolkit's"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]   # no temporary directories left
+
+
+def test_two_jobs_starting_at_once_in_one_directory_cannot_both_win(tmp_path):
+    import threading
+    from massact_viz.run import resume_manifest
+    for trial in range(10):
+        d, barrier, outcome = tmp_path / f"t{trial}", threading.Barrier(2), {}
+
+        def start(name):
+            barrier.wait()
+            try:
+                resume_manifest(d, {"prompts": name}, "partial scan", "Resume it with the same arguments.")
+                outcome[name] = "started"
+            except mv.MassActError as e:
+                outcome[name] = str(e)
+        threads = [threading.Thread(target=start, args=(n,)) for n in ("fox", "cat")]
+        [t.start() for t in threads]
+        [t.join() for t in threads]
+        assert sorted(v == "started" for v in outcome.values()) == [False, True], outcome
+        loser = next(v for v in outcome.values() if v != "started")
+        assert "other settings (or another process is writing one there now)" in loser
+
+
+def test_output_files_are_checked_before_any_work(tmp_path, tiny_model):
+    from massact_viz.report import write_report
+    from massact_viz.run import check_output_file
+    run_dir = tiny_model("flux").run("a cat", steps=1, size=SIZE, progress=False).save(tmp_path / "r")
+    before = (run_dir / "run.json").read_bytes()
+    for bad, match in ((run_dir / "run.json", "must end in .html"), (run_dir / "images" / "000.html", None),
+                       (tmp_path, "must end in"), (tmp_path / "d.html", "is a directory")):
+        if bad.name == "d.html":
+            bad.mkdir()
+        if match is None:
+            write_report(run_dir, bad)       # a new file of the right kind inside a run directory is fine
+            continue
+        with pytest.raises(mv.MassActError, match=match):
+            write_report(run_dir, bad)
+    assert (run_dir / "run.json").read_bytes() == before
+    with pytest.raises(mv.MassActError, match="belongs to the run directory"):
+        check_output_file(run_dir / "images" / "000.png", (".png",), "image")
+    (tmp_path / "old.html").write_text("an earlier report")
+    write_report(run_dir, tmp_path / "old.html")             # same kind: replaced
+    assert "<html" in (tmp_path / "old.html").read_text().lower()
+
+
 def test_steps_stay_distinct_when_timesteps_collide(tiny_model):
     """bf16 can round two timesteps to one value; steps follow the scheduler, not the timestep."""
     m = tiny_model("flux")

@@ -54,6 +54,9 @@ def test_generate_writes_png(tmp_path):
                  "--out", str(out)]) == 0
     from PIL import Image
     assert Image.open(out).size == (32, 32)
+    for bad in ("x.txt", "noext"):   # refused before the model loads, nothing written
+        assert main(["generate", "--model", "tiny:sana", "--prompt", "a", "--out", str(tmp_path / bad)]) == 2
+        assert not (tmp_path / bad).exists()
 
 
 @pytest.mark.parametrize("argv, message", [
