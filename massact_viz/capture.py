@@ -201,8 +201,9 @@ def plan_capture(model: "Model", prompts: Sequence[str], *, steps: int, seed: in
         raise MassActError(f"batch_size must be a positive integer, got {batch_size!r}.")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise MassActError(f"seed must be a non-negative integer, got {seed!r}.")
-    if guidance is not None and (isinstance(guidance, bool) or not isinstance(guidance, (int, float))):
-        raise MassActError(f"guidance must be a number, got {guidance!r}.")
+    if guidance is not None and (isinstance(guidance, bool) or not isinstance(guidance, (int, float))
+                                 or guidance != guidance or abs(guidance) == float("inf")):
+        raise MassActError(f"guidance must be a finite number, got {guidance!r}.")
     for k in pipe_kwargs:
         if k in RESERVED_KWARGS:
             raise MassActError(f"do not pass {k}= to run(); use {RESERVED_KWARGS[k]} instead.")

@@ -363,6 +363,10 @@ def main(argv: list[str] | None = None) -> int:
     except MassActError as e:
         print(f"massact-viz: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("massact-viz: interrupted; nothing half-written was kept (scan and probe disrupt resume when rerun "
+              "with the same arguments).", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

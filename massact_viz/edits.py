@@ -82,8 +82,9 @@ class Edit:
         if self.branch not in BRANCHES:
             raise MassActError(f"Edit branch must be 'both' (every CFG branch) or 'cond', got {self.branch!r}.")
         if self.op == "scale":
-            if self.value is None or isinstance(self.value, bool) or not isinstance(self.value, (int, float)):
-                raise MassActError(f"Edit('scale', ...) needs a numeric value= (the factor), got {self.value!r}.")
+            if self.value is None or isinstance(self.value, bool) or not isinstance(self.value, (int, float)) \
+                    or not np.isfinite(self.value):
+                raise MassActError(f"Edit('scale', ...) needs a finite numeric value= (the factor), got {self.value!r}.")
         elif self.value is not None:
             raise MassActError(f"value= only applies to op='scale'; op={self.op!r} takes no value.")
         if isinstance(self.channels, Mapping):

@@ -67,6 +67,12 @@ def test_generate_writes_png(tmp_path):
     (["scan", "--model", "tiny:flux", "--prompt", "a", "--size", "32", "--steps", "1", "--layers", "double.7", "--out", "x"], "unknown layer"),
     (["info", "--model", "tiny:unet"], "unknown tiny pipeline"),
     (["info", "--model", "./missing/dir"], "neither an existing directory"),
+    (["scan", "--model", "tiny:flux", "--prompt", "a", "--guidance", "nan", "--out", "x"], "guidance must be a finite"),
+    (["probe", "disrupt", "--model", "tiny:flux", "--prompt", "a", "--op", "scale", "--value", "nan", "--out", "x"],
+     "finite numeric value"),
+    (["probe", "transport", "--model", "tiny:flux", "--source", "a", "--target", "b", "--blend", "nan", "--out", "x"],
+     "blend must be a number in [0, 1]"),
+    (["report", "x", "--out", "x/run.json"], "must end in .html"),
 ])
 def test_bad_arguments_exit_2_with_one_line(argv, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -74,6 +80,27 @@ def test_bad_arguments_exit_2_with_one_line(argv, message, capsys, tmp_path, mon
     err = capsys.readouterr().err.strip()
     assert message in err and err.startswith("massact-viz: error:")
     assert not (tmp_path / "x").exists()  # nothing half-written
+
+
+def test_ctrl_c_is_one_line(monkeypatch, capsys):
+    import massact_viz.cli as cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+    parser = cli.build_parser
+    monkeypatch.setattr(cli, "build_parser", lambda: _with_fn(parser(), interrupted))
+    assert main(["info", "--model", "tiny:flux"]) == 130
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("massact-viz: interrupted;") and "Traceback" not in err and len(err.splitlines()) == 1
+
+
+def _with_fn(parser, fn):
+    class P:
+        def parse_args(self, argv):
+            ns = parser.parse_args(argv)
+            ns.fn = fn
+            return ns
+    return P()
 
 
 def test_k_must_be_positive(capsys):
