@@ -10,9 +10,9 @@ __version__ = "0.1.0"
 
 from .capture import Capture, MassActWarning, Raw  # noqa: E402
 from .errors import MassActError, RunFileError, UnsupportedArchitectureError  # noqa: E402
-from .model import Model, load  # noqa: E402
+from .model import Model, default_model, load  # noqa: E402
 from .run import Run  # noqa: E402
 from .stats import STATISTICS, ChannelStats  # noqa: E402
 
-__all__ = ["load", "Model", "Run", "Capture", "Raw", "ChannelStats", "STATISTICS", "MassActError",
+__all__ = ["load", "default_model", "Model", "Run", "Capture", "Raw", "ChannelStats", "STATISTICS", "MassActError",
            "RunFileError", "UnsupportedArchitectureError", "MassActWarning", "__version__"]

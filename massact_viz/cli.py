@@ -14,12 +14,7 @@ from pathlib import Path
 
 from .errors import MassActError
 from .run import check_output_file, strict_json
-
-
-def default_model() -> str:
-    """The embedded default: the teaching model when its weights are present, else a tiny FLUX.1."""
-    from .model import data_dir
-    return "shapes" if (data_dir() / "shapes").exists() else "tiny:flux"
+from .model import default_model
 
 
 def parse_size(text: str | None) -> tuple[int, int] | None:

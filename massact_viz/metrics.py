@@ -175,6 +175,13 @@ def register_metric(name: str, fn: Callable[..., float], higher_is_better: bool,
     return METRICS[name]
 
 
+def direction_arrow(metric: str) -> str:
+    """"↑" (higher is better) or "↓" for a registered metric; "" for one this session has not registered
+    (e.g. a metric named in a loaded result)."""
+    m = METRICS.get(metric)
+    return "" if m is None else ("↑" if m.higher_is_better else "↓")
+
+
 def get_metric(name: str) -> Metric:
     if name not in METRICS:
         raise MassActError(f"unknown metric {name!r}; registered: {sorted(METRICS)} (add one with register_metric).")

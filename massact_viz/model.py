@@ -39,6 +39,12 @@ def parse_dtype(dtype: str | torch.dtype | None, device: str) -> torch.dtype:
     return _DTYPES[dtype]
 
 
+def default_model() -> str:
+    """The embedded default model: ``"shapes"`` (the teaching model) when its weights are present, else
+    ``"tiny:flux"``. What the CLI and the notebooks load when no model is named."""
+    return "shapes" if (data_dir() / "shapes").exists() else "tiny:flux"
+
+
 def load(source: Any, *, device: str | None = None, dtype: str | torch.dtype | None = None,
          offload: str | None = None, revision: str | None = None) -> "Model":
     """Load a DiT for tracing.

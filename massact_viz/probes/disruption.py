@@ -29,7 +29,7 @@ from ..analysis import KINDS, select
 from ..capture import Capture, check_prompts
 from ..edits import Edit, compose, describe_layers, describe_steps
 from ..errors import MassActError, RunFileError, check_k
-from ..metrics import get_metric
+from ..metrics import direction_arrow, get_metric
 from ..run import Run, atomic_write, read_result, resume_manifest
 
 if TYPE_CHECKING:
@@ -121,7 +121,7 @@ class DisruptionResult:
         rows = self.summary() if summary else self.table
         lead = ["layer_set"] if self.layer_sets else []
         cols = lead + ["set", "k"] + ([] if summary else ["draw"]) + ["op", "layers", "steps", "stream"]
-        head = cols + [f"{m} {_arrow(m)}" for m in self.metrics]
+        head = cols + [f"{m} {direction_arrow(m)}" for m in self.metrics]
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for r in rows:
             ms = [_fmt(r[m]) + (f" [{_fmt(r[m + '_lo'])}, {_fmt(r[m + '_hi'])}]"
@@ -300,13 +300,6 @@ def _channel_sets(sets: Any) -> dict[str, Any]:
     if not out:
         raise MassActError("no channel sets given: use sets=('top', 'bottom', 'random') or {name: [channels]}.")
     return out
-
-
-def _arrow(metric: str) -> str:
-    """↑ / ↓ for a registered metric; '' for one this session has not registered (a loaded result)."""
-    from ..metrics import METRICS
-    m = METRICS.get(metric)
-    return "" if m is None else ("↑" if m.higher_is_better else "↓")
 
 
 def disrupt(model: "Model", prompts: str | Sequence[str], *, ks: Sequence[int] = (1, 4, 8),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import traitlets
 
 from ..errors import MassActError, check_index
-from ..probes.disruption import _arrow
+from ..metrics import direction_arrow
 from .base import View, enlarge, esc, esm, label, png_b64, thumb
 
 
@@ -60,7 +60,7 @@ class DisruptionGrid(View):
         self.layer_sets = lsets
         self.sets = list(dict.fromkeys(c["set"] for c in cells))
         self.ks = sorted({c["k"] for c in cells})
-        self.metric_names = [[m, _arrow(m)] for m in result.metrics]
+        self.metric_names = [[m, direction_arrow(m)] for m in result.metrics]
         self.cells = cells
         self.baseline = [png_b64(enlarge(thumb(im, size), min(size, 96))) for im in result.baseline.images]
         self.layer_set = (layer_set if layer_set is not None else (lsets[0] if lsets else ""))
