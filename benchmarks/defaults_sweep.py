@@ -43,7 +43,7 @@ from massact_viz.intervals import compare, mean_interval  # noqa: E402
 from massact_viz.probes import disrupt  # noqa: E402
 from massact_viz.probes.transport import TransportStudy, transport_study  # noqa: E402
 from massact_viz.probes.localization import localize  # noqa: E402
-from massact_viz.run import atomic_write, strict_json  # noqa: E402
+from massact_viz.files import atomic_write, strict_json  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "defaults_sweep.json"

@@ -39,7 +39,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from massact_viz.run import atomic_write  # noqa: E402
+from massact_viz.files import atomic_write  # noqa: E402
 from massact_viz.shapes import train as T  # noqa: E402
 from massact_viz.shapes.model import load_shapes_pipeline  # noqa: E402
 from massact_viz.intervals import wilson_interval  # noqa: E402

@@ -13,7 +13,8 @@ import sys
 from pathlib import Path
 
 from .errors import MassActError
-from .run import check_output_file, strict_json
+from .files import strict_json
+from .run import check_output_file
 from .model import default_model
 
 

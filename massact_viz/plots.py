@@ -35,7 +35,7 @@ import plotly.io as pio
 import torch
 
 from .errors import MassActError, check_index, check_k
-from .run import atomic_write
+from .files import atomic_write
 from .stats import ChannelStats, as_stats, check_stat
 
 # ---------------------------------------------------------------- one look for every figure

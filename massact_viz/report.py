@@ -16,7 +16,8 @@ from pathlib import Path
 
 from . import analysis, plots
 from .errors import MassActError
-from .run import Run, atomic_write, check_output_file
+from .files import atomic_write
+from .run import Run, check_output_file
 
 
 def _img_tag(im) -> str:

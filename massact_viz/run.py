@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import shutil
-import tempfile
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +28,7 @@ from typing import Any
 import torch
 
 from .errors import MassActError, RunFileError
+from .files import json_default
 from .stats import ChannelStats
 
 SCHEMA_VERSION = 1
@@ -96,7 +95,7 @@ class Run:
                 im.save(tmp / names[-1])
             doc = {"format": FORMAT, "schema_version": SCHEMA_VERSION, "meta": self.meta, "index": index,
                    "images": names, "sha256": {"tensors.safetensors": _sha256(tmp / "tensors.safetensors")}}
-            (tmp / "run.json").write_text(json.dumps(doc, indent=1, default=_json_default))
+            (tmp / "run.json").write_text(json.dumps(doc, indent=1, default=json_default))
             _swap_in(tmp, path)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -151,96 +150,6 @@ class Run:
             except (OSError, ValueError) as e:
                 raise RunFileError(f"image {path / name} is missing or damaged ({e}); re-create the run.") from None
         return cls(images, stats, doc["meta"], raw, tensors.get("previews"))
-
-
-def read_result(file: str | os.PathLike, fmt: str, what: str) -> dict:
-    """The JSON document of a saved probe result (``transport.json``, ``disruption.json``, a localization
-    file), or a :class:`RunFileError` saying it is missing, damaged, or not a massact_viz ``what``."""
-    file = Path(file)
-    try:
-        doc = json.loads(file.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise RunFileError(f"{file} is missing, damaged or truncated ({e}); it should be a massact_viz {what} "
-                           f"written by its save().") from e
-    if not isinstance(doc, dict) or doc.get("format") != fmt:
-        raise RunFileError(f"{file} is not a massact_viz {what}.")
-    return doc
-
-
-def strict_json(obj: Any, **kwargs: Any) -> str:
-    """JSON text that every strict parser reads: NaN and infinities become ``null`` (never the bare
-    ``NaN`` tokens Python writes by default), tensors and numpy values become plain numbers."""
-    return json.dumps(_finite(obj), allow_nan=False, default=_json_default, **kwargs)
-
-
-def _finite(o: Any) -> Any:
-    if isinstance(o, float):
-        return o if math.isfinite(o) else None
-    if isinstance(o, dict):
-        return {k: _finite(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [_finite(v) for v in o]
-    if hasattr(o, "item") and getattr(o, "ndim", None) == 0:  # numpy / torch scalars
-        return _finite(o.item())
-    return o
-
-
-def atomic_write(path: str | os.PathLike, data: bytes | str) -> Path:
-    """Write ``data`` to ``path`` atomically (a temporary file in the same folder, fsynced, then
-    renamed over), creating the folder; an interrupted write leaves any previous file intact."""
-    path = Path(path)
-    if isinstance(data, str):
-        data = data.encode("utf-8")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def resume_manifest(directory: Path, settings: dict, what: str, hint: str) -> None:
-    """Start or resume a resumable job in ``directory``: create ``manifest.json`` with ``settings`` the
-    first time (exclusively, so of two processes starting at once exactly one creates it); later, refuse
-    (with ``hint``) when the settings differ. Never touches other data."""
-    import time
-
-    manifest = directory / "manifest.json"
-    settings = json.loads(json.dumps(settings, default=_json_default))
-    if not manifest.exists():
-        if directory.exists() and (not directory.is_dir() or any(p.name != "manifest.json" for p in directory.iterdir())):
-            raise MassActError(f"{directory} exists and is not a {what}; choose a new or empty directory.")
-        directory.mkdir(parents=True, exist_ok=True)
-        try:
-            fd = os.open(manifest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        except FileExistsError:
-            pass  # another process created it a moment ago: compare below
-        else:
-            with os.fdopen(fd, "w") as f:
-                f.write(json.dumps(settings, indent=1))
-                f.flush()
-                os.fsync(f.fileno())
-            return
-    previous = None
-    for _ in range(50):  # a writer that has just created the file may still be writing it
-        try:
-            previous = json.loads(manifest.read_text())
-            break
-        except json.JSONDecodeError:
-            time.sleep(0.02)
-    if previous != settings:
-        raise MassActError(f"{directory} holds a {what} started with other settings (or another process is "
-                           f"writing one there now). {hint}")
 
 
 def _is_run_dir(path: Path) -> bool:
@@ -314,9 +223,3 @@ def check_output_file(path: str | os.PathLike, suffixes: tuple[str, ...], what: 
     return path
 
 
-def _json_default(o: Any) -> Any:
-    if isinstance(o, (torch.dtype, torch.device, Path)):
-        return str(o)
-    if torch.is_tensor(o):
-        return o.tolist()
-    return repr(o)

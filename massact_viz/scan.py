@@ -17,7 +17,8 @@ import torch
 
 from .capture import Capture, plan_capture
 from .errors import MassActError, RunFileError
-from .run import Run, resume_manifest
+from .files import resume_manifest
+from .run import Run
 from .stats import ChannelStats
 
 if TYPE_CHECKING:

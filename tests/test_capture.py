@@ -330,7 +330,7 @@ def test_replacing_a_run_keeps_every_file_the_toolkit_did_not_write(tmp_path, ti
 
 def test_two_jobs_starting_at_once_in_one_directory_cannot_both_win(tmp_path):
     import threading
-    from massact_viz.run import resume_manifest
+    from massact_viz.files import resume_manifest
     for trial in range(10):
         d, barrier, outcome = tmp_path / f"t{trial}", threading.Barrier(2), {}
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from massact_viz.intervals import Interval, compare, mean_interval, proportion_interval, wilson_interval
-from massact_viz.run import strict_json
+from massact_viz.files import strict_json
 
 
 def test_bootstrap_interval_covers_the_mean_and_shrinks_with_n():

@@ -30,7 +30,8 @@ from ..capture import Capture, check_prompts
 from ..edits import Edit, compose, describe_layers, describe_steps
 from ..errors import MassActError, RunFileError, check_k
 from ..metrics import direction_arrow, get_metric
-from ..run import Run, atomic_write, read_result, resume_manifest
+from ..files import atomic_write, read_result, resume_manifest
+from ..run import Run
 
 if TYPE_CHECKING:
     from ..model import Model

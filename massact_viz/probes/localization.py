@@ -33,7 +33,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..errors import MassActError, RunFileError, check_index
-from ..run import atomic_write, read_result
+from ..files import atomic_write, read_result
 
 METHODS = ("kmeans", "hdbscan")
 #: How a cluster becomes the foreground. ``max_sum`` / ``min_sum``: the cluster with the highest / lowest

@@ -258,7 +258,7 @@ def markdown(card: dict) -> str:
 
 def main(argv=None) -> None:
     import massact_viz as mv
-    from ..run import atomic_write, strict_json
+    from ..files import atomic_write, strict_json
     from .model import default_weights_dir
 
     ap = argparse.ArgumentParser(description="Measure the shipped teaching model and write data/shapes/card.json.")

@@ -76,7 +76,7 @@ from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransfo
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer, T5Config, T5EncoderModel, T5TokenizerFast
 from transformers import PreTrainedTokenizerFast  # noqa: F401  (diffusers' loader looks base classes up here)
 
-from ..run import atomic_write
+from ..files import atomic_write
 from .scenes import VOCABULARY
 from .vae import PixelShuffleVAE
 

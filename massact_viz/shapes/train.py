@@ -57,7 +57,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import FluxPipeline
 
-from ..run import atomic_write
+from ..files import atomic_write
 from . import scenes
 from .model import (
     ShapesConfig,

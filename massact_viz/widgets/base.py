@@ -25,7 +25,7 @@ import numpy as np
 import traitlets
 
 from ..errors import MassActError
-from ..run import atomic_write
+from ..files import atomic_write
 
 _JS = Path(__file__).with_name("js")
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"

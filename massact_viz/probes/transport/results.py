@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from ...errors import RunFileError
-from ...run import atomic_write, read_result, strict_json
+from ...files import atomic_write, read_result, strict_json
 
 FORMAT = "massact_viz.transport"
 
