@@ -115,9 +115,16 @@ def transport_tables(doc: dict) -> str:
         for other in ("random-k", "bottom-k"):
             if other in base.rows:
                 out.append(f"* {base.compare(metric, 'transported', other, where).sentence}")
+    by_k = {}
     for name, st in studies.items():
-        if name in ("k=4", "k=16") and "random-k" in st.rows:
-            out.append(f"* {name}: {st.compare('toward_source', 'transported', 'random-k').sentence}")
+        if name.startswith(("base", "k=")) and "random-k" in st.rows:
+            k = int(st.settings["k"])
+            c = st.compare("toward_source", "transported", "random-k")
+            by_k[k] = c
+            out.append(f"* k={k}: {c.sentence}")
+    beats = sorted(k for k, c in by_k.items() if c.verdict == ">")
+    out.append(f"* smallest k (of {sorted(by_k)}) at which top-k moves the image toward the source more than random-k: "
+               + (f"k = {beats[0]}" if beats else "none (top-k is not distinguishable from random-k at any k measured)"))
     cond = next((v for k, v in studies.items() if k.startswith("branch=cond")), None)
     if cond:
         c = compare(base.matrix("transported", "valid"), cond.matrix("transported", "valid"),

@@ -16,6 +16,7 @@ from .errors import MassActError
 from .files import strict_json
 from .run import check_output_file
 from .model import default_model
+from .prompts import read_lines
 
 
 def parse_size(text: str | None) -> tuple[int, int] | None:
@@ -34,13 +35,7 @@ def parse_size(text: str | None) -> tuple[int, int] | None:
 def read_prompts(args) -> list[str]:
     prompts = list(args.prompt or [])
     if args.prompts:
-        path = Path(args.prompts)
-        if not path.is_file():
-            raise MassActError(f"prompt file {path} does not exist.")
-        for line in path.read_text(encoding="utf-8").splitlines():
-            line = line.strip()
-            if line and not line.startswith("#"):
-                prompts.append(line)
+        prompts += read_lines(args.prompts)   # a path, or a shipped set such as shapes_captions.txt
     if not prompts:
         raise MassActError("give at least one prompt with --prompt TEXT or --prompts FILE (one per line).")
     return prompts
@@ -235,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--size", help="HxW in pixels (default: the pipeline's)")
         if prompts:
             sp.add_argument("--prompt", action="append", help="a prompt (repeatable)")
-            sp.add_argument("--prompts", help="file with one prompt per line (# comments)")
+            sp.add_argument("--prompts", help="file with one prompt per line (# comments), or a shipped set: shapes_captions.txt, real_models.txt")
             sp.add_argument("--steps", type=int, help="denoising steps (default: the model's own, 4 for most)")
             sp.add_argument("--seed", type=int, default=0, help="seed of image 0; image i uses seed+i")
             sp.add_argument("--guidance", type=float, help="guidance scale (family's own kwarg)")

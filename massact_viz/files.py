@@ -15,6 +15,11 @@ import torch
 from .errors import MassActError, RunFileError
 
 
+def data_dir() -> Path:
+    """Where the project's ``data/`` lives (override with the MASSACT_VIZ_DATA environment variable)."""
+    return Path(os.environ.get("MASSACT_VIZ_DATA", Path(__file__).resolve().parent.parent / "data"))
+
+
 def read_result(file: str | os.PathLike, fmt: str, what: str) -> dict:
     """The JSON document of a saved probe result (``transport.json``, ``disruption.json``, a localization
     file), or a :class:`RunFileError` saying it is missing, damaged, or not a massact_viz ``what``."""

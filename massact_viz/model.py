@@ -10,6 +10,7 @@ import torch
 
 from .capture import Capture, _check_size, run_capture
 from .errors import MassActError, check_index
+from .files import data_dir
 from .families import Block, Family, detect
 from .hooks import Site
 from .run import Run
@@ -21,11 +22,6 @@ TINY_PREFIX = "tiny:"
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
            "float16": torch.float16, "fp16": torch.float16, "half": torch.float16}
 _CACHE_HOOK_WORDS = ("cache", "fbc_", "pyramid_attention", "layer_skip")  # diffusers/hooks names
-
-
-def data_dir() -> Path:
-    """Where the project's ``data/`` lives (override with the MASSACT_VIZ_DATA environment variable)."""
-    return Path(os.environ.get("MASSACT_VIZ_DATA", Path(__file__).resolve().parent.parent / "data"))
 
 
 def parse_dtype(dtype: str | torch.dtype | None, device: str) -> torch.dtype:

@@ -195,3 +195,15 @@ def test_probe_transport_bad_arguments(extra, message, capsys, tmp_path):
     argv = ["probe", "transport", "--model", "tiny:flux", "--target", "a cat", "--out", str(tmp_path / "o")] + extra
     assert main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+def test_the_torchvision_fallback_notice_is_silenced_and_nothing_else(capfd):
+    import logging
+    import massact_viz  # noqa: F401 (installs the filter)
+    from transformers.utils import logging as tlog
+    tlog.get_logger("transformers")  # transformers' own stderr handler
+    log = logging.getLogger("transformers.utils.import_utils")
+    log.warning("`CLIPImageProcessor` requires torchvision (not installed); falling back to `CLIPImageProcessorPil`")
+    log.warning("a warning a user can act on")
+    err = capfd.readouterr().err
+    assert "requires torchvision" not in err and "a warning a user can act on" in err

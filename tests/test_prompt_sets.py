@@ -129,3 +129,26 @@ def test_shapes_pairs_parse(col):
     for row in rows:
         scenes.parse_caption(row[col])
         assert scenes.normalize_caption(row[col]) == row[col]
+
+
+def test_shipped_sets_are_found_from_any_working_directory(tmp_path, monkeypatch):
+    import massact_viz as mv
+    from massact_viz.probes.transport import read_pairs
+
+    monkeypatch.chdir(tmp_path)
+    assert mv.read_prompts("shapes_captions.txt") == _prompt_lines("shapes_captions.txt")
+    assert mv.read_prompts("../data/prompts/real_models.txt", n=3) == _prompt_lines("real_models.txt")[:3]
+    assert len(read_pairs("shapes_pairs.tsv")) == 32
+    (tmp_path / "mine.txt").write_text("# mine\na cat\n\na dog\n", encoding="utf-8")
+    assert mv.read_prompts("mine.txt") == ["a cat", "a dog"]        # a file of the user's wins
+    (tmp_path / "latin.txt").write_bytes("caf\xe9 au lait\n".encode("latin-1"))
+    for bad, message in (("nope.txt", "shipped sets: real_models.txt, shapes_captions.txt"),
+                         ("latin.txt", "is not UTF-8 text"), (".", "is a directory")):
+        with pytest.raises(mv.MassActError, match=message):
+            mv.read_prompts(bad)
+
+
+def test_notebooks_name_no_path_relative_to_their_folder():
+    """A notebook must run from any working directory (papermill from the repo root, a copy elsewhere)."""
+    for nb in sorted((PROMPTS.parents[1] / "notebooks").glob("*.ipynb")):
+        assert "../" not in nb.read_text(encoding="utf-8"), f"{nb.name} reads a path relative to notebooks/"

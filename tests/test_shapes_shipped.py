@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import massact_viz as mv
-from massact_viz.model import data_dir
+from massact_viz.files import data_dir
 from massact_viz.shapes import scenes
 
 # base-form captions, every colour as object and as background

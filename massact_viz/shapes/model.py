@@ -76,7 +76,7 @@ from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransfo
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer, T5Config, T5EncoderModel, T5TokenizerFast
 from transformers import PreTrainedTokenizerFast  # noqa: F401  (diffusers' loader looks base classes up here)
 
-from ..files import atomic_write
+from ..files import atomic_write, data_dir
 from .scenes import VOCABULARY
 from .vae import PixelShuffleVAE
 
@@ -427,8 +427,7 @@ def save_shapes_weights(
 
 
 def default_weights_dir() -> Path:
-    """``data/shapes`` of the project (``massact_viz.model.data_dir``; MASSACT_VIZ_DATA overrides)."""
-    from ..model import data_dir
+    """``data/shapes`` of the project (``massact_viz.files.data_dir``; MASSACT_VIZ_DATA overrides)."""
     return data_dir() / "shapes"
 
 

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
 from ...errors import MassActError
+from ...prompts import read_lines
 from ...intervals import Comparison, Interval, compare, mean_interval
 
 if TYPE_CHECKING:
@@ -33,10 +33,7 @@ def read_pairs(source: str | os.PathLike | Sequence) -> list[tuple[str, str, str
     """(source, target, note) triples from a TSV file (header ``source<TAB>target[<TAB>note]``, ``#``
     comments) or a list of (source, target[, note]) tuples."""
     if isinstance(source, (str, os.PathLike)):
-        p = Path(source)
-        if not p.is_file():
-            raise MassActError(f"pairs file {str(p)!r} does not exist (a TSV with columns source, target[, note]).")
-        lines = [ln for ln in p.read_text(encoding="utf-8").splitlines() if ln.strip() and not ln.startswith("#")]
+        lines = read_lines(source)   # a path, or a shipped set in data/prompts (e.g. "shapes_pairs.tsv")
         if lines and lines[0].lower().startswith("source\t"):
             lines = lines[1:]
         rows = [ln.split("\t") for ln in lines]
