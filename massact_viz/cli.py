@@ -70,11 +70,20 @@ def cmd_scan(args) -> int:
                           "statistic": args.stat, "k": args.k, "prompts": prompts, "steps": run.meta["steps"],
                           "layers": rows}, indent=1))
         return 0
-    print(f"saved {out}  ({len(prompts)} prompt(s), {run.meta['steps']} steps, {len(run.stats.layers)} layers)")
-    print(f"top-{args.k} channels by {args.stat} (mean over images and steps), top-1/median ratio:")
+    images = [str(out / p) for p in sorted(p.relative_to(out).as_posix() for p in (out / "images").glob("*.png"))]
+    what = ", the embedded teaching model" if run.meta["model"] == "shapes" else ""
+    print(f"model {run.meta['model']} ({model.family.title}{what}); {len(prompts)} prompt(s), {run.meta['steps']} denoising "
+          f"steps, {len(run.stats.layers)} blocks, seed {args.seed}")
+    print(f"saved the run in {out}/; the generated image(s): {', '.join(images[:3])}{' ...' if len(images) > 3 else ''}")
+    print(f"\nPer block and stream: top-1/median = how many times the largest channel's {args.stat} (mean |activation| "
+          f"over tokens, then over steps and images) exceeds the median channel's; then the top-{args.k} channels as "
+          f"channel:{args.stat}.\n")
+    print(f"  {'block':>10} {'stream':<6} {'top-1/median':<13} top-{args.k} channels (channel:{args.stat})")
     for r in rows:
         chans = ", ".join(f"{c}:{s:.3g}" for c, s in zip(r["top_channels"], r["top_scores"]))
-        print(f"  {r['layer']:>10} {r['stream']:<5}  x{r['ratio']:<7.3g} {chans}")
+        print(f"  {r['layer']:>10} {r['stream']:<6} x{r['ratio']:<12.3g} {chans}")
+    print(f"\nNext: massact-viz report {out} --out {out}/report.html   (a self-contained HTML page of this run)\n"
+          f"      make lab   (the guided notebooks in JupyterLab; start with 00_quickstart)")
     return 0
 
 

@@ -45,7 +45,8 @@ def test_scan_table(tmp_path, capsys):
     assert main(["scan", "--model", "tiny:sd3", "--prompt", "a cat", "--steps", "1", "--size", "32",
                  "--out", str(tmp_path / "r")]) == 0
     out = capsys.readouterr().out
-    assert "top-4 channels by abs_mean" in out and "double.0 image" in out
+    assert "top-4 channels (channel:abs_mean)" in out and "double.0 image" in out and "top-1/median = how many" in out
+    assert f"{tmp_path / 'r'}/images/000.png" in out and "Next: massact-viz report" in out
 
 
 def test_generate_writes_png(tmp_path):
