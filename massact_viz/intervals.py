@@ -5,14 +5,16 @@ The unit of resampling is the *prompt* (an image caption or a transport pair): v
 ``(prompts,)`` or ``(prompts, seeds)`` are resampled over prompts, seeds averaged within each
 drawn prompt (a cluster bootstrap), so seeds of one prompt never count as independent evidence.
 Intervals are percentile intervals of ``n_boot`` resamples from a fixed seed: the same numbers
-give the same interval on every machine.
+give the same interval on every machine. A percentile bootstrap over very few prompts is far too narrow
+(two prompts that agree in sign always "exclude zero"), so :func:`compare` claims a difference only from
+``MIN_N_CLAIM`` = 6 prompts on (six differences of one sign are also what a two-sided sign test needs at 5 %).
 
     >>> from massact_viz.intervals import mean_interval, compare
     >>> top, bottom = mean_interval([0.6, 0.7, 0.55, 0.62]), mean_interval([0.2, 0.1, 0.3, 0.2])
     >>> str(top)
     '0.62 [0.57, 0.67], n = 4'
     >>> compare([0.6, 0.7, 0.55, 0.62], [0.2, 0.1, 0.3, 0.2], "top-k", "bottom-k").sentence
-    'top-k > bottom-k: 0.62 [0.57, 0.67] vs 0.20 [0.12, 0.27], n = 4 (difference 0.42 [0.29, 0.55])'
+    'top-k and bottom-k: too few prompts to compare (n = 4, a claim needs 6): 0.62 [0.57, 0.67] vs 0.20 [0.12, 0.27] (difference 0.42 [0.29, 0.55])'
 """
 from __future__ import annotations
 
@@ -23,10 +25,11 @@ from typing import Sequence
 import numpy as np
 
 __all__ = ["Interval", "Comparison", "mean_interval", "proportion_interval", "wilson_interval", "compare",
-           "N_BOOT", "LEVEL"]
+           "N_BOOT", "LEVEL", "MIN_N_CLAIM"]
 
 N_BOOT = 2000
 LEVEL = 0.95
+MIN_N_CLAIM = 6
 _SEED = 20240917
 
 
@@ -153,6 +156,9 @@ class Comparison:
     @property
     def sentence(self) -> str:
         na, nb = self.names
+        if self.verdict == "~" and self.diff.n < MIN_N_CLAIM:
+            return (f"{na} and {nb}: too few prompts to compare (n = {self.diff.n}, a claim needs {MIN_N_CLAIM}): "
+                    f"{self.a.fmt()} vs {self.b.fmt()} (difference {self.diff.fmt()})")
         if self.verdict == "~":
             head = f"{na} and {nb} are not distinguishable at n = {self.a.n}"
         else:
@@ -168,7 +174,8 @@ class Comparison:
 def compare(a, b, name_a: str = "a", name_b: str = "b", *, level: float = LEVEL, n_boot: int = N_BOOT,
             seed: int = _SEED) -> Comparison:
     """Paired comparison of two conditions on the same prompts (rows must match): ``>`` or ``<``
-    only when the bootstrap interval of the mean difference excludes 0, else ``~``."""
+    only when the bootstrap interval of the mean difference excludes 0 over at least ``MIN_N_CLAIM`` prompts,
+    else ``~``."""
     A, B = _as_matrix(a), _as_matrix(b)
     if A.shape[0] != B.shape[0]:
         raise ValueError(f"compare needs the same prompts in both conditions, got {A.shape[0]} and {B.shape[0]}")
@@ -176,7 +183,7 @@ def compare(a, b, name_a: str = "a", name_b: str = "b", *, level: float = LEVEL,
     ia, ib = mean_interval(A, level=level, n_boot=n_boot, seed=seed), mean_interval(B, level=level, n_boot=n_boot,
                                                                                      seed=seed)
     idiff = mean_interval(d, level=level, n_boot=n_boot, seed=seed)
-    if idiff.n < 2 or not math.isfinite(idiff.lo):
+    if idiff.n < MIN_N_CLAIM or not math.isfinite(idiff.lo):
         verdict = "~"
     elif idiff.lo > 0:
         verdict = ">"

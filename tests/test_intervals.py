@@ -58,6 +58,9 @@ def test_compare_claims_only_what_the_intervals_support():
     assert noise.verdict == "~" and "not distinguishable at n = 16" in noise.sentence
     tiny = compare([0.9, 0.1], [0.1, 0.2], "a", "b")  # n = 2: far apart on average, but no evidence
     assert tiny.verdict == "~"
+    agree = compare([0.9, 0.8, 0.85, 0.95, 0.9], [0.1, 0.2, 0.1, 0.15, 0.1], "top-k", "bottom-k")
+    assert agree.verdict == "~" and "too few prompts to compare (n = 5, a claim needs 6)" in agree.sentence
+    assert compare([0.9, 0.8, 0.85, 0.95, 0.9, 0.9], [0.1, 0.2, 0.1, 0.15, 0.1, 0.1]).verdict == ">"
     worse = compare(base, base + 0.4, "top-k", "bottom-k")
     assert worse.verdict == "<"
     with pytest.raises(ValueError, match="same prompts"):

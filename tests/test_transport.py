@@ -338,7 +338,7 @@ def test_transport_study_gives_intervals_over_pairs(flux, tmp_path):
     assert iv.n == 3 and iv.seeds == 2 and iv.lo <= iv.mean <= iv.hi
     assert st.interval("transported", "toward_source", where="a").n == 2
     c = st.compare("toward_source", "transported", "random-k")
-    assert c.verdict in (">", "<", "~") and "n = 3" in c.sentence
+    assert c.verdict == "~" and "n = 3" in c.sentence   # three pairs: never a claim
     assert "| transported |" in st.markdown() and "n = 3 pairs" in st.markdown()
     back = TransportStudy.from_dict(st.to_dict())
     assert np.allclose(back.values["transported"]["ssim_target"], st.values["transported"]["ssim_target"])
