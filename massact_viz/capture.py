@@ -385,8 +385,11 @@ def check_prompts(prompts: str | Sequence[str], allow_empty: bool = False) -> li
 
 
 def _progress(pipe: Any, enable: bool) -> bool:
-    prev = not getattr(pipe, "_progress_bar_config", {}).get("disable", False)
-    pipe.set_progress_bar_config(disable=not enable)
+    config = dict(getattr(pipe, "_progress_bar_config", {}) or {})
+    prev = not config.get("disable", False)
+    config["disable"] = not enable
+    config.setdefault("desc", "denoising steps")   # diffusers' bar says nothing of what it counts
+    pipe.set_progress_bar_config(**config)
     return prev
 
 

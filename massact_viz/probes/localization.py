@@ -541,12 +541,14 @@ def localize(model, prompts: str | Sequence[str], masks: Any, *, layers: Any = N
     mean_stats = None
     if rank == "mean":  # rank over every prompt first: statistics only, no raw slices
         cap = Capture(layers=[b.name for b in blocks], steps=step_list, streams=["image"], sun=False)
-        mean_stats = model.run(prompts, seed=seed, capture=cap, progress=progress, **run_kwargs).stats
+        mean_stats = model.run(prompts, seed=seed, capture=cap, progress=False, **run_kwargs).stats
+    from tqdm.auto import tqdm
+    bar = tqdm(total=len(prompts), desc="localize: prompts clustered", unit="prompt", disable=not progress)
     for start in range(0, len(prompts), chunk):
         part = prompts[start:start + chunk]
         cap = Capture(layers=[b.name for b in blocks], steps=step_list, streams=["image"], sun=False,
                       stats=rank == "image", raw=[Raw(b.name, s) for b in blocks for s in step_list])
-        run = model.run(part, seed=seed + start, capture=cap, progress=progress, **run_kwargs)
+        run = model.run(part, seed=seed + start, capture=cap, progress=False, **run_kwargs)
         grid = tuple(run.meta["token_grid"])
         size = tuple(run.meta["size"])
         ppt = (size[0] // grid[0], size[1] // grid[1])
@@ -572,6 +574,8 @@ def localize(model, prompts: str | Sequence[str], masks: Any, *, layers: Any = N
                         iou_arr[si, li, ti, i] = float(np.mean([score(ch) for ch in draws]))
                         if s != "all":
                             chans[f"{s}/{b.name}/step{st}/{i}"] = [int(c) for c in draws[0]]
+        bar.update(len(part))
+    bar.close()
     params = {"k": k, "random_draws": random_draws, "seed": seed, "stat": stat, "rank": rank,
               "k_clusters": k_clusters, "method": method,
               "foreground": foreground if isinstance(foreground, str) else getattr(foreground, "__name__", "custom"),
