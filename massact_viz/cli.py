@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from .errors import MassActError
+from .errors import MassActError, check_k
 from .files import strict_json
 from .run import check_output_file
 from .model import default_model
@@ -58,8 +58,9 @@ def cmd_info(args) -> int:
 
 def cmd_scan(args) -> int:
     from .capture import Capture
-    model = _load(args)
     prompts = read_prompts(args)
+    model = _load(args)
+    check_k(args.k, model.info()["width"], "--k")   # before the scan, not after it
     cap = Capture(layers=args.layers or None, sun=not args.no_sun, previews=args.previews)
     run = model.scan(prompts, args.out, steps=args.steps, seed=args.seed, size=parse_size(args.size),
                      guidance=args.guidance, capture=cap, batch_size=args.batch_size, progress=not args.json)

@@ -104,6 +104,11 @@ def _with_fn(parser, fn):
     return P()
 
 
+def test_k_above_the_width_is_refused_before_the_scan(tmp_path, capsys):
+    assert main(["scan", "--model", "tiny:flux", "--prompt", "a", "--k", "1000", "--out", str(tmp_path / "r")]) == 2
+    assert "--k must be an integer between 1 and 32" in capsys.readouterr().err and not (tmp_path / "r").exists()
+
+
 def test_k_must_be_positive(capsys):
     assert main(["scan", "--model", "tiny:flux", "--prompt", "a", "--k", "0", "--out", "x"]) == 2
 
