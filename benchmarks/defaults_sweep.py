@@ -39,7 +39,7 @@ import numpy as np  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
 import massact_viz as mv  # noqa: E402
-from massact_viz.intervals import compare, mean_interval  # noqa: E402
+from massact_viz.intervals import MIN_N_CLAIM, compare, mean_interval  # noqa: E402
 from massact_viz.probes import disrupt  # noqa: E402
 from massact_viz.probes.transport import TransportStudy, transport_study  # noqa: E402
 from massact_viz.probes.localization import localize  # noqa: E402
@@ -124,7 +124,9 @@ def transport_tables(doc: dict) -> str:
             out.append(f"* k={k}: {c.sentence}")
     beats = sorted(k for k, c in by_k.items() if c.verdict == ">")
     out.append(f"* smallest k (of {sorted(by_k)}) at which top-k moves the image toward the source more than random-k: "
-               + (f"k = {beats[0]}" if beats else "none (top-k is not distinguishable from random-k at any k measured)"))
+               + (f"k = {beats[0]}" if beats else
+                  f"none: too few pairs for a claim (n < {MIN_N_CLAIM})" if all(c.diff.n < MIN_N_CLAIM for c in by_k.values())
+                  else "none (top-k is not distinguishable from random-k at any k measured)"))
     cond = next((v for k, v in studies.items() if k.startswith("branch=cond")), None)
     if cond:
         c = compare(base.matrix("transported", "valid"), cond.matrix("transported", "valid"),
@@ -178,7 +180,8 @@ def localization_tables(doc: dict) -> str:
             c = compare(sub[r.sets.index("top")], sub[r.sets.index("bottom")], "top-k", "bottom-k")
             out.append(f"| {n} | {mean_interval(sub[r.sets.index('top')]).fmt()} | "
                        f"{mean_interval(sub[r.sets.index('bottom')]).fmt()} | "
-                       f"{mean_interval(sub[r.sets.index('all')]).fmt()} | {c.verdict} |")
+                       f"{mean_interval(sub[r.sets.index('all')]).fmt()} | "
+                       f"{c.verdict if n >= MIN_N_CLAIM else f'n < {MIN_N_CLAIM}: no claim'} |")
     return "\n".join(out)
 
 

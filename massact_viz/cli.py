@@ -71,7 +71,7 @@ def cmd_scan(args) -> int:
                           "statistic": args.stat, "k": args.k, "prompts": prompts, "steps": run.meta["steps"],
                           "layers": rows}, indent=1))
         return 0
-    images = [str(out / p) for p in sorted(p.relative_to(out).as_posix() for p in (out / "images").glob("*.png"))]
+    images = [str(out / "images" / f"{i:03d}.png") for i in range(len(run.images))]   # the run's own, as saved
     what = ", the embedded teaching model" if run.meta["model"] == "shapes" else ""
     print(f"model {run.meta['model']} ({model.family.title}{what}); {len(prompts)} prompt(s), {run.meta['steps']} denoising "
           f"steps, {len(run.stats.layers)} blocks, seed {args.seed}")

@@ -10,8 +10,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from .errors import MassActError, RunFileError
 
 
@@ -78,39 +76,40 @@ def atomic_write(path: str | os.PathLike, data: bytes | str) -> Path:
 
 def resume_manifest(directory: Path, settings: dict, what: str, hint: str) -> None:
     """Start or resume a resumable job in ``directory``: create ``manifest.json`` with ``settings`` the
-    first time (exclusively, so of two processes starting at once exactly one creates it); later, refuse
-    (with ``hint``) when the settings differ. Never touches other data."""
-    import time
-
+    first time (complete on disk before it appears, and exclusively: of two processes starting at once with
+    different settings, one gets an error); later, refuse (with ``hint``) when the settings differ. Never
+    touches other data."""
     manifest = directory / "manifest.json"
     settings = json.loads(json.dumps(settings, default=json_default))
     if not manifest.exists():
-        if directory.exists() and (not directory.is_dir() or any(p.name != "manifest.json" for p in directory.iterdir())):
+        if directory.exists() and (not directory.is_dir() or any(p.name != "manifest.json" and not p.name.startswith(".manifest.")  # another starter's temporary file
+                for p in directory.iterdir())):
             raise MassActError(f"{directory} exists and is not a {what}; choose a new or empty directory.")
         directory.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".manifest.", suffix=".tmp")
         try:
-            fd = os.open(manifest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        except FileExistsError:
-            pass  # another process created it a moment ago: compare below
-        else:
             with os.fdopen(fd, "w") as f:
                 f.write(json.dumps(settings, indent=1))
                 f.flush()
                 os.fsync(f.fileno())
+            os.link(tmp, manifest)   # atomic and exclusive: fails if another process linked one first
             return
-    previous = None
-    for _ in range(50):  # a writer that has just created the file may still be writing it
-        try:
-            previous = json.loads(manifest.read_text())
-            break
-        except json.JSONDecodeError:
-            time.sleep(0.02)
+        except FileExistsError:
+            pass                     # another process started here a moment ago: compare below
+        finally:
+            os.unlink(tmp)
+    try:
+        previous = json.loads(manifest.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise MassActError(f"{manifest} is damaged ({type(e).__name__}); delete {directory} to start the {what} "
+                           f"over.") from None
     if previous != settings:
         raise MassActError(f"{directory} holds a {what} started with other settings (or another process is "
                            f"writing one there now). {hint}")
 
 
 def json_default(o: Any) -> Any:
+    import torch
     if isinstance(o, (torch.dtype, torch.device, Path)):
         return str(o)
     if torch.is_tensor(o):

@@ -29,8 +29,8 @@ def prompt_file(name: str | os.PathLike) -> Path:
     if p.is_file():
         return p
     shipped = data_dir() / "prompts" / p.name
-    if shipped.is_file() and (p.parent == Path(".") or p.parent.name == "prompts"):
-        return shipped  # a bare name, or an old "../data/prompts/x.txt" written for another working directory
+    if shipped.is_file() and (p.parent == Path(".") or p.parent.as_posix().endswith("data/prompts")):
+        return shipped  # a bare name, or a "data/prompts/x.txt" path written for another working directory
     if p.is_dir():
         raise MassActError(f"{p} is a directory; give a prompt file (one prompt per line).")
     raise MassActError(f"prompt file {str(p)!r} does not exist; give a path, or one of the shipped sets: "

@@ -10,8 +10,10 @@ Layout of a run directory (no pickle anywhere)::
 Writes are atomic: a run is written into a sibling temporary directory and swapped in by rename,
 so an interrupted save never leaves a half-written run, and an existing run is replaced only once
 the new one is complete. Replacing a run replaces only what the toolkit wrote there (``run.json``,
-``tensors.safetensors``, the images ``run.json`` lists); anything else in the directory (a report, notes,
-a user's folder) is carried over into the new run directory. ``run.json`` records the SHA-256 of the tensor file, so truncation or
+``tensors.safetensors``, the images ``run.json`` lists), file by file: anything else in the directory (a
+report, notes, a user's folder) never moves, and a file of the user's in the way is refused before anything
+changes. An interrupted replacement leaves a marker (``.massact_viz-saving.json``) and is finished by the
+next save. ``run.json`` records the SHA-256 of the tensor file, so truncation or
 corruption is caught on load with a clear error.
 """
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import uuid
 from dataclasses import dataclass, field
@@ -28,7 +31,7 @@ from typing import Any
 import torch
 
 from .errors import MassActError, RunFileError
-from .files import json_default
+from .files import atomic_write, json_default
 from .stats import ChannelStats
 
 SCHEMA_VERSION = 1
@@ -152,7 +155,15 @@ class Run:
         return cls(images, stats, doc["meta"], raw, tensors.get("previews"))
 
 
+#: Present while an existing run directory is being replaced; lists the files the toolkit owns there, so an
+#: interrupted replacement is finished by the next save (user files never move, so nothing of theirs is at risk).
+SAVING_MARKER = ".massact_viz-saving.json"
+_IMAGE_NAME = re.compile(r"images/\d+\.png")
+
+
 def _is_run_dir(path: Path) -> bool:
+    if (path / SAVING_MARKER).is_file():
+        return True
     try:
         return json.loads((path / "run.json").read_text()).get("format") == FORMAT
     except (OSError, ValueError, AttributeError):
@@ -168,40 +179,54 @@ def _sha256(p: Path) -> str:
 
 
 def _owned_files(path: Path) -> set[str]:
-    """The relative paths a run directory's ``run.json`` says the toolkit wrote (its images, the tensor file,
-    ``run.json`` itself); an unreadable ``run.json`` owns only the fixed names."""
+    """The relative paths the toolkit wrote in the run directory ``path``: ``run.json``, ``tensors.safetensors``
+    and the images ``run.json`` lists (only names of the toolkit's own form, ``images/NNN.png``), plus what an
+    interrupted replacement's marker lists."""
     owned = {"run.json", "tensors.safetensors"}
     try:
         images = json.loads((path / "run.json").read_text()).get("images", [])
     except (OSError, ValueError, AttributeError):
         images = []
-    owned.update(str(p) for p in images if isinstance(p, str))
-    return owned
+    try:
+        owned.update(json.loads((path / SAVING_MARKER).read_text()))
+    except (OSError, ValueError, TypeError):
+        pass
+    owned.update(p for p in images if isinstance(p, str) and _IMAGE_NAME.fullmatch(p))
+    return {p for p in owned if isinstance(p, str) and (p in ("run.json", "tensors.safetensors")
+                                                         or _IMAGE_NAME.fullmatch(p))}
 
 
 def _swap_in(tmp: Path, path: Path) -> None:
-    """Replace the run at ``path`` by the complete one in ``tmp``, carrying over every entry of the old
-    directory the toolkit did not write (moved, never copied or deleted)."""
-    old = None
-    if path.exists():
-        owned = _owned_files(path)
-        for entry in sorted(path.rglob("*")):
-            rel = entry.relative_to(path).as_posix()
-            if entry.is_dir() and not entry.is_symlink():
-                continue
-            if rel in owned or (tmp / rel).exists():
-                continue
-            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-            os.replace(entry, tmp / rel)
-        for d in sorted((e for e in path.rglob("*") if e.is_dir() and not e.is_symlink()), reverse=True):
-            rel = d.relative_to(path).as_posix()
-            if not any(d.iterdir()) and not (tmp / rel).exists():
-                (tmp / rel).mkdir(parents=True)   # a user's empty folder survives too
-        old = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
-        os.replace(path, old)
-    os.replace(tmp, path)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    """Put the complete run in ``tmp`` at ``path``. A new or empty ``path``: one atomic rename. An existing run:
+    replaced file by file (the old run's own files moved aside, the new ones moved in, ``run.json`` last), so
+    files the toolkit did not write never move; a clash with one of them is refused before anything changes."""
+    if not path.exists() or (path.is_dir() and not path.is_symlink() and not any(path.iterdir())):
+        if path.exists():
+            path.rmdir()
+        os.replace(tmp, path)
+        return
+    new = sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file())
+    owned = _owned_files(path)
+    for rel in new:
+        target = path / rel
+        parents = [path / q for q in Path(rel).parents if str(q) != "."]
+        if (rel not in owned and (target.exists() or target.is_symlink())) or target.is_dir() \
+                or any(p.exists() and (p.is_symlink() or not p.is_dir()) for p in parents):
+            raise RunFileError(f"{target} is in the way of the run being saved and the toolkit did not write it; "
+                               f"move it elsewhere (nothing was changed) or save the run to another directory.")
+    atomic_write(path / SAVING_MARKER, json.dumps(sorted(owned | set(new))))
+    old = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
+    for rel in ["run.json"] + sorted(owned - {"run.json"}):          # the old run stops being one first
+        src = path / rel
+        if src.is_file() and not src.is_symlink():
+            (old / rel).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(src, old / rel)
+    for rel in [r for r in new if r != "run.json"] + ["run.json"]:   # the new run becomes one last
+        (path / rel).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp / rel, path / rel)
+    (path / SAVING_MARKER).unlink()
+    shutil.rmtree(old, ignore_errors=True)
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 def check_output_file(path: str | os.PathLike, suffixes: tuple[str, ...], what: str) -> Path:

@@ -1,8 +1,10 @@
 """Capture, statistics, runs on disk, and clear errors for bad input."""
 import json
 import math
+import os
 
 import numpy as np
+
 import pytest
 import torch
 
@@ -326,6 +328,43 @@ def test_replacing_a_run_keeps_every_file_the_toolkit_did_not_write(tmp_path, ti
     assert (fox / "mine" / "deep" / "a.npy").read_bytes() == b"123" and (fox / "mine" / "empty").is_dir()
     assert (fox / "images" / "my_crop.png").read_bytes() == b"not the toolkit's"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]   # no temporary directories left
+
+
+def test_a_user_file_in_the_way_is_refused_before_anything_changes(tmp_path, tiny_model):
+    m = tiny_model("flux")
+    fox = tmp_path / "fox"
+    m.run("a cat", steps=1, size=SIZE, progress=False).save(fox)
+    (fox / "images" / "001.png").write_bytes(b"my own picture")          # not listed by run.json: the user's
+    before = {p.relative_to(fox).as_posix(): p.read_bytes() for p in fox.rglob("*") if p.is_file()}
+    with pytest.raises(mv.RunFileError, match="in the way of the run being saved"):
+        m.run(["a cat", "a dog"], steps=1, size=SIZE, progress=False).save(fox)
+    assert {p.relative_to(fox).as_posix(): p.read_bytes() for p in fox.rglob("*") if p.is_file()} == before
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_an_interrupted_replacement_keeps_user_files_and_the_next_save_finishes_it(tmp_path, tiny_model, monkeypatch):
+    import massact_viz.run as run_mod
+    m = tiny_model("flux")
+    fox = tmp_path / "fox"
+    m.run(["a cat", "a dog"], steps=1, size=SIZE, progress=False).save(fox)
+    (fox / "notes.txt").write_text("keep me")
+    calls, real_replace = [], os.replace
+
+    def interrupted(src, dst):
+        calls.append(dst)
+        if len(calls) == 3:             # the old run moved aside, the new one half moved in: Ctrl-C
+            raise KeyboardInterrupt
+        return real_replace(src, dst)
+    monkeypatch.setattr(run_mod.os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        m.run("a bird", steps=1, size=SIZE, progress=False).save(fox)
+    monkeypatch.setattr(run_mod.os, "replace", real_replace)
+    assert (fox / "notes.txt").read_text() == "keep me" and (fox / run_mod.SAVING_MARKER).is_file()
+    with pytest.raises(mv.RunFileError):
+        mv.Run.load(fox)                     # not a run until a save finishes it: a clear error, not a mix
+    m.run("a fish", steps=1, size=SIZE, progress=False).save(fox)
+    assert mv.Run.load(fox).meta["prompts"] == ["a fish"] and (fox / "notes.txt").read_text() == "keep me"
+    assert not (fox / run_mod.SAVING_MARKER).exists()
 
 
 def test_two_jobs_starting_at_once_in_one_directory_cannot_both_win(tmp_path):
