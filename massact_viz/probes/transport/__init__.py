@@ -96,6 +96,10 @@ def transport(model: "Model", source: str, target: str, *, channels: Any = "sour
               progress: bool = True, **run_kwargs: Any) -> TransportResult:
     """Transport the source prompt's activations into the target prompt's run (see the module docstring).
 
+    ``k`` (default 4) channels per layer: the fewest at which top-k moved the teaching model's image toward
+    the source more than random-k, over 32 caption pairs (BENCHMARKS.md, "Defaults by measurement"; the paper
+    does not give its k).
+
     ``tokens``: ``None`` (all image tokens) or a boolean mask over the image tokens (``rows * cols``
     or shaped ``(rows, cols)``, see ``model.token_grid(size)``) or a list of token indices, or
     ``"source"`` / ``"target"``: the foreground of that unedited run, found as in the paper's localization
