@@ -318,7 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--target", required=True, help="target prompt")
     sp.add_argument("--channels", default="source", help="source | target | union | comma list (default source)")
     sp.add_argument("--k", type=int, default=None,
-                    help="channels per layer for source/target/union (default: transport()'s, chosen by measurement)")
+                    help="channels per layer for source/target/union (default 4: the fewest that beat random-k on the teaching model; BENCHMARKS.md)")
     sp.add_argument("--alpha", type=float, default=1.0, help="soft blend in [0, 1] (1: the paper's replacement)")
     sp.add_argument("--layers", nargs="*", help="layers to transport (default: all)")
     sp.add_argument("--window", help="denoising steps to transport, START:STOP (default: all)")
