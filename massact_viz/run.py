@@ -99,6 +99,10 @@ class Run:
             doc = {"format": FORMAT, "schema_version": SCHEMA_VERSION, "meta": self.meta, "index": index,
                    "images": names, "sha256": {"tensors.safetensors": _sha256(tmp / "tensors.safetensors")}}
             (tmp / "run.json").write_text(json.dumps(doc, indent=1, default=json_default))
+            for f in tmp.rglob("*"):          # on disk before the run appears (a power cut cannot leave a hollow run)
+                if f.is_file():
+                    with open(f, "rb") as fh:
+                        os.fsync(fh.fileno())
             _swap_in(tmp, path)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -146,7 +150,14 @@ class Run:
                                  si["layers"], si["steps"], si["streams"], si["prompts"])
         raw = {n: tensors[f"raw/{n}"] for n in idx.get("raw", [])}
         images = []
-        for name in doc.get("images", []):
+        names = doc.get("images", [])
+        if not isinstance(names, list):
+            raise RunFileError(f"{meta_file}: 'images' must be a list of images/NNN.png names; re-create the run.")
+        for name in names:
+            # only the toolkit's own names, never a path leaving the run (absolute, "..", a symlink elsewhere)
+            if not isinstance(name, str) or not _IMAGE_NAME.fullmatch(name) or (path / name).is_symlink():
+                raise RunFileError(f"{meta_file} lists an image {name!r} that is not one of the run's own "
+                                   f"images/NNN.png files; refusing to read it. Re-create the run.")
             try:
                 with Image.open(path / name) as im:
                     images.append(im.convert("RGB"))

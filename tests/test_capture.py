@@ -485,3 +485,18 @@ def test_single_values_are_accepted_where_lists_are_expected(tiny_model):
         run.stats.top_k(2, layer=None)
     with pytest.raises(mv.MassActError, match="k must be"):
         run.stats.summary(k=0)
+
+
+@pytest.mark.parametrize("name", ["/etc/hostname", "../outside.png", "images/../../outside.png", "notes.txt",
+                                  "images/000.png"])
+def test_load_reads_only_the_runs_own_images(tmp_path, tiny_model, name):
+    run_dir = tiny_model("flux").run("a cat", steps=1, size=SIZE, progress=False).save(tmp_path / "r")
+    (tmp_path / "outside.png").write_bytes((run_dir / "images" / "000.png").read_bytes())
+    if name == "images/000.png":   # the run's own name, but a symlink leaving the run
+        (run_dir / "images" / "000.png").unlink()
+        (run_dir / "images" / "000.png").symlink_to(tmp_path / "outside.png")
+    doc = json.loads((run_dir / "run.json").read_text())
+    doc["images"] = [name]
+    (run_dir / "run.json").write_text(json.dumps(doc))
+    with pytest.raises(mv.RunFileError, match="not one of the run's own"):
+        mv.Run.load(run_dir)
