@@ -32,7 +32,7 @@ def parse_size(text: str | None) -> tuple[int, int] | None:
     return (vals[0], vals[-1])
 
 
-def read_prompts(args) -> list[str]:
+def prompts_from_args(args) -> list[str]:
     prompts = list(args.prompt or [])
     if args.prompts:
         prompts += read_lines(args.prompts)   # a path, or a shipped set such as shapes_captions.txt
@@ -58,7 +58,7 @@ def cmd_info(args) -> int:
 
 def cmd_scan(args) -> int:
     from .capture import Capture
-    prompts = read_prompts(args)
+    prompts = prompts_from_args(args)
     model = _load(args)
     check_k(args.k, model.info()["width"], "--k")   # before the scan, not after it
     cap = Capture(layers=args.layers or None, sun=not args.no_sun, previews=args.previews)
@@ -91,7 +91,7 @@ def cmd_scan(args) -> int:
 def cmd_generate(args) -> int:
     check_output_file(args.out, (".png", ".jpg", ".jpeg", ".webp"), "image")
     model = _load(args)
-    images = model.generate(read_prompts(args)[:1], steps=args.steps, seed=args.seed, size=parse_size(args.size),
+    images = model.generate(prompts_from_args(args)[:1], steps=args.steps, seed=args.seed, size=parse_size(args.size),
                             guidance=args.guidance)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -131,7 +131,7 @@ def cmd_disrupt(args) -> int:
     layer_sets = _layer_sets(args.layer_sets) if args.layer_sets else None
     if layer_sets is not None and args.layers:
         raise MassActError("give --layers or --layer-sets, not both (add the layers as one more layer set).")
-    res = disrupt(model, read_prompts(args), ks=args.ks, sets=tuple(args.sets), random_draws=args.draws, op=args.op,
+    res = disrupt(model, prompts_from_args(args), ks=args.ks, sets=tuple(args.sets), random_draws=args.draws, op=args.op,
                   value=args.value, layers=args.layers or None, stream=args.stream, seed=args.seed,
                   num_steps=args.steps, size=parse_size(args.size), out=args.out, progress=not args.json,
                   layer_sets=layer_sets)
@@ -154,7 +154,7 @@ def cmd_localize(args) -> int:
                                f"name order); {d} is not a directory.")
         masks = sorted(p for p in d.iterdir() if p.suffix.lower() in (".npy", ".png"))
     model = _load(args)
-    res = localize(model, read_prompts(args), masks, layers=args.layers or None, k=args.k,
+    res = localize(model, prompts_from_args(args), masks, layers=args.layers or None, k=args.k,
                    sets=tuple(args.sets), seed=args.seed, num_steps=args.steps, size=parse_size(args.size),
                    method=args.method, progress=not args.json,
                    **({} if args.foreground is None else {"foreground": args.foreground}))

@@ -50,14 +50,11 @@ def _finite(o: Any) -> Any:
     return o
 
 
-def atomic_write(path: str | os.PathLike, data: bytes | str) -> Path:
-    """Write ``data`` to ``path`` atomically (a temporary file in the same folder, fsynced, then
-    renamed over), creating the folder; an interrupted write leaves any previous file intact."""
-    path = Path(path)
+def _fsynced_temp(directory: Path, prefix: str, data: bytes | str) -> str:
+    """A temporary file in ``directory`` holding ``data``, on disk (fsynced), with the usual permissions."""
     if isinstance(data, str):
         data = data.encode("utf-8")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=prefix, suffix=".tmp")
     try:
         umask = os.umask(0)
         os.umask(umask)
@@ -66,6 +63,19 @@ def atomic_write(path: str | os.PathLike, data: bytes | str) -> Path:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return tmp
+
+
+def atomic_write(path: str | os.PathLike, data: bytes | str) -> Path:
+    """Write ``data`` to ``path`` atomically (a temporary file in the same folder, fsynced, then
+    renamed over), creating the folder; an interrupted write leaves any previous file intact."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _fsynced_temp(path.parent, f".{path.name}.", data)
+    try:
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -82,16 +92,13 @@ def resume_manifest(directory: Path, settings: dict, what: str, hint: str) -> No
     manifest = directory / "manifest.json"
     settings = json.loads(json.dumps(settings, default=json_default))
     if not manifest.exists():
-        if directory.exists() and (not directory.is_dir() or any(p.name != "manifest.json" and not p.name.startswith(".manifest.")  # another starter's temporary file
-                for p in directory.iterdir())):
+        others = [p for p in directory.iterdir() if p.name != "manifest.json"
+                  and not p.name.startswith(".manifest.")] if directory.is_dir() else []  # .manifest.*: another starter's
+        if directory.exists() and (not directory.is_dir() or others):
             raise MassActError(f"{directory} exists and is not a {what}; choose a new or empty directory.")
         directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".manifest.", suffix=".tmp")
+        tmp = _fsynced_temp(directory, ".manifest.", json.dumps(settings, indent=1))
         try:
-            with os.fdopen(fd, "w") as f:
-                f.write(json.dumps(settings, indent=1))
-                f.flush()
-                os.fsync(f.fileno())
             os.link(tmp, manifest)   # atomic and exclusive: fails if another process linked one first
             return
         except FileExistsError:

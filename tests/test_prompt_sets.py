@@ -92,10 +92,10 @@ def test_real_models_prompts():
 
 
 def test_real_models_matches_cli_reader():
-    from massact_viz.cli import read_prompts
+    from massact_viz.cli import prompts_from_args
 
     path = PROMPTS / "real_models.txt"
-    got = read_prompts(argparse.Namespace(prompt=None, prompts=str(path)))
+    got = prompts_from_args(argparse.Namespace(prompt=None, prompts=str(path)))
     assert got == _prompt_lines("real_models.txt")
 
 
