@@ -34,7 +34,7 @@ shapes-train: $(BIN)/massact-viz  ## train (or resume) the embedded teaching mod
 	$(BIN)/python -m massact_viz.shapes.train --out data/shapes --seed 0 --minutes $(or $(MINUTES),60)
 
 shapes-card: $(BIN)/massact-viz  ## measure the shipped teaching model: data/shapes/card.json and CARD.md
-	$(BIN)/python -m massact_viz.shapes.card
+	$(BIN)/python benchmarks/shapes_card.py
 
 clean:
 	rm -rf runs/ .pytest_cache

@@ -21,7 +21,7 @@ Usage::
 
 Results go to ``benchmarks/shapes_pilots.json`` (finished rows are kept and skipped on
 a rerun with the same settings) and a Markdown table is printed; the model card
-(``python -m massact_viz.shapes.card``) copies the table.
+(``python benchmarks/shapes_card.py``) copies the table.
 """
 
 from __future__ import annotations

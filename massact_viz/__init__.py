@@ -6,7 +6,7 @@
     run.stats.top_k(4, layer="double.0")
     run.save("runs/fox"); mv.Run.load("runs/fox")
 """
-__version__ = "0.1.0"
+from .version import __version__  # noqa: E402
 
 import logging as _logging
 

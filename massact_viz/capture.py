@@ -18,10 +18,11 @@ import torch
 from .errors import MassActError, check_index
 from .hooks import Site, attach
 from .run import Run
+from .specs import check_size, listify
 from .stats import StatsCollector
 
 if TYPE_CHECKING:
-    from .model import Model
+    from .dit import DiT
 
 
 class MassActWarning(UserWarning):
@@ -154,27 +155,6 @@ RESERVED_KWARGS = {"height": "size=(h, w)", "width": "size=(h, w)", "num_inferen
                    "num_images_per_prompt": "repeating the prompt"}
 
 
-def _check_size(size: Any) -> tuple[int, int] | None:
-    if size is None:
-        return None
-    if isinstance(size, int) and not isinstance(size, bool):
-        return (size, size)
-    if isinstance(size, (tuple, list)) and len(size) == 2:
-        return (size[0], size[1])
-    raise MassActError(f"size must be (height, width) in pixels or one int for a square, got {size!r}.")
-
-
-def _listify(v: Any, what: str) -> list | None:
-    if v is None:
-        return None
-    if isinstance(v, (str, int)) and not isinstance(v, bool):
-        return [v]
-    try:
-        return list(v)
-    except TypeError:
-        raise MassActError(f"{what} must be a list (or a single value), got {v!r}.") from None
-
-
 @dataclass
 class Plan:
     """A validated capture: everything :func:`run_capture` needs, resolved against the model."""
@@ -190,7 +170,7 @@ class Plan:
     raw_specs: list
 
 
-def plan_capture(model: "Model", prompts: Sequence[str], *, steps: int, seed: int, size: Any,
+def plan_capture(model: "DiT", prompts: Sequence[str], *, steps: int, seed: int, size: Any,
                  guidance: float | None, capture: Capture, batch_size: int, pipe_kwargs: dict,
                  allow_empty_prompt: bool = False) -> Plan:
     """Validate a capture request against the model before anything runs (clear errors, nothing lost)."""
@@ -211,14 +191,14 @@ def plan_capture(model: "Model", prompts: Sequence[str], *, steps: int, seed: in
         raise MassActError(f"preview_size must be an integer of at least 8 pixels, got {capture.preview_size!r}.")
     fam, pipe = model.family, model.pipe
     model.check_no_cache()
-    height, width = _check_size(size) or fam.default_size(pipe)
+    height, width = check_size(size) or fam.default_size(pipe)
     grid = fam.token_grid(pipe, height, width)
     blocks = model.resolve_layers(capture.layers)
-    step_list = _listify(capture.steps, "Capture.steps")
+    step_list = listify(capture.steps, "Capture.steps")
     cap_steps = sorted({check_index(s, steps, "step", f"This run has {steps} steps.") for s in
                         (range(steps) if step_list is None else step_list)})
     have = [s for s in ("image", "text") if any(s in b.streams for b in blocks)]
-    streams = have if capture.streams is None else _listify(capture.streams, "Capture.streams")
+    streams = have if capture.streams is None else listify(capture.streams, "Capture.streams")
     for st in streams:
         if st not in have:
             raise MassActError(f"stream {st!r} is not available here: the chosen {fam.title} blocks have {have}.")
@@ -230,7 +210,7 @@ def plan_capture(model: "Model", prompts: Sequence[str], *, steps: int, seed: in
         if r.stream not in b.streams:
             raise MassActError(f"raw slice: layer {b.name} has no {r.stream!r} stream (it has {list(b.streams)}).")
         st = check_index(r.step, steps, "raw step", f"This run has {steps} steps.")
-        chans, toks = _listify(r.channels, "Raw.channels"), _listify(r.tokens, "Raw.tokens")
+        chans, toks = listify(r.channels, "Raw.channels"), listify(r.tokens, "Raw.tokens")
         for i in chans or ():
             check_index(i, model.width, "raw channel")
         for i in (toks or ()) if r.stream == "image" else ():
@@ -249,14 +229,14 @@ def plan_capture(model: "Model", prompts: Sequence[str], *, steps: int, seed: in
     return Plan(prompts, steps, height, width, grid, blocks, cap_steps, streams, raw_specs)
 
 
-def previews_available(model: "Model") -> bool:
+def previews_available(model: "DiT") -> bool:
     """Whether ``Capture(previews=True)`` works for this model: a flow-matching Euler scheduler and a
     latent decoder for the family (FLUX.1, SD3 and the embedded model today)."""
     return (model.family.preview is not None
             and type(model.pipe.scheduler).__name__ == "FlowMatchEulerDiscreteScheduler")
 
 
-def run_capture(model: "Model", prompts: Sequence[str], *, steps: int, seed: int, size: tuple[int, int] | None,
+def run_capture(model: "DiT", prompts: Sequence[str], *, steps: int, seed: int, size: tuple[int, int] | None,
                 guidance: float | None, negative_prompt: str | None, capture: Capture, batch_size: int,
                 progress: bool, pipe_kwargs: dict, edit: Callable[[Site], None] | None = None,
                 seeds: Sequence[int] | None = None, allow_empty_prompt: bool = False) -> Run:
@@ -408,7 +388,7 @@ def _capture_meta(c: Capture, raw_specs: Sequence | None = None) -> dict:
 
 
 @torch.no_grad()
-def decode_latents(model: "Model", latents: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
+def decode_latents(model: "DiT", latents: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
     """Decode latents in the pipeline's ``latents=`` layout (FLUX.1: packed 2x2) to float images
     ``(batch, 3, H, W)`` in [0, 1] with the pipeline's VAE (scale/shift undone). FLUX.1, SD3 and the
     embedded model (``family.preview``)."""
@@ -435,7 +415,7 @@ def to_pil(images: torch.Tensor) -> list:
 
 
 @torch.no_grad()
-def _decode_previews(model: "Model", x0: list[torch.Tensor], height: int, width: int, max_side: int,
+def _decode_previews(model: "DiT", x0: list[torch.Tensor], height: int, width: int, max_side: int,
                      progress: bool) -> torch.Tensor:
     """Decode predicted clean latents to uint8 images (steps, images, h, w, 3)."""
     import torch.nn.functional as F

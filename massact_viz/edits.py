@@ -45,7 +45,7 @@ from .errors import MassActError, check_index
 
 if TYPE_CHECKING:
     from .hooks import Site
-    from .model import Model
+    from .dit import DiT
 
 OPS = ("zero", "mean", "scale")
 STREAMS = ("image", "text", "both")
@@ -111,7 +111,7 @@ class Edit:
         return [int(c) for c in out]
 
     # ---------------------------------------------------------------- validation
-    def check(self, model: "Model", steps: int | None = None, size: Any = None) -> "Edit":
+    def check(self, model: "DiT", steps: int | None = None, size: Any = None) -> "Edit":
         """A copy resolved against ``model`` (and a run of ``steps`` steps at ``size``), or MassActError."""
         steps = model.resolve_steps(steps)
         new = dataclasses.replace(self)
@@ -306,7 +306,7 @@ class Composed:
         for e in self.edits:
             e(site)
 
-    def check(self, model: "Model", steps: int | None = None, size: Any = None) -> "Composed":
+    def check(self, model: "DiT", steps: int | None = None, size: Any = None) -> "Composed":
         return Composed(tuple(e.check(model, steps, size) if hasattr(e, "check") else e for e in self.edits))
 
     def describe(self) -> str:

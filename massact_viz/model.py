@@ -8,10 +8,11 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from .capture import Capture, _check_size, run_capture
-from .errors import MassActError, check_index
+from .capture import Capture, run_capture
+from .dit import DiT
+from .errors import MassActError
 from .files import data_dir
-from .families import Block, Family, detect
+from .families import detect
 from .hooks import Site
 from .run import Run
 
@@ -21,7 +22,6 @@ TINY_PREFIX = "tiny:"
 
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
            "float16": torch.float16, "fp16": torch.float16, "half": torch.float16}
-_CACHE_HOOK_WORDS = ("cache", "fbc_", "pyramid_attention", "layer_skip")  # diffusers/hooks names
 
 
 def parse_dtype(dtype: str | torch.dtype | None, device: str) -> torch.dtype:
@@ -138,100 +138,19 @@ def _load_pipeline(source: str, dtype: torch.dtype, revision: str | None):
                            f"`hf auth login` and accepting the licence) or pass a local directory.") from e
 
 
-class Model:
+class Model(DiT):
     """A loaded DiT pipeline plus its family adapter: the object every massact_viz feature takes.
 
     ``model.pipe`` is the diffusers pipeline, ``model.family`` the adapter, ``model.blocks`` the
-    transformer blocks in execution order, and ``model.nnsight`` an nnsight ``DiffusionModel`` over
-    the same pipeline for your own interventions.
+    transformer blocks in execution order (all described by :class:`~massact_viz.dit.DiT`), and
+    ``model.nnsight`` an nnsight ``DiffusionModel`` over the same pipeline for your own interventions.
     """
 
-    def __init__(self, pipe: Any, *, family: Family | None = None, source: str | None = None,
-                 dtype: torch.dtype | None = None, device: str | None = None, offload: str | None = None,
-                 revision: str | None = None, defaults: dict[str, Any] | None = None):
-        self.pipe = pipe
-        #: pipeline kwargs every run starts from (the embedded model's recommended sampling:
-        #: steps, true CFG, negative prompt); explicit arguments to run() win
-        self.defaults: dict[str, Any] = dict(defaults or {})
-        self.family = family or detect(pipe)
-        self.source = source or type(pipe).__name__
-        self.dtype = dtype or next(pipe.transformer.parameters()).dtype
-        self.device = device or str(next(pipe.transformer.parameters()).device)
-        self.offload, self.revision = offload, revision
-        self.blocks: list[Block] = self.family.blocks(pipe.transformer)
-        self._by_name = {b.name: b for b in self.blocks}
+    def __init__(self, pipe: Any, **kwargs: Any):
+        super().__init__(pipe, **kwargs)
         self._nnsight = None
-        self.check_no_cache()
-
-    # ---------------------------------------------------------------- structure
-    @property
-    def width(self) -> int:
-        """Hidden width (channels) of the block outputs."""
-        cfg = self.pipe.transformer.config
-        for a, b in (("num_attention_heads", "attention_head_dim"),):
-            if hasattr(cfg, a) and hasattr(cfg, b):
-                return int(getattr(cfg, a)) * int(getattr(cfg, b))
-        raise MassActError("cannot read the hidden width from the transformer config.")
-
-    def layer(self, layer: str | int | Block) -> Block:
-        """A block by name (``"double.3"``) or by index in execution order."""
-        if isinstance(layer, Block):
-            return layer
-        if isinstance(layer, str):
-            if layer not in self._by_name:
-                names = [b.name for b in self.blocks]
-                raise MassActError(f"unknown layer {layer!r}; this {self.family.title} model has "
-                                   f"{names[0]}..{names[-1]} ({len(names)} blocks; see print(model)).")
-            return self._by_name[layer]
-        return self.blocks[check_index(layer, len(self.blocks), "layer",
-                                       f"This model has {len(self.blocks)} blocks; see print(model).")]
-
-    def resolve_layers(self, layers: Sequence[str | int] | str | int | None) -> list[Block]:
-        """Blocks for a layer spec: None (all), a name, an index, a kind (``"single"``) or a list."""
-        if layers is None:
-            return list(self.blocks)
-        if isinstance(layers, (str, int)):
-            kinds = {b.kind for b in self.blocks}
-            if isinstance(layers, str) and layers in kinds:
-                return [b for b in self.blocks if b.kind == layers]
-            layers = [layers]
-        out = [self.layer(x) for x in layers]
-        if not out:
-            raise MassActError("an empty layer list was given; pass None for all layers.")
-        return sorted(set(out), key=lambda b: b.index)
-
-    def token_grid(self, size: tuple[int, int] | int | None = None) -> tuple[int, int]:
-        """(rows, cols) of image tokens at ``size`` (height, width) pixels (default: the pipeline's)."""
-        h, w = _check_size(size) or self.family.default_size(self.pipe)
-        return self.family.token_grid(self.pipe, h, w)
-
-    def check_no_cache(self) -> None:
-        """Refuse diffusers block caching: cached blocks would return stale activations."""
-        tr = self.pipe.transformer
-        found = set()
-        if getattr(tr, "is_cache_enabled", False):
-            found.add("a cache enabled with transformer.enable_cache(...)")
-        for _, m in tr.named_modules():
-            reg = getattr(m, "_diffusers_hook", None)
-            for hook_name in getattr(reg, "hooks", {}) or {}:
-                if any(w in hook_name for w in _CACHE_HOOK_WORDS):
-                    found.add(hook_name)
-        if found:
-            raise MassActError(
-                f"diffusers block caching/skipping is active on this transformer ({', '.join(sorted(found))}); "
-                f"cached or skipped blocks would make captured activations stale. Turn it off with "
-                f"model.pipe.transformer.disable_cache() (or remove the hooks) and try again.")
 
     # ---------------------------------------------------------------- running
-    @property
-    def guidance_kwarg(self) -> str:
-        """The pipeline kwarg that ``guidance=`` sets (true CFG where the defaults use it)."""
-        return "true_cfg_scale" if "true_cfg_scale" in self.defaults else self.family.guidance_kwarg
-
-    def resolve_steps(self, steps: int | None) -> int:
-        """``steps``, or the model's recommended number (4 unless its defaults say otherwise)."""
-        return int(self.defaults.get("num_inference_steps", 4)) if steps is None else steps
-
     def run(self, prompt: str | Sequence[str], *, steps: int | None = None, seed: int = 0,
             size: tuple[int, int] | None = None, guidance: float | None = None,
             negative_prompt: str | None = None, capture: Capture | None = None, batch_size: int = 8,
@@ -286,58 +205,3 @@ class Model:
             nn_model.pipeline = self.pipe
             self._nnsight = nn_model
         return self._nnsight
-
-    # ---------------------------------------------------------------- description
-    def metadata(self) -> dict[str, Any]:
-        import diffusers
-        import transformers
-
-        from . import __version__
-        try:
-            import nnsight
-            nn_version = nnsight.__version__
-        except Exception:  # pragma: no cover - nnsight is a dependency
-            nn_version = None
-        cfg = self.pipe.transformer.config
-        return {"model": self.source, "revision": self.revision,
-                "commit": getattr(getattr(self.pipe, "config", None), "_commit_hash", None),
-                "pipeline": type(self.pipe).__name__, "transformer": type(self.pipe.transformer).__name__,
-                "family": self.family.name, "dtype": str(self.dtype).replace("torch.", ""), "device": self.device,
-                "offload": self.offload, "layers": [b.name for b in self.blocks], "width": self.width,
-                "transformer_config": {k: v for k, v in dict(cfg).items() if not k.startswith("_")},
-                "versions": {"massact_viz": __version__, "torch": torch.__version__,
-                             "diffusers": diffusers.__version__, "transformers": transformers.__version__,
-                             "nnsight": nn_version}}
-
-    def info(self, size: tuple[int, int] | int | None = None) -> dict[str, Any]:
-        """Architecture summary as a dict (what ``print(model)`` and ``massact-viz info`` show)."""
-        h, w = _check_size(size) or self.family.default_size(self.pipe)
-        grid = self.family.token_grid(self.pipe, h, w)
-        kinds: dict[str, int] = {}
-        for b in self.blocks:
-            kinds[b.kind] = kinds.get(b.kind, 0) + 1
-        return {"model": self.source, "family": self.family.name, "title": self.family.title,
-                "pipeline": type(self.pipe).__name__, "transformer": type(self.pipe.transformer).__name__,
-                "blocks": len(self.blocks), "block_kinds": kinds, "layers": [b.name for b in self.blocks],
-                "streams": {b.name: list(b.streams) for b in self.blocks}, "width": self.width,
-                "size": [h, w], "pixels_per_token": self.family.pixels_per_token(self.pipe),
-                "token_grid": list(grid), "image_tokens": grid[0] * grid[1], "cfg": self.family.cfg,
-                "dtype": str(self.dtype).replace("torch.", ""), "device": self.device, "notes": self.family.notes}
-
-    def __repr__(self) -> str:
-        return self.describe()
-
-    def describe(self, size: tuple[int, int] | int | None = None) -> str:
-        """The text of ``print(model)``, with the token grid at ``size``."""
-        i = self.info(size)
-        kinds = " + ".join(f"{n} {k}" for k, n in i["block_kinds"].items())
-        first, last = i["layers"][0], i["layers"][-1]
-        streams = sorted({s for v in i["streams"].values() for s in v})
-        return (f"massact_viz.Model({i['model']!r})\n"
-                f"  family      {i['title']} ({i['pipeline']}, {i['transformer']})\n"
-                f"  blocks      {i['blocks']} in execution order: {kinds} ({first} .. {last})\n"
-                f"  streams     {', '.join(streams)}; hidden width {i['width']}\n"
-                f"  tokens      {i['token_grid'][0]}x{i['token_grid'][1]} = {i['image_tokens']} image tokens at "
-                f"{i['size'][0]}x{i['size'][1]} px ({i['pixels_per_token']} px per token)\n"
-                f"  CFG         {i['cfg']}\n"
-                f"  dtype       {i['dtype']} on {i['device']}" + (f" (offload: {self.offload})" if self.offload else ""))

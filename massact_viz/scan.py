@@ -11,35 +11,43 @@ from __future__ import annotations
 import hashlib
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import torch
 
-from .capture import Capture, plan_capture
+from .capture import Capture, plan_capture, run_capture
 from .errors import MassActError, RunFileError
 from .files import resume_manifest
 from .run import Run
 from .stats import ChannelStats
 
 if TYPE_CHECKING:
-    from .model import Model
+    from .dit import DiT
+    from .hooks import Site
 
 
-def scan(model: "Model", prompts: Sequence[str], out: str | Path, *, steps: int | None = None, seed: int = 0,
+def scan(model: "DiT", prompts: Sequence[str], out: str | Path, *, steps: int | None = None, seed: int = 0,
          size: tuple[int, int] | None = None, guidance: float | None = None, capture: Capture | None = None,
-         batch_size: int = 8, progress: bool = True, **pipe_kwargs: Any) -> Run:
-    """Capture ``prompts`` in batches into the run directory ``out``, resuming a previous attempt."""
+         negative_prompt: str | None = None, batch_size: int = 8, progress: bool = True,
+         edit: Callable[[Site], None] | None = None, **pipe_kwargs: Any) -> Run:
+    """Capture ``prompts`` in batches into the run directory ``out``, resuming a previous attempt.
+
+    Keyword arguments are :meth:`massact_viz.Model.run`'s; an ``edit`` applies to every batch (an
+    :class:`~massact_viz.edits.Edit` is validated first; resuming needs the same edit)."""
     from tqdm.auto import tqdm
 
     capture = capture or Capture()
     steps = model.resolve_steps(steps)
+    if edit is not None and hasattr(edit, "check"):  # an Edit / compose(): validate before running
+        edit = edit.check(model, steps, size)
     prompts = plan_capture(model, prompts, steps=steps, seed=seed, size=size, guidance=guidance, capture=capture,
                            batch_size=batch_size, pipe_kwargs=pipe_kwargs).prompts  # every error before any work
     out = Path(out)
     parts_dir = out.parent / f"{out.name}.parts"
     settings = {"model": model.source, "prompts_sha256": hashlib.sha256("\n".join(prompts).encode()).hexdigest(),
                 "n": len(prompts), "steps": steps, "seed": seed, "size": list(size) if size else None,
-                "guidance": guidance, "batch_size": batch_size, "capture": repr(capture),
+                "guidance": guidance, "negative_prompt": negative_prompt, "batch_size": batch_size,
+                "capture": repr(capture), "edit": _describe_edit(edit),
                 "pipe_kwargs": {k: repr(v) for k, v in sorted(pipe_kwargs.items())}}
     resume_manifest(parts_dir, settings, "partial scan",
                     f"Resume it with the same arguments (model, prompts, steps, seed, size, batching, capture), "
@@ -60,8 +68,9 @@ def scan(model: "Model", prompts: Sequence[str], out: str | Path, *, steps: int 
                 except RunFileError:
                     part = None  # a damaged part (e.g. killed mid-write by the OS) is recomputed
             if part is None:
-                part = model.run(chunk, steps=steps, seed=seed + start, size=size, guidance=guidance,
-                                 capture=capture, batch_size=batch_size, progress=False, **pipe_kwargs)
+                part = run_capture(model, chunk, steps=steps, seed=seed + start, size=size, guidance=guidance,
+                                   negative_prompt=negative_prompt, capture=capture, batch_size=batch_size,
+                                   progress=False, pipe_kwargs=pipe_kwargs, edit=edit)
                 part.save(part_dir)
             else:
                 done += len(chunk)
@@ -74,6 +83,13 @@ def scan(model: "Model", prompts: Sequence[str], out: str | Path, *, steps: int 
     merged.save(out)
     shutil.rmtree(parts_dir, ignore_errors=True)
     return merged
+
+
+def _describe_edit(edit: Any) -> str | None:
+    """What identifies an edit between processes: an Edit's repr, a function's qualified name."""
+    if edit is None or hasattr(edit, "check"):
+        return None if edit is None else repr(edit)
+    return f"{getattr(edit, '__module__', '?')}.{getattr(edit, '__qualname__', type(edit).__name__)}"
 
 
 def concat_runs(runs: Sequence[Run]) -> Run:

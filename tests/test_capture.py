@@ -272,18 +272,19 @@ def test_scan_resumes_after_interruption_with_the_same_result(tmp_path, tiny_mod
     prompts = ["a cat", "a dog", "a red house", "a tree", "a blue car"]
     ref = m.scan(prompts, tmp_path / "ref", steps=2, size=SIZE, batch_size=2, progress=False)
     calls = {"n": 0}
-    real_run = type(m).run
+    import massact_viz.scan as scan_mod
+    real_run = scan_mod.run_capture
 
-    def flaky(self, *a, **k):
+    def flaky(*a, **k):
         calls["n"] += 1
         if calls["n"] == 2:
             raise KeyboardInterrupt  # the user pressed Ctrl-C during the second batch
-        return real_run(self, *a, **k)
-    monkeypatch.setattr(type(m), "run", flaky)
+        return real_run(*a, **k)
+    monkeypatch.setattr(scan_mod, "run_capture", flaky)
     with pytest.raises(KeyboardInterrupt):
         m.scan(prompts, tmp_path / "s", steps=2, size=SIZE, batch_size=2, progress=False)
     assert (tmp_path / "s.parts" / "000000" / "run.json").exists() and not (tmp_path / "s").exists()
-    monkeypatch.setattr(type(m), "run", real_run)
+    monkeypatch.setattr(scan_mod, "run_capture", real_run)
     with pytest.raises(mv.MassActError, match="other settings"):
         m.scan(prompts, tmp_path / "s", steps=3, size=SIZE, batch_size=2, progress=False)
     done = m.scan(prompts, tmp_path / "s", steps=2, size=SIZE, batch_size=2, progress=False)
@@ -500,3 +501,19 @@ def test_load_reads_only_the_runs_own_images(tmp_path, tiny_model, name):
     (run_dir / "run.json").write_text(json.dumps(doc))
     with pytest.raises(mv.RunFileError, match="not one of the run's own"):
         mv.Run.load(run_dir)
+
+
+def test_scan_applies_an_edit_exactly_as_run_does(tmp_path, tiny_model):
+    from massact_viz.edits import Edit
+    m = tiny_model("flux")
+    edit = Edit("zero", [3, 7], layers="double.0")
+    scanned = m.scan(["a cat", "a dog", "a tree"], tmp_path / "s", steps=2, size=SIZE, batch_size=2,
+                     progress=False, edit=edit)
+    ran = m.run(["a cat", "a dog", "a tree"], steps=2, size=SIZE, batch_size=2, progress=False, edit=edit)
+    plain = m.run(["a cat", "a dog", "a tree"], steps=2, size=SIZE, batch_size=2, progress=False)
+    for k in ran.stats.values:
+        torch.testing.assert_close(scanned.stats.values[k], ran.stats.values[k], rtol=0, atol=0, equal_nan=True)
+    assert not torch.equal(scanned.stats.values["max_abs"], plain.stats.values["max_abs"])
+    with pytest.raises(mv.MassActError):  # a bad edit fails before any batch runs
+        m.scan(["a cat"], tmp_path / "bad", steps=2, size=SIZE, progress=False, edit=Edit("zero", [10_000]))
+    assert not (tmp_path / "bad.parts").exists()

@@ -69,7 +69,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from ..capture import Capture, _check_size
+from ..capture import Capture
+from ..specs import check_size
 from ..edits import Edit
 from ..errors import MassActError
 from ..run import Run
@@ -214,7 +215,7 @@ def _check_model(model: "Model") -> None:
 
 
 def _resolve_size(model: "Model", size: Any) -> tuple[int, int]:
-    h, w = _check_size(size) or model.family.default_size(model.pipe)
+    h, w = check_size(size) or model.family.default_size(model.pipe)
     model.family.token_grid(model.pipe, h, w)  # a clear error for sizes that do not fit the token grid
     return h, w
 

@@ -499,7 +499,7 @@ def localize(model, prompts: str | Sequence[str], masks: Any, *, layers: Any = N
       model's default). Other ``run_kwargs`` go to :meth:`Model.run` (``size=``, ``guidance=``,
       ...). Prompts run ``chunk`` at a time so raw slices stay bounded.
     """
-    from .. import Capture, Raw
+    from ..capture import Capture, Raw
     from ..analysis import select
     from ..errors import check_k
 

@@ -121,7 +121,7 @@ def transport_study(model: "Model", pairs: Any, *, seeds: int | Sequence[int] = 
     Every setting is validated on the first pair before anything runs."""
     from tqdm.auto import tqdm
 
-    from . import transport
+    from .probe import transport
     from .plan import plan_transport
 
     triples = read_pairs(pairs)
