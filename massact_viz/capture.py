@@ -232,7 +232,7 @@ def plan_capture(model: "DiT", prompts: Sequence[str], *, steps: int, seed: int,
 def previews_available(model: "DiT") -> bool:
     """Whether ``Capture(previews=True)`` works for this model: a flow-matching Euler scheduler and a
     latent decoder for the family (FLUX.1, SD3 and the embedded model today)."""
-    return (model.family.preview is not None
+    return (model.family.decodes_latents
             and type(model.pipe.scheduler).__name__ == "FlowMatchEulerDiscreteScheduler")
 
 
@@ -387,25 +387,6 @@ def _capture_meta(c: Capture, raw_specs: Sequence | None = None) -> dict:
     return d
 
 
-@torch.no_grad()
-def decode_latents(model: "DiT", latents: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
-    """Decode latents in the pipeline's ``latents=`` layout (FLUX.1: packed 2x2) to float images
-    ``(batch, 3, H, W)`` in [0, 1] with the pipeline's VAE (scale/shift undone). FLUX.1, SD3 and the
-    embedded model (``family.preview``)."""
-    pipe, fam = model.pipe, model.family
-    if fam.preview is None:
-        raise MassActError(f"decoding latents is implemented for FLUX.1, SD3 and the embedded model, not "
-                           f"{fam.title}.")
-    height, width = size if size is not None else model.family.default_size(pipe)
-    vae = pipe.vae
-    lat = latents
-    if fam.preview == "flux":
-        lat = pipe._unpack_latents(lat, height, width, pipe.vae_scale_factor)
-    lat = lat.to(vae.device, vae.dtype) / vae.config.scaling_factor + (getattr(vae.config, "shift_factor", None) or 0.0)
-    img = vae.decode(lat, return_dict=False)[0].float()
-    return (img / 2 + 0.5).clamp(0, 1)
-
-
 def to_pil(images: torch.Tensor) -> list:
     """``(batch, 3, H, W)`` floats in [0, 1] -> PIL images."""
     from PIL import Image
@@ -424,7 +405,7 @@ def _decode_previews(model: "DiT", x0: list[torch.Tensor], height: int, width: i
     frames = []
     scale = min(1.0, max_side / max(height, width))
     for lat in tqdm(x0, desc="previews", unit="step", disable=not progress, leave=False):
-        img = decode_latents(model, lat, (height, width))
+        img = model.family.decode_latents(model.pipe, lat, height, width)
         if scale < 1:
             img = F.interpolate(img, size=(round(height * scale), round(width * scale)), mode="area")
         frames.append((img * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu())

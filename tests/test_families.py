@@ -217,3 +217,20 @@ def test_qwenimage_mask_from_transformer_kwarg(tiny_model):
     expect = txt[0, :n_real].mean(dim=0).abs()
     got = run.stats.values["abs_mean"][0, 0, 0, 1]
     assert torch.allclose(got, expect, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("family", ["flux", "flux2", "qwenimage", "sana", "sd3", "pixart"])
+def test_uses_cfg_says_whether_the_pipeline_makes_unconditional_calls(family, tiny_model):
+    import massact_viz as mv
+    from massact_viz.testing import default_call_kwargs
+    m = tiny_model(family)
+    scale = m.family.cfg_scale_kwarg
+    base = {k: v for k, v in default_call_kwargs(family).items()
+            if k not in ("height", "width", "guidance_scale", "true_cfg_scale", "negative_prompt")}
+    cases = [{scale: 1.0}, {scale: 3.0}] + ([{scale: 3.0, "negative_prompt": "blurry"}]
+                                           if m.family.cfg_needs_negative_prompt else [])
+    for kwargs in cases:
+        uncond_rows = set()
+        m.run("a cat", steps=1, size=SIZE, progress=False, capture=mv.Capture.nothing(),
+              edit=lambda site: uncond_rows.add(site.uncond.stop - site.uncond.start), **base, **kwargs)
+        assert (max(uncond_rows) > 0) == m.family.uses_cfg(kwargs), (family, kwargs, uncond_rows)

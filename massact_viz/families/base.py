@@ -59,9 +59,13 @@ class Family:
     #: transformer forward kwarg that carries the text padding mask, if any
     text_mask_kwarg: str | None = None
     #: how CFG runs: "batched" ([uncond; cond] rows in one call), "separate" (a conditional call,
-    #: then an unconditional one, per step), or "none"; used for docs and summaries only, the hooks
-    #: detect the layout at run time from the batch size and the call order.
+    #: then an unconditional one, per step), or "none". Summaries and memory planning read it
+    #: (:meth:`uses_cfg`); the hooks detect the layout at run time from the batch size and call order.
     cfg: str = "none"
+    #: pipeline kwarg whose value above 1 turns CFG on, and whether a ``negative_prompt`` must also be
+    #: given (FLUX.1 and Qwen-Image true CFG); None: this family's pipeline has no CFG
+    cfg_scale_kwarg: str | None = "guidance_scale"
+    cfg_needs_negative_prompt: bool = False
     #: transformer forward kwargs that carry the prompt into the model outside the blocks' token
     #: streams (the text embeddings entering the first block or every cross-attention, pooled /
     #: AdaLN vectors, their masks): what transport's ``conditioning="source"`` takes from the source
@@ -70,9 +74,9 @@ class Family:
     guidance_kwarg: str = "guidance_scale"
     #: extra kwargs every call needs (e.g. resolution binning off so the size is what was asked)
     call_defaults: dict[str, Any] = field(default_factory=dict)
-    #: latent decoding for per-step previews: "flux" (unpack 2x2, scale/shift, VAE), "sd3"
-    #: (scale/shift, VAE) or None (previews not available for this family yet)
-    preview: str | None = None
+    #: whether latents can go through the VAE here (:meth:`encode_latents` / :meth:`decode_latents`):
+    #: per-step previews, the latent-blend control and image inversion need it
+    decodes_latents: bool = False
     notes: str = ""
 
     # ---------------------------------------------------------------- blocks
@@ -159,9 +163,59 @@ class Family:
         """
         return None
 
-    def summary(self) -> str:
-        kinds = ", ".join(f"{g.kind} ({g.attr}, {g.layout})" for g in self.groups)
-        return f"{self.title}: blocks {kinds}; CFG {self.cfg}"
+    # ---------------------------------------------------------------- guidance
+    def uses_cfg(self, pipe_kwargs: dict[str, Any]) -> bool:
+        """Whether a pipeline call with these kwargs makes unconditional calls (classifier-free guidance)."""
+        if self.cfg == "none" or self.cfg_scale_kwarg is None:
+            return False
+        on = float(pipe_kwargs.get(self.cfg_scale_kwarg, 1.0) or 1.0) > 1.0
+        return on and (not self.cfg_needs_negative_prompt or pipe_kwargs.get("negative_prompt") is not None)
+
+    # ---------------------------------------------------------------- latents
+    @property
+    def latent_ndim(self) -> int:
+        """Dimensions of a batch of latents in the pipeline's ``latents=`` layout: 3 (batch, tokens,
+        channels) when the pipeline packs them into tokens, else 4 (batch, channels, height, width)."""
+        return 3 if self.pipeline_packing is not None else 4
+
+    def check_latents(self, pipe: Any) -> None:
+        """A clear error when latents of ``pipe`` cannot go through the VAE here."""
+        if not self.decodes_latents:
+            raise MassActError(f"encoding and decoding latents is not implemented for {self.title} models yet.")
+        if getattr(pipe, "vae", None) is None or not hasattr(pipe.vae, "encode"):
+            raise MassActError("this pipeline has no VAE with encode() and decode().")
+
+    def pack_latents(self, pipe: Any, z: torch.Tensor) -> torch.Tensor:
+        """VAE latents ``(batch, C, h, w)`` -> the pipeline's ``latents=`` layout (unchanged here)."""
+        return z
+
+    def unpack_latents(self, pipe: Any, latents: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """The pipeline's ``latents=`` layout -> VAE latents ``(batch, C, h, w)`` at ``height x width`` px."""
+        return latents
+
+    @torch.no_grad()
+    def encode_latents(self, pipe: Any, images: torch.Tensor) -> torch.Tensor:
+        """Images ``(batch, 3, H, W)`` in [-1, 1] -> float32 latents in the ``latents=`` layout:
+        ``(vae(x).mode() - shift_factor) * scaling_factor``, packed as the pipeline packs them."""
+        self.check_latents(pipe)
+        vae = pipe.vae
+        enc = vae.encode(images.to(device=vae.device, dtype=vae.dtype))
+        enc = enc[0] if isinstance(enc, tuple) else enc
+        dist = getattr(enc, "latent_dist", None)
+        z = (dist.mode() if dist is not None else enc.latents).float()
+        z = (z - (getattr(vae.config, "shift_factor", None) or 0.0)) * vae.config.scaling_factor
+        return self.pack_latents(pipe, z)
+
+    @torch.no_grad()
+    def decode_latents(self, pipe: Any, latents: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """Latents in the ``latents=`` layout -> float images ``(batch, 3, H, W)`` in [0, 1] (the inverse of
+        :meth:`encode_latents`; per-step previews use it)."""
+        self.check_latents(pipe)
+        vae = pipe.vae
+        lat = self.unpack_latents(pipe, latents, height, width)
+        lat = lat.to(vae.device, vae.dtype) / vae.config.scaling_factor + (getattr(vae.config, "shift_factor", None)
+                                                                           or 0.0)
+        return (vae.decode(lat, return_dict=False)[0].float() / 2 + 0.5).clamp(0, 1)
 
 
 def tokenizer_mask(tokenizer: Any, prompts: Sequence[str], length: int) -> torch.Tensor:

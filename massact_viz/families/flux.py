@@ -9,6 +9,7 @@ unconditional one, per step. The transformer gets no text mask: T5 pads to
 """
 from __future__ import annotations
 
+from ..errors import MassActError
 from .base import BlockGroup, Family, tokenizer_mask
 
 
@@ -16,6 +17,19 @@ class FluxFamily(Family):
     def text_mask(self, pipe, prompts, n_text, call_kwargs):
         tok = getattr(pipe, "tokenizer_2", None)
         return None if tok is None else tokenizer_mask(tok, prompts, n_text)
+
+    def check_latents(self, pipe):
+        super().check_latents(pipe)
+        if not (hasattr(pipe, "_pack_latents") and hasattr(pipe, "_unpack_latents")):
+            raise MassActError(f"{type(pipe).__name__} does not pack latents like FluxPipeline; latents go through "
+                               f"the VAE for FluxPipeline (FLUX.1, 'shapes') and StableDiffusion3Pipeline.")
+
+    def pack_latents(self, pipe, z):
+        b, c, h, w = z.shape
+        return pipe._pack_latents(z, b, c, h, w)
+
+    def unpack_latents(self, pipe, latents, height, width):
+        return pipe._unpack_latents(latents, height, width, pipe.vae_scale_factor)
 
 
 FLUX = FluxFamily(
@@ -27,6 +41,8 @@ FLUX = FluxFamily(
     pipeline_packing=2,
     conditioning_kwargs=("encoder_hidden_states", "pooled_projections"),
     cfg="separate",
-    preview="flux",
+    cfg_scale_kwarg="true_cfg_scale",
+    cfg_needs_negative_prompt=True,
+    decodes_latents=True,
     notes="guidance-distilled; true CFG (true_cfg_scale>1 + negative_prompt) = a second call per step",
 )

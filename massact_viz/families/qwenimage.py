@@ -17,5 +17,7 @@ QWENIMAGE = Family(
     text_mask_kwarg="encoder_hidden_states_mask",
     conditioning_kwargs=("encoder_hidden_states", "encoder_hidden_states_mask"),
     cfg="separate",
+    cfg_scale_kwarg="true_cfg_scale",
+    cfg_needs_negative_prompt=True,
     guidance_kwarg="true_cfg_scale",
 )

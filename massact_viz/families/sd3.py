@@ -34,5 +34,5 @@ SD3 = SD3Family(
     groups=(BlockGroup("transformer_blocks", "double", "text_image"),),
     conditioning_kwargs=("encoder_hidden_states", "pooled_projections"),
     cfg="batched",
-    preview="sd3",
+    decodes_latents=True,
 )

@@ -70,10 +70,11 @@ import numpy as np
 import torch
 
 from ..capture import Capture
-from ..specs import check_size
 from ..edits import Edit
 from ..errors import MassActError
+from ..families import families
 from ..run import Run
+from ..specs import check_size
 
 if TYPE_CHECKING:
     from ..model import Model
@@ -81,8 +82,6 @@ if TYPE_CHECKING:
 METHODS = ("euler", "fixed-point", "noise")
 #: fixed-point iterations per step of method="fixed-point" unless iterations= says otherwise
 FIXED_POINT_ITERATIONS = 5
-#: families whose latents this module can encode, and their titles for error messages
-SUPPORTED = {"flux": "FLUX.1 (and the embedded 'shapes' model)", "sd3": "Stable Diffusion 3 / 3.5"}
 
 
 @dataclass
@@ -201,17 +200,13 @@ def _sha256(im) -> str:
 # ------------------------------------------------------------------------------------------ checks
 def _check_model(model: "Model") -> None:
     fam, pipe = model.family, model.pipe
-    supported = "; ".join(SUPPORTED.values())
-    if fam.name not in SUPPORTED:
+    supported = "; ".join(f.title for f in families().values() if f.decodes_latents)
+    if not fam.decodes_latents:
         raise MassActError(f"image inversion is not available for {fam.title} models yet; it supports {supported}.")
     if type(pipe.scheduler).__name__ != "FlowMatchEulerDiscreteScheduler":
         raise MassActError(f"image inversion needs a rectified-flow FlowMatchEulerDiscreteScheduler; this pipeline has "
                            f"{type(pipe.scheduler).__name__}. Supported: {supported} with their default schedulers.")
-    if getattr(pipe, "vae", None) is None or not hasattr(pipe.vae, "encode"):
-        raise MassActError("this pipeline has no VAE with encode(); image inversion needs one.")
-    if fam.name == "flux" and not hasattr(pipe, "_pack_latents"):
-        raise MassActError(f"{type(pipe).__name__} does not pack latents like FluxPipeline; image inversion "
-                           f"supports FluxPipeline (FLUX.1, 'shapes') and StableDiffusion3Pipeline.")
+    fam.check_latents(pipe)
 
 
 def _resolve_size(model: "Model", size: Any) -> tuple[int, int]:
@@ -266,22 +261,8 @@ def _run_guidance(model: "Model", guidance: float | None) -> float | None:
 @torch.no_grad()
 def _encode(model: "Model", im) -> torch.Tensor:
     """Clean latent (1, ...) float32 of a PIL image already at the target size."""
-    pipe = model.pipe
-    vae = pipe.vae
-    device = pipe._execution_device
     x = torch.from_numpy(np.asarray(im, dtype=np.float32) / 127.5 - 1.0).permute(2, 0, 1)[None]
-    x = x.to(device=device, dtype=vae.dtype)
-    enc = vae.encode(x)
-    enc = enc[0] if isinstance(enc, tuple) else enc
-    dist = getattr(enc, "latent_dist", None)
-    z = dist.mode() if dist is not None else enc.latents
-    z = z.float()
-    shift = getattr(vae.config, "shift_factor", None) or 0.0
-    z = (z - shift) * vae.config.scaling_factor
-    if model.family.name == "flux":
-        b, c, h, w = z.shape
-        z = pipe._pack_latents(z, b, c, h, w)
-    return z
+    return model.family.encode_latents(model.pipe, x).to(model.pipe._execution_device)
 
 
 def encode_image(model: "Model", image: Any, size: Any = None) -> torch.Tensor:
@@ -299,16 +280,16 @@ def encode_image(model: "Model", image: Any, size: Any = None) -> torch.Tensor:
 
 @torch.no_grad()
 def decode_latents(model: "Model", latents: torch.Tensor, size: Any = None):
-    """PIL images of latents in the ``latents=`` layout (the inverse of :func:`encode_image`), through
-    :func:`massact_viz.capture.decode_latents` (the decoder of the per-step previews)."""
-    from ..capture import decode_latents as decode, to_pil
+    """PIL images of latents in the ``latents=`` layout (the inverse of :func:`encode_image`), through the
+    family's decoder (the one the per-step previews use)."""
+    from ..capture import to_pil
 
     _check_model(model)
     h, w = _resolve_size(model, size)
     z = latents.to(model.pipe._execution_device, torch.float32)
-    if z.dim() == (3 if model.family.name == "flux" else 4) - 1:
+    if z.dim() == model.family.latent_ndim - 1:
         z = z[None]
-    return to_pil(decode(model, z, (h, w)))
+    return to_pil(model.family.decode_latents(model.pipe, z, h, w))
 
 
 # ------------------------------------------------------------------------------------------ the probe

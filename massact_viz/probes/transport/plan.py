@@ -191,7 +191,7 @@ def plan_transport(model: "Model", source: str, target: str, *, channels: Any = 
     alpha = check_alpha(alpha)
     blend = check_alpha(blend, "blend")
     ctrl = check_controls(controls)
-    if "latent-blend" in ctrl and model.family.preview is None:
+    if "latent-blend" in ctrl and not model.family.decodes_latents:
         raise MassActError(f"latent-blend needs a VAE encoder/decoder path for {model.family.title}, which this "
                            f"version has only for FLUX.1, SD3 and the embedded model; drop it from controls.")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
@@ -297,11 +297,7 @@ def uses_cfg(model: "Model", run_kwargs: Mapping[str, Any]) -> bool:
     kw = {**model.defaults, **run_kwargs}
     if run_kwargs.get("guidance") is not None:
         kw[model.guidance_kwarg] = run_kwargs["guidance"]
-    if model.family.cfg == "batched" or model.family.name == "flux2":
-        return float(kw.get("guidance_scale", 1.0) or 1.0) > 1.0
-    if model.family.cfg == "separate":
-        return float(kw.get("true_cfg_scale", 1.0) or 1.0) > 1.0 and kw.get("negative_prompt") is not None
-    return False
+    return model.family.uses_cfg(kw)
 
 
 def text_tokens(model: "Model", run_kwargs: Mapping[str, Any]) -> int:

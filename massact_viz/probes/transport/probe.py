@@ -27,12 +27,11 @@ def _blend_images(a, b, w: float):
 
 def _latent_blend(model: "Model", source, target, w: float):
     """Encode both final images with the pipeline's VAE, blend the latents, decode."""
-    from ...capture import decode_latents, to_pil
-    from ..inversion import encode_image
+    from ..inversion import decode_latents, encode_image
 
     size = (target.height, target.width)
     lat = encode_image(model, target, size=size) * (1 - w) + encode_image(model, source, size=size) * w
-    return to_pil(decode_latents(model, lat, size=size))[0]
+    return decode_latents(model, lat, size=size)[0]
 
 
 def transport(model: "Model", source: str, target: str, *, channels: Any = "source", k: int = 4,
