@@ -18,7 +18,7 @@ import torch
 from .errors import MassActError, check_index
 from .hooks import Site, attach
 from .run import Run
-from .specs import check_size, listify
+from .specs import check_num_steps, check_size, listify
 from .stats import StatsCollector
 
 if TYPE_CHECKING:
@@ -175,8 +175,7 @@ def plan_capture(model: "DiT", prompts: Sequence[str], *, steps: int, seed: int,
                  allow_empty_prompt: bool = False) -> Plan:
     """Validate a capture request against the model before anything runs (clear errors, nothing lost)."""
     prompts = check_prompts(prompts, allow_empty=allow_empty_prompt)
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise MassActError(f"steps must be a positive integer (number of denoising steps), got {steps!r}.")
+    check_num_steps(steps)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise MassActError(f"batch_size must be a positive integer, got {batch_size!r}.")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
@@ -319,8 +318,13 @@ def run_capture(model: "DiT", prompts: Sequence[str], *, steps: int, seed: int, 
                      f"(its scheduler or strength changed them); step indices refer to the steps that ran.")
     stats = collector.result(prompts) if collector is not None else None
     if collector is not None and collector.overflowed():
-        notes.append("non-finite statistics: the hidden state overflowed (with float16, massive activations "
-                     "exceed 65504). The run is kept; load with dtype='bfloat16' or 'float32' for usable numbers.")
+        if model.dtype == torch.float16:
+            notes.append("non-finite statistics: the hidden state overflowed (with float16, massive activations "
+                         "exceed 65504). The run is kept; load with dtype='bfloat16' or 'float32' for usable numbers.")
+        else:
+            notes.append(f"non-finite statistics in a {str(model.dtype).replace('torch.', '')} run: a hidden state "
+                         f"became inf or NaN (from an edit, the latents or the pipeline's inputs, not from overflow "
+                         f"of the dtype). The run is kept and the affected entries are marked non-finite.")
     for n in notes:
         warnings.warn(n, MassActWarning, stacklevel=3)
     meta = model.metadata()

@@ -14,8 +14,9 @@ from pathlib import Path
 
 from .errors import MassActError, check_k
 from .files import strict_json
-from .run import check_output_file
+from .run import check_output_file, check_run_dir
 from .model import default_model
+from .specs import check_num_steps, check_size
 from .prompts import read_lines
 
 
@@ -29,7 +30,24 @@ def parse_size(text: str | None) -> tuple[int, int] | None:
         vals = []
     if len(vals) not in (1, 2) or min(vals) <= 0:
         raise MassActError(f"--size must look like 1024x1024 (height x width) or 1024, got {text!r}.")
-    return (vals[0], vals[-1])
+    return check_size((vals[0], vals[-1]))
+
+
+def check_args(args) -> None:
+    """Every number the command line takes, checked before any model loads (one line each)."""
+    import math
+    parse_size(getattr(args, "size", None))
+    if getattr(args, "steps", None) is not None:
+        check_num_steps(args.steps)
+    if getattr(args, "k", None) is not None and args.k < 1:
+        raise MassActError("--k must be at least 1.")
+    if getattr(args, "seed", 0) < 0:
+        raise MassActError(f"--seed must be a non-negative integer, got {args.seed}.")
+    for name, must in (("guidance", "a finite number"), ("blend", "a number in [0, 1]"),
+                       ("value", "a finite numeric value")):
+        v = getattr(args, name, None)
+        if isinstance(v, float) and not (math.isfinite(v) and (name != "blend" or 0 <= v <= 1)):
+            raise MassActError(f"--{name} must be {must}, got {v}.")
 
 
 def prompts_from_args(args) -> list[str]:
@@ -59,6 +77,7 @@ def cmd_info(args) -> int:
 def cmd_scan(args) -> int:
     from .capture import Capture
     prompts = prompts_from_args(args)
+    check_run_dir(args.out)   # a path that can take the run, before the model loads
     model = _load(args)
     check_k(args.k, model.info()["width"], "--k")   # before the scan, not after it
     cap = Capture(layers=args.layers or None, sun=not args.no_sun, previews=args.previews)
@@ -67,9 +86,9 @@ def cmd_scan(args) -> int:
     out = Path(args.out)
     rows = run.stats.summary(k=args.k, stat=args.stat)
     if args.json:
-        print(json.dumps({"run": str(out), "model": run.meta["model"], "family": run.meta["family"],
-                          "statistic": args.stat, "k": args.k, "prompts": prompts, "steps": run.meta["steps"],
-                          "layers": rows}, indent=1))
+        print(strict_json({"run": str(out), "model": run.meta["model"], "family": run.meta["family"],
+                           "statistic": args.stat, "k": args.k, "prompts": prompts, "steps": run.meta["steps"],
+                           "layers": rows}, indent=1))
         return 0
     images = [str(out / "images" / f"{i:03d}.png") for i in range(len(run.images))]   # the run's own, as saved
     what = ", the embedded teaching model" if run.meta["model"] == "shapes" else ""
@@ -82,7 +101,9 @@ def cmd_scan(args) -> int:
     print(f"  {'block':>10} {'stream':<6} {'top-1/median':<13} top-{args.k} channels (channel:{args.stat})")
     for r in rows:
         chans = ", ".join(f"{c}:{s:.3g}" for c, s in zip(r["top_channels"], r["top_scores"]))
-        print(f"  {r['layer']:>10} {r['stream']:<6} x{r['ratio']:<12.3g} {chans}")
+        ratio = "-" if r["ratio"] is None else f"x{r['ratio']:.3g}"
+        flag = f"  ({r['non_finite']} channels inf/NaN)" if r["non_finite"] else ""
+        print(f"  {r['layer']:>10} {r['stream']:<6} {ratio:<13} {chans}{flag}")
     print(f"\nNext: massact-viz report {out} --out {out}/report.html   (a self-contained HTML page of this run)\n"
           f"      make lab   (the guided notebooks in JupyterLab; start with 00_quickstart)")
     return 0
@@ -356,10 +377,8 @@ def main(argv: list[str] | None = None) -> int:
     import os
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # e.g. the torchvision notice of CLIP processors
     args = build_parser().parse_args(argv)
-    if getattr(args, "k", 1) is not None and getattr(args, "k", 1) < 1:
-        print("massact-viz: error: --k must be at least 1", file=sys.stderr)
-        return 2
     try:
+        check_args(args)
         return args.fn(args)
     except MassActError as e:
         print(f"massact-viz: error: {e}", file=sys.stderr)
@@ -368,6 +387,16 @@ def main(argv: list[str] | None = None) -> int:
         print("massact-viz: interrupted; nothing half-written was kept (scan and probe disrupt resume when rerun "
               "with the same arguments).", file=sys.stderr)
         return 130
+    except OSError as e:  # the file system said no (permissions, a full disk, a path of the wrong kind)
+        where = f": {e.filename}" if getattr(e, "filename", None) else ""
+        print(f"massact-viz: error: {e.strerror or e}{where}. Check the path and its permissions.", file=sys.stderr)
+        return 2
+    except Exception as e:  # anything else: one line; MASSACT_VIZ_TRACEBACK=1 shows where it came from
+        if os.environ.get("MASSACT_VIZ_TRACEBACK"):
+            raise
+        print(f"massact-viz: error: {type(e).__name__}: {e} (set MASSACT_VIZ_TRACEBACK=1 to see the traceback "
+              f"when reporting it).", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

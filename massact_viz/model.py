@@ -29,10 +29,27 @@ def parse_dtype(dtype: str | torch.dtype | None, device: str) -> torch.dtype:
     if dtype is None:
         return torch.bfloat16 if str(device).startswith("cuda") else torch.float32
     if isinstance(dtype, torch.dtype):
+        if not dtype.is_floating_point:
+            raise MassActError(f"dtype must be a floating-point type (bfloat16, float16 or float32), got {dtype}.")
         return dtype
     if dtype not in _DTYPES:
         raise MassActError(f"unknown dtype {dtype!r}; use one of {sorted(_DTYPES)}.")
     return _DTYPES[dtype]
+
+
+def check_device(device: Any) -> str:
+    """``device`` as torch names it, and present on this machine; one clear error otherwise."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise MassActError(f"unknown device {device!r}; use 'cuda', 'cuda:1', 'mps' or 'cpu'.") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise MassActError(f"device {device!r} was asked for but this torch sees no CUDA GPU; use device='cpu'.")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise MassActError(f"device {device!r} does not exist: this machine has {torch.cuda.device_count()} GPU(s).")
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise MassActError(f"device {device!r} is not one massact_viz runs on; use 'cuda', 'mps' or 'cpu'.")
+    return str(device)
 
 
 def default_model() -> str:
@@ -54,7 +71,7 @@ def load(source: Any, *, device: str | None = None, dtype: str | torch.dtype | N
     CPU. ``offload="model"`` or ``"sequential"`` uses diffusers' CPU offload instead of moving the
     whole pipeline to the device. ``HF_HUB_OFFLINE=1`` is respected (nothing is downloaded).
     """
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = check_device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     torch_dtype = parse_dtype(dtype, device)
     if torch_dtype == torch.float16 or (dtype is None and _is_fp16_pipeline(source)):
         warnings.warn("float16 overflows in DiTs with massive activations (values above 65504 become inf); "

@@ -14,6 +14,8 @@ import io
 import os
 from pathlib import Path
 
+import torch
+
 from . import analysis, plots
 from .errors import MassActError
 from .files import atomic_write
@@ -39,6 +41,12 @@ def build_report(run: Run, *, k: int = 4, stat: str = "abs_mean") -> str:
     s = run.stats
     if s is None:
         raise MassActError("this run holds no statistics (captured with Capture(stats=False)); scan it again.")
+    if stat in s.values and "image" in s.streams and \
+            not torch.isfinite(s.values[stat][..., s.streams.index("image"), :]).any():
+        raise MassActError("this run has no finite statistics of the image stream (every value is inf or NaN: NaN "
+                           "latents, an edit "
+                           "that wrote NaN, or float16 overflow), so there is nothing to draw; run.stats.summary() "
+                           "marks the layers. Run it again in bfloat16 or float32 without the edit.")
     e = html.escape
     meta = run.meta
     mid = s.layers[len(s.layers) // 2]
@@ -60,9 +68,12 @@ def build_report(run: Run, *, k: int = 4, stat: str = "abs_mean") -> str:
         chans = ", ".join(f"{c} ({v:.3g})" for c, v in zip(r["top_channels"], r["top_scores"]))
         iv = s.ratio_interval(r["layer"], stat=stat, stream=r["stream"])
         per_image = f"{iv.mean:.3g} [{iv.lo:.3g}, {iv.hi:.3g}], n = {iv.n}" if iv.n > 1 else f"{iv.mean:.3g}, n = 1"
-        rows.append(f"<tr><td>{e(r['layer'])}</td><td>{e(r['stream'])}</td><td>{r['ratio']:.3g}</td>"
+        ratio = "n/a" if r["ratio"] is None else f"{r['ratio']:.3g}"
+        ratio += f" ({r['non_finite']} channels inf/NaN)" if r["non_finite"] else ""
+        median = "n/a" if r["median_score"] is None else f"{r['median_score']:.3g}"
+        rows.append(f"<tr><td>{e(r['layer'])}</td><td>{e(r['stream'])}</td><td>{ratio}</td>"
                     f"<td>{per_image}</td>"
-                    f"<td>{r['median_score']:.3g}</td><td>{chans}</td><td>{'' if j != j else f'{j:.2f}'}</td></tr>")
+                    f"<td>{median}</td><td>{chans}</td><td>{'' if j != j else f'{j:.2f}'}</td></tr>")
     settings = {"model": meta.get("model"), "family": meta.get("family"), "dtype": meta.get("dtype"),
                 "size": meta.get("size"), "steps": meta.get("steps"), "guidance": meta.get("guidance"),
                 "seeds": meta.get("seeds"), "scheduler": (meta.get("scheduler") or {}).get("class"),

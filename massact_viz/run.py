@@ -69,10 +69,7 @@ class Run:
         """
         from safetensors.torch import save_file
 
-        path = Path(path)
-        if path.exists() and not (path.is_dir() and (not any(path.iterdir()) or _is_run_dir(path))):
-            raise RunFileError(f"{path} exists and is not a massact_viz run directory; refusing to replace it. "
-                               f"Choose another path (a new or empty directory, or an earlier run to overwrite).")
+        path = check_run_dir(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
         tmp.mkdir()
@@ -97,8 +94,10 @@ class Run:
                 names.append(f"images/{i:03d}.png")
                 im.save(tmp / names[-1])
             doc = {"format": FORMAT, "schema_version": SCHEMA_VERSION, "meta": self.meta, "index": index,
-                   "images": names, "sha256": {"tensors.safetensors": _sha256(tmp / "tensors.safetensors")}}
-            (tmp / "run.json").write_text(json.dumps(doc, indent=1, default=json_default))
+                   "images": names}
+            doc = json.loads(json.dumps(doc, default=json_default))  # exactly what a later load will read
+            doc["sha256"] = {"tensors.safetensors": _sha256(tmp / "tensors.safetensors"), "run.json": _doc_digest(doc)}
+            (tmp / "run.json").write_text(json.dumps(doc, indent=1, sort_keys=True))
             for f in tmp.rglob("*"):          # on disk before the run appears (a power cut cannot leave a hollow run)
                 if f.is_file():
                     with open(f, "rb") as fh:
@@ -131,10 +130,16 @@ class Run:
         if doc.get("schema_version") != SCHEMA_VERSION:
             raise RunFileError(f"{path} has run schema {doc.get('schema_version')}, this massact_viz reads "
                                f"{SCHEMA_VERSION}; re-create the run or use a matching massact_viz version.")
+        sums = doc.get("sha256")
+        if not isinstance(sums, dict):
+            raise RunFileError(f"{meta_file} has no checksums; it was damaged or edited by hand. Re-create the run.")
+        if "run.json" in sums and sums["run.json"] != _doc_digest(doc):  # runs saved before 2026-11-27 have none
+            raise RunFileError(f"{meta_file} does not match its own checksum: it was damaged or edited by hand, so "
+                               f"its index cannot be trusted to describe the tensors. Re-create the run.")
         tfile = path / "tensors.safetensors"
         if not tfile.is_file():
             raise RunFileError(f"{tfile} is missing; the run directory is incomplete. Re-create the run.")
-        want = doc.get("sha256", {}).get("tensors.safetensors")
+        want = sums.get("tensors.safetensors")
         if want != _sha256(tfile):
             raise RunFileError(f"{tfile} does not match the checksum recorded in run.json: the file is "
                                f"truncated or corrupt. Re-create the run.")
@@ -142,17 +147,11 @@ class Run:
             tensors = load_file(str(tfile))
         except (SafetensorError, OSError, ValueError) as e:
             raise RunFileError(f"{tfile} cannot be read ({e}); re-create the run.") from None
-        idx = doc["index"]
-        stats = None
-        if idx.get("stats"):
-            si = idx["stats"]
-            stats = ChannelStats({n: tensors[f"stats/{n}"] for n in si["values"]}, tensors["stats/median_abs"],
-                                 si["layers"], si["steps"], si["streams"], si["prompts"])
-        raw = {n: tensors[f"raw/{n}"] for n in idx.get("raw", [])}
-        images = []
         names = doc.get("images", [])
         if not isinstance(names, list):
             raise RunFileError(f"{meta_file}: 'images' must be a list of images/NNN.png names; re-create the run.")
+        stats, raw, previews = _check_index(doc, tensors, len(names), meta_file)
+        images = []
         for name in names:
             # only the toolkit's own names, never a path leaving the run (absolute, "..", a symlink elsewhere)
             if not isinstance(name, str) or not _IMAGE_NAME.fullmatch(name) or (path / name).is_symlink():
@@ -160,10 +159,110 @@ class Run:
                                    f"images/NNN.png files; refusing to read it. Re-create the run.")
             try:
                 with Image.open(path / name) as im:
+                    if im.width * im.height > MAX_IMAGE_PIXELS:
+                        raise RunFileError(f"image {path / name} is {im.width}x{im.height} pixels, more than any run "
+                                           f"writes ({MAX_IMAGE_PIXELS} at most); refusing to decode it. Re-create "
+                                           f"the run.")
                     images.append(im.convert("RGB"))
-            except (OSError, ValueError) as e:
+            except (OSError, ValueError, Image.DecompressionBombError) as e:
                 raise RunFileError(f"image {path / name} is missing or damaged ({e}); re-create the run.") from None
-        return cls(images, stats, doc["meta"], raw, tensors.get("previews"))
+        return cls(images, stats, doc["meta"], raw, previews)
+
+
+#: the most pixels of one image Run.load decodes (16k x 16k; the models here draw at most 2048 x 2048)
+MAX_IMAGE_PIXELS = 16384 * 16384
+#: the names Run.raw keys take (capture.raw_key / capture.input_key)
+_RAW_KEY = re.compile(r"(?:[a-z][a-z0-9_]*\.\d+/step\d+/(?:image|text)|input/[A-Za-z_][A-Za-z0-9_]*)(?:/uncond)?")
+
+
+def _doc_digest(doc: dict) -> str:
+    """sha256 of run.json's content (everything but the checksums), independent of key order and spacing."""
+    body = {k: v for k, v in doc.items() if k != "sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _check_index(doc: dict, tensors: dict[str, torch.Tensor], n_images: int, meta_file: Path):
+    """The run's statistics, raw slices and previews, after checking that run.json's index describes the
+    tensors exactly (names, types, shapes, dtypes) and agrees with the images and prompts."""
+    def bad(what: str) -> RunFileError:
+        return RunFileError(f"{meta_file}: {what}; the run is damaged or was edited by hand. Re-create the run.")
+
+    def str_list(v: Any, what: str) -> list[str]:
+        if not isinstance(v, list) or not all(isinstance(x, str) and x for x in v):
+            raise bad(f"{what} must be a list of names, got {type(v).__name__}")
+        if len(set(v)) != len(v):
+            raise bad(f"{what} repeats a name")
+        return v
+
+    meta, idx = doc.get("meta"), doc.get("index")
+    if not isinstance(meta, dict):
+        raise bad(f"'meta' must be an object, got {type(meta).__name__}")
+    if not isinstance(idx, dict):
+        raise bad(f"'index' must be an object, got {type(idx).__name__}")
+    prompts = meta.get("prompts", [])
+    if not isinstance(prompts, list) or not all(isinstance(p, str) for p in prompts):
+        raise bad("meta.prompts must be a list of strings")
+    if n_images and prompts and len(prompts) != n_images:
+        raise bad(f"{n_images} images but {len(prompts)} prompts")
+    seeds = meta.get("seeds", [])
+    if not isinstance(seeds, list) or any(isinstance(x, bool) or not isinstance(x, int) for x in seeds) or \
+            (prompts and seeds and len(seeds) != len(prompts)):
+        raise bad("meta.seeds must be one integer per prompt")
+    known: set[str] = set()
+    stats = None
+    si = idx.get("stats")
+    if si is not None:
+        if not isinstance(si, dict):
+            raise bad("index.stats must be an object or null")
+        layers, streams = str_list(si.get("layers"), "index.stats.layers"), str_list(si.get("streams"), "index.stats.streams")
+        values, sprompts, steps = str_list(si.get("values"), "index.stats.values"), si.get("prompts"), si.get("steps")
+        if not set(streams) <= {"image", "text"} or not layers or not values:
+            raise bad("index.stats needs layers, values and streams from 'image' and 'text'")
+        if not isinstance(steps, list) or not steps or any(isinstance(x, bool) or not isinstance(x, int) or x < 0
+                                                           for x in steps) or steps != sorted(set(steps)):
+            raise bad("index.stats.steps must be increasing non-negative step numbers")
+        total = meta.get("steps")
+        if isinstance(total, int) and not isinstance(total, bool) and steps[-1] >= total:
+            raise bad(f"index.stats.steps reach step {steps[-1]} of a {total}-step run")
+        if not isinstance(sprompts, list) or not all(isinstance(p, str) for p in sprompts) or \
+                (prompts and sprompts != prompts):
+            raise bad("index.stats.prompts must be the run's prompts")
+        shape = (len(sprompts), len(steps), len(layers), len(streams))
+        vals = {}
+        for n in values + ["median_abs"]:
+            t = tensors.get(f"stats/{n}")
+            want = shape if n == "median_abs" else None
+            if t is None or not t.is_floating_point() or t.dim() != (4 if want else 5) or \
+                    tuple(t.shape[:4]) != shape or (n != "median_abs" and vals and t.shape != next(iter(vals.values())).shape):
+                got = None if t is None else f"{tuple(t.shape)} {str(t.dtype).replace('torch.', '')}"
+                raise bad(f"statistic {n!r} should be floats of shape {shape + (() if want else ('channels',))}, "
+                          f"found {got}")
+            if n != "median_abs":
+                vals[n] = t
+            known.add(f"stats/{n}")
+        stats = ChannelStats(vals, tensors["stats/median_abs"], layers, steps, streams, sprompts)
+    raw_names = idx.get("raw", [])
+    raw_names = str_list(raw_names, "index.raw") if raw_names else []
+    raw = {}
+    for n in raw_names:
+        t = tensors.get(f"raw/{n}")
+        if not _RAW_KEY.fullmatch(n) or t is None or (n_images and t.shape[:1] != (n_images,)):
+            raise bad(f"raw slice {n!r} is not a slice this toolkit names or its tensor does not match the images")
+        raw[n] = t
+        known.add(f"raw/{n}")
+    previews = tensors.get("previews")
+    if bool(idx.get("previews")) != (previews is not None):
+        raise bad("index.previews does not say whether the tensor file holds previews")
+    if previews is not None:
+        if previews.dtype != torch.uint8 or previews.dim() != 5 or previews.shape[-1] != 3 or \
+                (n_images and previews.shape[1] != n_images):
+            raise bad(f"previews should be uint8 (steps, images, height, width, 3), found {tuple(previews.shape)} "
+                      f"{str(previews.dtype).replace('torch.', '')}")
+        known.add("previews")
+    extra = sorted(set(tensors) - known)
+    if extra:
+        raise bad(f"the tensor file holds {extra[:3]} that the index does not describe")
+    return stats, raw, previews
 
 
 #: Present while an existing run directory is being replaced; lists the files the toolkit owns there, so an
@@ -238,6 +337,23 @@ def _swap_in(tmp: Path, path: Path) -> None:
     (path / SAVING_MARKER).unlink()
     shutil.rmtree(old, ignore_errors=True)
     shutil.rmtree(tmp, ignore_errors=True)
+
+
+def check_run_dir(path: str | os.PathLike) -> Path:
+    """Check, before any work, that a run may be written at ``path``: a new path, an empty directory or an
+    earlier run (only the toolkit's own files there are replaced), below a directory that can be written.
+    Returns the absolute path; one clear error otherwise."""
+    path = Path(path).expanduser().absolute()
+    if path.exists() and not (path.is_dir() and (not any(path.iterdir()) or _is_run_dir(path))):
+        raise RunFileError(f"{path} exists and is not a massact_viz run directory; refusing to replace it. "
+                           f"Choose another path (a new or empty directory, or an earlier run to overwrite).")
+    parent = next((p for p in path.parents if p.exists()), None)
+    if parent is None or not parent.is_dir():
+        raise RunFileError(f"{path} cannot be created: {parent} is a file, not a directory. Choose another path.")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise RunFileError(f"{parent} is not writable, so the run {path.name} cannot be written there. Choose "
+                           f"another path.")
+    return path
 
 
 def check_output_file(path: str | os.PathLike, suffixes: tuple[str, ...], what: str) -> Path:

@@ -18,7 +18,7 @@ import torch
 from .capture import Capture, plan_capture, run_capture
 from .errors import MassActError, RunFileError
 from .files import resume_manifest
-from .run import Run
+from .run import Run, check_run_dir
 from .stats import ChannelStats
 
 if TYPE_CHECKING:
@@ -42,8 +42,9 @@ def scan(model: "DiT", prompts: Sequence[str], out: str | Path, *, steps: int | 
         edit = edit.check(model, steps, size)
     prompts = plan_capture(model, prompts, steps=steps, seed=seed, size=size, guidance=guidance, capture=capture,
                            batch_size=batch_size, pipe_kwargs=pipe_kwargs).prompts  # every error before any work
-    out = Path(out)
+    out = check_run_dir(out)  # before any work: a path that can take the run, never a user's directory
     parts_dir = out.parent / f"{out.name}.parts"
+    fresh = not parts_dir.exists()
     settings = {"model": model.source, "prompts_sha256": hashlib.sha256("\n".join(prompts).encode()).hexdigest(),
                 "n": len(prompts), "steps": steps, "seed": seed, "size": list(size) if size else None,
                 "guidance": guidance, "negative_prompt": negative_prompt, "batch_size": batch_size,
@@ -67,6 +68,7 @@ def scan(model: "DiT", prompts: Sequence[str], out: str | Path, *, steps: int | 
                     part = Run.load(part_dir)
                 except RunFileError:
                     part = None  # a damaged part (e.g. killed mid-write by the OS) is recomputed
+                    shutil.rmtree(part_dir)  # inside the scan's own parts folder: the toolkit wrote it
             if part is None:
                 part = run_capture(model, chunk, steps=steps, seed=seed + start, size=size, guidance=guidance,
                                    negative_prompt=negative_prompt, capture=capture, batch_size=batch_size,
@@ -76,6 +78,10 @@ def scan(model: "DiT", prompts: Sequence[str], out: str | Path, *, steps: int | 
                 done += len(chunk)
             parts.append(part)
             bar.update(len(chunk))
+    except BaseException:
+        if fresh and parts_dir.is_dir() and not any(p.is_dir() for p in parts_dir.iterdir()):
+            shutil.rmtree(parts_dir, ignore_errors=True)  # nothing done to resume: leave nothing behind
+        raise
     finally:
         bar.close()
     merged = concat_runs(parts)

@@ -7,15 +7,37 @@ from typing import Any
 from .errors import MassActError
 
 
+#: the largest image side (pixels) and the most denoising steps a run accepts: well past what any supported
+#: model draws (FLUX.1 and SD3 at most about 2048 px) or samples with, and small enough that a typo such as
+#: ``--size 100000`` or ``--steps 10000000`` gets this error instead of exhausting memory
+MAX_SIDE = 8192
+MAX_NUM_STEPS = 1000
+
+
 def check_size(size: Any) -> tuple[int, int] | None:
     """``(height, width)`` in pixels from a pair or one int (a square); None stays None (the pipeline's default)."""
     if size is None:
         return None
     if isinstance(size, int) and not isinstance(size, bool):
-        return (size, size)
-    if isinstance(size, (tuple, list)) and len(size) == 2:
-        return (size[0], size[1])
-    raise MassActError(f"size must be (height, width) in pixels or one int for a square, got {size!r}.")
+        size = (size, size)
+    if not isinstance(size, (tuple, list)) or len(size) != 2:
+        raise MassActError(f"size must be (height, width) in pixels or one int for a square, got {size!r}.")
+    for what, v in zip(("height", "width"), size):
+        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+            raise MassActError(f"{what} must be a positive integer number of pixels, got {v!r}.")
+        if v > MAX_SIDE:
+            raise MassActError(f"{what} {v} px is larger than {MAX_SIDE} px, far past what these models draw; "
+                               f"use e.g. 1024.")
+    return (size[0], size[1])
+
+
+def check_num_steps(steps: Any) -> int:
+    """The number of denoising steps: a positive integer up to :data:`MAX_NUM_STEPS`."""
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise MassActError(f"steps must be a positive integer (number of denoising steps), got {steps!r}.")
+    if steps > MAX_NUM_STEPS:
+        raise MassActError(f"{steps} denoising steps is more than {MAX_NUM_STEPS}; flow-matching samplers use 4 to 50.")
+    return steps
 
 
 def listify(v: Any, what: str) -> list | None:

@@ -114,20 +114,28 @@ class ChannelStats:
                               for i in range(len(self.prompts))])
 
     def summary(self, k: int = 5, *, stat: str = "abs_mean", step: int | None = None) -> list[dict]:
-        """Per (layer, stream): top-k channels and scores, the median score and top-1/median."""
+        """Per (layer, stream): top-k channels and scores, the median score and top-1/median.
+
+        Non-finite values are kept visible, never dropped: ``non_finite`` counts the channels whose value is
+        inf or NaN (an overflow, NaN latents or an edit), the other numbers describe the finite channels
+        (``None`` when there are none). Text-stream rows of blocks without a text stream are left out."""
         check_k(k, self.width)
         rows = []
         for st in self.streams:
             v = self.get(stat, step=step, stream=st)
             for li, name in enumerate(self.layers):
-                if not torch.isfinite(v[li]).all():
-                    continue
-                kk = min(k, v.shape[-1])
-                s, i = torch.topk(v[li], kk)
-                med = float(v[li].median())
+                ok = torch.isfinite(v[li])
+                if st != "image" and v[li].isnan().all():
+                    continue  # this block has no such stream (or nothing of it survived: the image row says so)
+                fin = v[li][ok]
+                s, i = torch.topk(fin, min(k, fin.numel())) if fin.numel() else (fin, fin.long())
+                i = ok.nonzero().flatten()[i] if fin.numel() else i
+                med = float(fin.median()) if fin.numel() else None
+                top = float(s[0]) if fin.numel() else None
                 rows.append({"layer": name, "stream": st, "top_channels": i.tolist(),
                              "top_scores": [float(x) for x in s], "median_score": med,
-                             "ratio": float(s[0]) / med if med > 0 else float("inf")})
+                             "ratio": None if top is None else (top / med if med > 0 else None),
+                             "non_finite": int((~ok).sum())})
         return rows
 
 

@@ -459,6 +459,16 @@ def test_float16_overflow_is_flagged_and_the_run_kept():
     with pytest.warns(mv.MassActWarning, match="non-finite statistics"):
         run = m.run("a cat", steps=1, size=SIZE, progress=False)
     assert run.meta["warnings"] and run.stats is not None and len(run.images) == 1
+    assert "float16" in run.meta["warnings"][0]
+
+
+def test_non_finite_values_in_a_float32_run_do_not_blame_float16(tiny_model):
+    m = tiny_model("flux")
+    with pytest.warns(mv.MassActWarning, match="non-finite statistics in a float32 run") as rec:
+        run = m.run("a cat", steps=1, size=SIZE, progress=False,
+                    edit=lambda site: site.image[..., 3].fill_(float("nan")))
+    assert not any("65504" in str(w.message) for w in rec)
+    assert run.stats.values["max_abs"].isnan().any() and "float16" not in run.meta["warnings"][0]
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -498,9 +508,73 @@ def test_load_reads_only_the_runs_own_images(tmp_path, tiny_model, name):
         (run_dir / "images" / "000.png").symlink_to(tmp_path / "outside.png")
     doc = json.loads((run_dir / "run.json").read_text())
     doc["images"] = [name]
-    (run_dir / "run.json").write_text(json.dumps(doc))
+    _reseal(run_dir, doc)
     with pytest.raises(mv.RunFileError, match="not one of the run's own"):
         mv.Run.load(run_dir)
+
+
+def _reseal(run_dir, doc, tensors=None):
+    """Write a tampered run.json (and tensor file) with matching checksums, as a careful forger would."""
+    from safetensors.torch import save_file
+
+    from massact_viz.run import _doc_digest, _sha256
+    if tensors is not None:
+        save_file(tensors, str(run_dir / "tensors.safetensors"))
+        doc["sha256"]["tensors.safetensors"] = _sha256(run_dir / "tensors.safetensors")
+    doc["sha256"]["run.json"] = _doc_digest(doc)
+    (run_dir / "run.json").write_text(json.dumps(doc))
+
+
+def test_a_hand_edited_run_json_is_refused(tmp_path, tiny_model):
+    run_dir = tiny_model("flux").run("a cat", steps=2, size=SIZE, progress=False).save(tmp_path / "r")
+    doc = json.loads((run_dir / "run.json").read_text())
+    doc["index"]["stats"]["streams"] = doc["index"]["stats"]["streams"][::-1]  # would mislabel image as text
+    (run_dir / "run.json").write_text(json.dumps(doc, indent=2))
+    with pytest.raises(mv.RunFileError, match="does not match its own checksum"):
+        mv.Run.load(run_dir)
+
+
+@pytest.mark.parametrize("tamper, match", [
+    (lambda d, t: d["index"]["stats"].update(layers=d["index"]["stats"]["layers"][:1]), "statistic"),
+    (lambda d, t: d["index"]["stats"].update(steps=[0]), "statistic"),
+    (lambda d, t: d["index"]["stats"].update(steps=[1, 0]), "increasing"),
+    (lambda d, t: d["index"]["stats"].update(steps=[0, 5]), "of a 2-step run"),
+    (lambda d, t: d["index"]["stats"].update(streams=["image", "pixels"]), "streams from"),
+    (lambda d, t: d["meta"].update(prompts=["a cat", "a dog"]), "1 images but 2 prompts"),
+    (lambda d, t: d["meta"].update(seeds="0"), "seeds"),
+    (lambda d, t: d.update(meta=[]), "'meta' must be an object"),
+    (lambda d, t: d["index"].update(stats="all"), "index.stats must be"),
+    (lambda d, t: d["index"]["stats"].update(layers=None), "layers must be a list"),
+    (lambda d, t: d["index"].update(raw=["../../etc/passwd"]), "raw slice"),
+    (lambda d, t: d["index"].update(raw=["double.0/step0/image"]), "raw slice"),
+    (lambda d, t: d["index"].update(previews=True), "previews"),
+    (lambda d, t: t.update({"stats/max_abs": t["stats/max_abs"].to(torch.int8)}), "floats of shape"),
+    (lambda d, t: t.update({"smuggled": torch.zeros(2)}), "does not describe"),
+])
+def test_run_json_must_describe_the_tensors_exactly(tmp_path, tiny_model, tamper, match):
+    from safetensors.torch import load_file
+    run_dir = tiny_model("flux").run("a cat", steps=2, size=SIZE, progress=False).save(tmp_path / "r")
+    doc = json.loads((run_dir / "run.json").read_text())
+    tensors = load_file(str(run_dir / "tensors.safetensors"))
+    before = dict(tensors)
+    tamper(doc, tensors)
+    _reseal(run_dir, doc, tensors if any(tensors[k] is not before.get(k) for k in tensors) else None)
+    with pytest.raises(mv.RunFileError, match=match):
+        mv.Run.load(run_dir)
+
+
+def test_a_huge_image_in_a_run_is_refused_before_decoding(tmp_path, tiny_model, monkeypatch):
+    import massact_viz.run as run_mod
+    run_dir = tiny_model("flux").run("a cat", steps=1, size=SIZE, progress=False).save(tmp_path / "r")
+    monkeypatch.setattr(run_mod, "MAX_IMAGE_PIXELS", 16 * 16)  # a 32x32 image stands in for a 30000x30000 one
+    with pytest.raises(mv.RunFileError, match="refusing to decode"):
+        mv.Run.load(run_dir)
+
+
+def test_a_saved_run_json_is_the_same_for_the_same_run(tmp_path, tiny_model):
+    run = tiny_model("flux").run("a cat", steps=1, size=SIZE, progress=False)
+    a, b = run.save(tmp_path / "a"), run.save(tmp_path / "b")
+    assert (a / "run.json").read_bytes() == (b / "run.json").read_bytes()
 
 
 def test_scan_applies_an_edit_exactly_as_run_does(tmp_path, tiny_model):
@@ -517,3 +591,92 @@ def test_scan_applies_an_edit_exactly_as_run_does(tmp_path, tiny_model):
     with pytest.raises(mv.MassActError):  # a bad edit fails before any batch runs
         m.scan(["a cat"], tmp_path / "bad", steps=2, size=SIZE, progress=False, edit=Edit("zero", [10_000]))
     assert not (tmp_path / "bad.parts").exists()
+
+
+@pytest.mark.parametrize("damage", ["empty", "missing"])
+def test_scan_resumes_past_a_damaged_part(tmp_path, tiny_model, monkeypatch, damage):
+    import massact_viz.scan as scan_mod
+    m = tiny_model("flux")
+    prompts = ["a cat", "a dog", "a tree"]
+    real, calls = scan_mod.run_capture, {"n": 0}
+
+    def flaky(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+    monkeypatch.setattr(scan_mod, "run_capture", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        m.scan(prompts, tmp_path / "s", steps=1, size=SIZE, batch_size=2, progress=False)
+    part = tmp_path / "s.parts" / "000000" / "run.json"
+    part.write_text("") if damage == "empty" else part.unlink()
+    monkeypatch.setattr(scan_mod, "run_capture", real)
+    done = m.scan(prompts, tmp_path / "s", steps=1, size=SIZE, batch_size=2, progress=False)
+    assert done.meta["resumed_prompts"] == 0 and done.prompts == prompts and not (tmp_path / "s.parts").exists()
+
+
+def test_a_scan_that_fails_before_any_batch_leaves_nothing(tmp_path, tiny_model, monkeypatch):
+    import massact_viz.scan as scan_mod
+    m = tiny_model("flux")
+
+    def broken(*a, **k):
+        raise RuntimeError("out of memory")
+    monkeypatch.setattr(scan_mod, "run_capture", broken)
+    with pytest.raises(RuntimeError):
+        m.scan(["a cat"], tmp_path / "s", steps=1, size=SIZE, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_scan_refuses_a_users_directory_before_any_work(tmp_path, tiny_model, monkeypatch):
+    import massact_viz.scan as scan_mod
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    monkeypatch.setattr(scan_mod, "run_capture", lambda *a, **k: pytest.fail("the scan ran"))
+    monkeypatch.chdir(tmp_path / "mine")
+    for out in (tmp_path / "mine", "."):
+        with pytest.raises(mv.RunFileError, match="is not a massact_viz run directory"):
+            tiny_model("flux").scan(["a cat"], out, steps=1, size=SIZE, progress=False)
+    assert [p.name for p in (tmp_path / "mine").iterdir()] == ["notes.txt"] and len(list(tmp_path.iterdir())) == 1
+
+
+def test_two_jobs_starting_in_one_directory_at_once_exactly_one_wins(tmp_path):
+    import threading
+
+    from massact_viz.files import resume_manifest
+    for trial in range(20):
+        d, gate, results = tmp_path / f"t{trial}", threading.Barrier(2), []
+
+        def start(i):
+            gate.wait()
+            try:
+                resume_manifest(d, {"prompts": [f"prompt {i}"]}, "partial scan", "")
+                results.append("ok")
+            except mv.MassActError as e:
+                results.append(str(e))
+        threads = [threading.Thread(target=start, args=(i,)) for i in range(2)]
+        [t.start() for t in threads]
+        [t.join() for t in threads]
+        assert results.count("ok") == 1, results
+        assert any("another process" in r for r in results if r != "ok")
+        assert sorted(p.name for p in d.iterdir()) == ["manifest.json"]
+
+
+def test_summaries_and_reports_keep_non_finite_layers_and_mark_them(tiny_model, tmp_path):
+    from massact_viz.report import build_report
+    m = tiny_model("flux")
+    with pytest.warns(mv.MassActWarning):
+        some = m.run("a cat", steps=1, size=SIZE, progress=False,
+                     edit=lambda site: site.image[..., 3].fill_(float("inf")) if site.block == m.blocks[-1] else None)
+    rows = some.stats.summary(k=2)
+    image_rows = [r for r in rows if r["stream"] == "image"]
+    assert len(image_rows) == len(m.blocks)   # no layer dropped
+    bad = [r for r in image_rows if r["non_finite"]]
+    assert bad and 3 not in bad[0]["top_channels"] and bad[0]["ratio"] is not None
+    with pytest.warns(mv.MassActWarning):
+        nan = m.run("a cat", steps=1, size=SIZE, progress=False, edit=lambda site: site.image.fill_(float("nan")))
+    rows = nan.stats.summary(k=2)
+    assert [r["layer"] for r in rows if r["stream"] == "image"] == [b.name for b in m.blocks]
+    assert all(r["ratio"] is None and r["non_finite"] == m.width for r in rows if r["stream"] == "image")
+    assert "1 channels inf/NaN" in build_report(some)   # the report marks the layer and still draws
+    with pytest.raises(mv.MassActError, match="no finite statistics of the image stream"):
+        build_report(nan)   # nothing finite to draw: one clear line instead of a report of blanks

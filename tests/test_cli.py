@@ -212,3 +212,45 @@ def test_the_torchvision_fallback_notice_is_silenced_and_nothing_else(caplog):
         log.warning("a warning a user can act on")
     seen = [r.getMessage() for r in caplog.records if r.name == "transformers.utils.import_utils"]
     assert seen == ["a warning a user can act on"]
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--size", "100000x100000"], "larger than 8192 px"),
+    (["--steps", "10000000"], "more than 1000"),
+    (["--steps", "1000000000"], "more than 1000"),
+    (["--steps", "0"], "positive integer"),
+    (["--seed", "-1"], "--seed must be a non-negative"),
+    (["--out", "."], "is not a massact_viz run directory"),
+    (["--out", "notes.txt"], "is not a massact_viz run directory"),
+    (["--out", "notes.txt/run"], "is a file, not a directory"),
+])
+def test_resources_and_out_kinds_are_checked_before_any_model_loads(extra, message, tmp_path, monkeypatch, capsys):
+    import massact_viz.model as model_mod
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.txt").write_text("keep")
+    monkeypatch.setattr(model_mod, "load", lambda *a, **k: pytest.fail("a model was loaded"))
+    argv = ["scan", "--model", "tiny:flux", "--prompt", "a", "--out", "r"]
+    for flag in extra[::2]:   # the later flag wins in argparse; drop the default one it replaces
+        if flag in argv:
+            i = argv.index(flag)
+            del argv[i:i + 2]
+    assert main(argv + extra) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and err.startswith("massact-viz: error:") and len(err.splitlines()) == 1, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"] and (tmp_path / "notes.txt").read_text() == "keep"
+
+
+def test_an_unexpected_error_is_one_line_and_exit_2(monkeypatch, capsys):
+    import massact_viz.cli as cli
+
+    def broken(args):
+        raise ValueError("something inside a library went wrong")
+    parser = cli.build_parser
+    monkeypatch.setattr(cli, "build_parser", lambda: _with_fn(parser(), broken))
+    monkeypatch.delenv("MASSACT_VIZ_TRACEBACK", raising=False)
+    assert main(["info", "--model", "tiny:flux"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("massact-viz: error: ValueError: something inside") and len(err.splitlines()) == 1
+    monkeypatch.setenv("MASSACT_VIZ_TRACEBACK", "1")
+    with pytest.raises(ValueError):
+        main(["info", "--model", "tiny:flux"])

@@ -234,3 +234,21 @@ def test_uses_cfg_says_whether_the_pipeline_makes_unconditional_calls(family, ti
         m.run("a cat", steps=1, size=SIZE, progress=False, capture=mv.Capture.nothing(),
               edit=lambda site: uncond_rows.add(site.uncond.stop - site.uncond.start), **base, **kwargs)
         assert (max(uncond_rows) > 0) == m.family.uses_cfg(kwargs), (family, kwargs, uncond_rows)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"device": "bogus"}, "unknown device"), ({"device": "tpu"}, "unknown device"),
+    ({"dtype": "int8"}, "unknown dtype"),
+])
+def test_load_refuses_devices_and_dtypes_it_cannot_use(kwargs, message):
+    import massact_viz as mv
+    with pytest.raises(mv.MassActError, match=message):
+        mv.load("tiny:flux", **kwargs)
+
+
+def test_load_refuses_integer_torch_dtypes():
+    import torch
+
+    import massact_viz as mv
+    with pytest.raises(mv.MassActError, match="floating-point"):
+        mv.load("tiny:flux", dtype=torch.int8)
