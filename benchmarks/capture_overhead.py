@@ -13,7 +13,7 @@ and the peak resident memory of a statistics capture with 4 vs 28 steps (each in
 subprocess), against the size of the statistics tensors. Results go to stdout and
 ``benchmarks/results.json``; BENCHMARKS.md quotes them. Run with ``make bench``.
 
-Usage: python benchmarks/capture_overhead.py [--reps 7] [--steps 8] [--size 32] [--hidden 512]
+Usage: python benchmarks/capture_overhead.py [--reps 7] [--num-steps 8] [--size 32] [--hidden 512]
 """
 from __future__ import annotations
 
@@ -69,12 +69,12 @@ def overhead(reps: int, steps: int, size: int) -> dict:
     pipe = model.pipe
     plain = lambda: pipe(PROMPT, num_inference_steps=steps, height=size, width=size, output_type="pil",  # noqa: E731
                          generator=torch.Generator("cpu").manual_seed(0))
-    hooks = lambda: model.run(PROMPT, steps=steps, size=(size, size), progress=False)  # noqa: E731
-    no_sun = lambda: model.run(PROMPT, steps=steps, size=(size, size), progress=False,  # noqa: E731
+    hooks = lambda: model.run(PROMPT, num_steps=steps, size=(size, size), progress=False)  # noqa: E731
+    no_sun = lambda: model.run(PROMPT, num_steps=steps, size=(size, size), progress=False,  # noqa: E731
                                capture=mv.Capture(sun=False))
-    image_only = lambda: model.run(PROMPT, steps=steps, size=(size, size), progress=False,  # noqa: E731
+    image_only = lambda: model.run(PROMPT, num_steps=steps, size=(size, size), progress=False,  # noqa: E731
                                    capture=mv.Capture(sun=False, streams=["image"]))
-    nothing = lambda: model.run(PROMPT, steps=steps, size=(size, size), progress=False,  # noqa: E731
+    nothing = lambda: model.run(PROMPT, num_steps=steps, size=(size, size), progress=False,  # noqa: E731
                                 capture=mv.Capture.nothing())
     nns = lambda: nnsight_capture(model, steps, size)  # noqa: E731
     variants = {"plain": plain, "run_no_capture": nothing, "hooks": hooks, "hooks_no_sun": no_sun,
@@ -96,7 +96,7 @@ def overhead(reps: int, steps: int, size: int) -> dict:
 
 def _peak_child(steps: int, hidden: int) -> None:
     model = mv.load(tiny_pipeline("flux", num_layers=19, num_single_layers=38, hidden=hidden))
-    run = model.run(PROMPT, steps=steps, size=(32, 32), progress=False)
+    run = model.run(PROMPT, num_steps=steps, size=(32, 32), progress=False)
     stats_bytes = sum(t.numel() * t.element_size() for t in run.stats.values.values())
     stats_bytes += run.stats.median_abs.numel() * 4
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -117,7 +117,7 @@ def memory(hidden: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--reps", type=int, default=7)
-    ap.add_argument("--steps", type=int, default=8)
+    ap.add_argument("--num-steps", type=int, default=8)
     ap.add_argument("--size", type=int, default=32)
     ap.add_argument("--hidden", type=int, default=512, help="width for the memory benchmark")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is steadiest on a shared 2-core box)")
@@ -130,7 +130,7 @@ def main() -> None:
         return
     res = {"machine": {"cpu_count": os.cpu_count(), "threads": a.threads, "platform": platform.platform(),
                        "torch": torch.__version__, "device": "cpu"},
-           "overhead": overhead(a.reps, a.steps, a.size), "memory": memory(a.hidden)}
+           "overhead": overhead(a.reps, a.num_steps, a.size), "memory": memory(a.hidden)}
     o = res["overhead"]
     print(f"capture overhead ({o['blocks']} blocks, {o['steps']} steps, {o['size']}x{o['size']}, median of {o['reps']}):")
     print(f"  plain pipeline call: {o['median_s']['plain'] * 1000:.1f} ms")

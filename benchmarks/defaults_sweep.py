@@ -140,12 +140,12 @@ def sweep_localization(model, quick: bool) -> dict:
     caps = _captions(quick)
     res = {}
     t0 = time.time()
-    steps = model.resolve_steps(None)
+    steps = model.resolve_num_steps(None)
     for rule in ("border", "max_sum", "minority"):
         for k in ((4,) if quick else (1, 2, 4, 8)):
             if rule != "border" and k != 4:
                 continue
-            r = localize(model, caps, "shapes", k=k, foreground=rule, steps=(steps // 2, -1), progress=False)
+            r = localize(model, caps, "shapes", k=k, foreground=rule, steps=[steps // 2, -1], progress=False)
             res[f"{rule}/k{k}"] = {"layers": r.layers, "steps": r.steps, "sets": r.sets, "prompts": r.prompts,
                                    "iou": r.iou.tolist()}
     return {"captions": len(caps), "seconds": round(time.time() - t0, 1), "results": res}

@@ -2,7 +2,7 @@
 
     import massact_viz as mv
     model = mv.load("tiny:flux")            # or a Hub id, a local pipeline directory, a pipeline, "shapes"
-    run = model.run("a red fox in the snow", steps=4, seed=0)
+    run = model.run("a red fox in the snow", num_steps=4, seed=0)
     run.stats.top_k(4, layer="double.0")
     run.save("runs/fox"); mv.Run.load("runs/fox")
 """

@@ -18,7 +18,7 @@ import torch
 from .errors import MassActError, check_index
 from .hooks import Site, attach
 from .run import Run
-from .specs import check_num_steps, check_size, listify
+from .specs import check_num_steps, check_size, listify, resolve_steps
 from .stats import StatsCollector
 
 if TYPE_CHECKING:
@@ -49,10 +49,12 @@ class Raw:
 
 @dataclass
 class Capture:
-    """What to capture. ``None`` for layers/steps means all of them."""
+    """What to capture. ``None`` for layers/steps means all of them; ``steps`` follows the one step-spec
+    rule (:func:`massact_viz.specs.resolve_steps`): a step, a list or ``range`` of steps, or a tuple
+    ``(start, stop)`` window."""
 
     layers: Sequence[str | int] | None = None
-    steps: Sequence[int] | None = None
+    steps: Any = None
     streams: Sequence[str] | None = None  # None: every stream the model has
     stats: bool = True
     sun: bool = True
@@ -148,7 +150,8 @@ def _record_x0(store: list[torch.Tensor]):
 
 #: pipeline kwargs that massact_viz sets itself (they decide the token grid, the steps, the prompts
 #: the text masks are rebuilt from, and the image rows)
-RESERVED_KWARGS = {"height": "size=(h, w)", "width": "size=(h, w)", "num_inference_steps": "steps=",
+RESERVED_KWARGS = {"height": "size=(h, w)", "width": "size=(h, w)", "num_inference_steps": "num_steps=",
+                   "steps": "num_steps= for the number of denoising steps (Capture(steps=...) picks the captured ones)",
                    "prompt": "the prompts argument", "generator": "seed=", "output_type": "nothing (PIL images)",
                    "prompt_2": "the prompts argument (the same text feeds every encoder)",
                    "prompt_3": "the prompts argument (the same text feeds every encoder)",
@@ -170,12 +173,12 @@ class Plan:
     raw_specs: list
 
 
-def plan_capture(model: "DiT", prompts: Sequence[str], *, steps: int, seed: int, size: Any,
+def plan_capture(model: "DiT", prompts: Sequence[str], *, num_steps: int, seed: int, size: Any,
                  guidance: float | None, capture: Capture, batch_size: int, pipe_kwargs: dict,
                  allow_empty_prompt: bool = False) -> Plan:
     """Validate a capture request against the model before anything runs (clear errors, nothing lost)."""
     prompts = check_prompts(prompts, allow_empty=allow_empty_prompt)
-    check_num_steps(steps)
+    check_num_steps(num_steps)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise MassActError(f"batch_size must be a positive integer, got {batch_size!r}.")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
@@ -193,9 +196,7 @@ def plan_capture(model: "DiT", prompts: Sequence[str], *, steps: int, seed: int,
     height, width = check_size(size) or fam.default_size(pipe)
     grid = fam.token_grid(pipe, height, width)
     blocks = model.resolve_layers(capture.layers)
-    step_list = listify(capture.steps, "Capture.steps")
-    cap_steps = sorted({check_index(s, steps, "step", f"This run has {steps} steps.") for s in
-                        (range(steps) if step_list is None else step_list)})
+    cap_steps = resolve_steps(capture.steps, num_steps)
     have = [s for s in ("image", "text") if any(s in b.streams for b in blocks)]
     streams = have if capture.streams is None else listify(capture.streams, "Capture.streams")
     for st in streams:
@@ -208,7 +209,7 @@ def plan_capture(model: "DiT", prompts: Sequence[str], *, steps: int, seed: int,
         b = model.layer(r.layer)
         if r.stream not in b.streams:
             raise MassActError(f"raw slice: layer {b.name} has no {r.stream!r} stream (it has {list(b.streams)}).")
-        st = check_index(r.step, steps, "raw step", f"This run has {steps} steps.")
+        st = check_index(r.step, num_steps, "raw step", f"This run has {num_steps} steps.")
         chans, toks = listify(r.channels, "Raw.channels"), listify(r.tokens, "Raw.tokens")
         for i in chans or ():
             check_index(i, model.width, "raw channel")
@@ -225,7 +226,7 @@ def plan_capture(model: "DiT", prompts: Sequence[str], *, steps: int, seed: int,
         raise MassActError(f"per-step previews need a flow-matching Euler scheduler and a {fam.title} latent decoder; "
                            f"they are available for FLUX.1, SD3 and the embedded model. Use previews=False.")
 
-    return Plan(prompts, steps, height, width, grid, blocks, cap_steps, streams, raw_specs)
+    return Plan(prompts, num_steps, height, width, grid, blocks, cap_steps, streams, raw_specs)
 
 
 def previews_available(model: "DiT") -> bool:
@@ -235,7 +236,7 @@ def previews_available(model: "DiT") -> bool:
             and type(model.pipe.scheduler).__name__ == "FlowMatchEulerDiscreteScheduler")
 
 
-def run_capture(model: "DiT", prompts: Sequence[str], *, steps: int, seed: int, size: tuple[int, int] | None,
+def run_capture(model: "DiT", prompts: Sequence[str], *, num_steps: int, seed: int, size: tuple[int, int] | None,
                 guidance: float | None, negative_prompt: str | None, capture: Capture, batch_size: int,
                 progress: bool, pipe_kwargs: dict, edit: Callable[[Site], None] | None = None,
                 seeds: Sequence[int] | None = None, allow_empty_prompt: bool = False) -> Run:
@@ -245,7 +246,7 @@ def run_capture(model: "DiT", prompts: Sequence[str], *, steps: int, seed: int, 
     equal seeds give images the same initial noise (e.g. two prompts from one noise)."""
     from tqdm.auto import tqdm
 
-    plan = plan_capture(model, prompts, steps=steps, seed=seed, size=size, guidance=guidance, capture=capture,
+    plan = plan_capture(model, prompts, num_steps=num_steps, seed=seed, size=size, guidance=guidance, capture=capture,
                         batch_size=batch_size, pipe_kwargs=pipe_kwargs, allow_empty_prompt=allow_empty_prompt)
     seeds = _check_seeds(seeds, len(plan.prompts)) if seeds is not None else \
         [seed + i for i in range(len(plan.prompts))]
@@ -277,7 +278,7 @@ def run_capture(model: "DiT", prompts: Sequence[str], *, steps: int, seed: int, 
 
     base = dict(fam.call_defaults)
     base.update(model.defaults)
-    base.update(num_inference_steps=steps, height=height, width=width, output_type="pil")
+    base.update(num_inference_steps=num_steps, height=height, width=width, output_type="pil")
     if guidance is not None:
         base[model.guidance_kwarg] = guidance
     if negative_prompt is not None:
@@ -313,8 +314,8 @@ def run_capture(model: "DiT", prompts: Sequence[str], *, steps: int, seed: int, 
     elapsed = time.perf_counter() - t0
 
     notes = []
-    if steps_seen is not None and steps_seen != steps:
-        notes.append(f"the pipeline ran {steps_seen} denoising steps, not the {steps} asked for "
+    if steps_seen is not None and steps_seen != num_steps:
+        notes.append(f"the pipeline ran {steps_seen} denoising steps, not the {num_steps} asked for "
                      f"(its scheduler or strength changed them); step indices refer to the steps that ran.")
     stats = collector.result(prompts) if collector is not None else None
     if collector is not None and collector.overflowed():
@@ -328,7 +329,7 @@ def run_capture(model: "DiT", prompts: Sequence[str], *, steps: int, seed: int, 
     for n in notes:
         warnings.warn(n, MassActWarning, stacklevel=3)
     meta = model.metadata()
-    meta.update(prompts=prompts, seeds=list(seeds), seed=seed, steps=steps,
+    meta.update(prompts=prompts, seeds=list(seeds), seed=seed, steps=num_steps,
                 size=[height, width], token_grid=list(grid), guidance=guidance, negative_prompt=negative_prompt,
                 call_kwargs={k: v for k, v in base.items() if _jsonable(v)},
                 capture=_capture_meta(capture, raw_specs), edited=edit is not None, warnings=notes, seconds=round(elapsed, 3),

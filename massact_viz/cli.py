@@ -37,8 +37,8 @@ def check_args(args) -> None:
     """Every number the command line takes, checked before any model loads (one line each)."""
     import math
     parse_size(getattr(args, "size", None))
-    if getattr(args, "steps", None) is not None:
-        check_num_steps(args.steps)
+    if getattr(args, "num_steps", None) is not None:
+        check_num_steps(args.num_steps)
     if getattr(args, "k", None) is not None and args.k < 1:
         raise MassActError("--k must be at least 1.")
     if getattr(args, "seed", 0) < 0:
@@ -81,7 +81,7 @@ def cmd_scan(args) -> int:
     model = _load(args)
     check_k(args.k, model.info()["width"], "--k")   # before the scan, not after it
     cap = Capture(layers=args.layers or None, sun=not args.no_sun, previews=args.previews)
-    run = model.scan(prompts, args.out, steps=args.steps, seed=args.seed, size=parse_size(args.size),
+    run = model.scan(prompts, args.out, num_steps=args.num_steps, seed=args.seed, size=parse_size(args.size),
                      guidance=args.guidance, capture=cap, batch_size=args.batch_size, progress=not args.json)
     out = Path(args.out)
     rows = run.stats.summary(k=args.k, stat=args.stat)
@@ -112,7 +112,7 @@ def cmd_scan(args) -> int:
 def cmd_generate(args) -> int:
     check_output_file(args.out, (".png", ".jpg", ".jpeg", ".webp"), "image")
     model = _load(args)
-    images = model.generate(prompts_from_args(args)[:1], steps=args.steps, seed=args.seed, size=parse_size(args.size),
+    images = model.generate(prompts_from_args(args)[:1], num_steps=args.num_steps, seed=args.seed, size=parse_size(args.size),
                             guidance=args.guidance)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -154,7 +154,7 @@ def cmd_disrupt(args) -> int:
         raise MassActError("give --layers or --layer-sets, not both (add the layers as one more layer set).")
     res = disrupt(model, prompts_from_args(args), ks=args.ks, sets=tuple(args.sets), random_draws=args.draws, op=args.op,
                   value=args.value, layers=args.layers or None, stream=args.stream, seed=args.seed,
-                  num_steps=args.steps, size=parse_size(args.size), out=args.out, progress=not args.json,
+                  num_steps=args.num_steps, size=parse_size(args.size), out=args.out, progress=not args.json,
                   layer_sets=layer_sets)
     if args.json:
         print(strict_json({"out": args.out, "table": res.table, "summary": res.summary()}, indent=1))
@@ -176,7 +176,7 @@ def cmd_localize(args) -> int:
         masks = sorted(p for p in d.iterdir() if p.suffix.lower() in (".npy", ".png"))
     model = _load(args)
     res = localize(model, prompts_from_args(args), masks, layers=args.layers or None, k=args.k,
-                   sets=tuple(args.sets), seed=args.seed, num_steps=args.steps, size=parse_size(args.size),
+                   sets=tuple(args.sets), seed=args.seed, num_steps=args.num_steps, size=parse_size(args.size),
                    method=args.method, progress=not args.json,
                    **({} if args.foreground is None else {"foreground": args.foreground}))
     path = res.save(args.out)
@@ -222,7 +222,7 @@ def cmd_transport(args) -> int:
         raise MassActError(f"{out} exists and is not a transport directory; choose a new or empty one.")
     model = _load(args)
     kw = dict(channels=_channels_arg(args.channels), alpha=args.alpha, layers=args.layers or None,
-              steps=_window(args.window), stream=args.stream, mode=args.mode, seed=args.seed, num_steps=args.steps,
+              steps=_window(args.window), stream=args.stream, mode=args.mode, seed=args.seed, num_steps=args.num_steps,
               size=parse_size(args.size), controls=args.controls or (), blend=args.blend,
               tokens=None if args.tokens == "all" else args.tokens, mask_layer=args.mask_layer)
     if args.guidance is not None:
@@ -262,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
         if prompts:
             sp.add_argument("--prompt", action="append", help="a prompt (repeatable)")
             sp.add_argument("--prompts", help="file with one prompt per line (# comments), or a shipped set: shapes_captions.txt, real_models.txt")
-            sp.add_argument("--steps", type=int, help="denoising steps (default: the model's own, 4 for most)")
+            sp.add_argument("--num-steps", type=int, help="number of denoising steps (default: the model's own, 4 for most)")
             sp.add_argument("--seed", type=int, default=0, help="seed of image 0; image i uses seed+i")
             sp.add_argument("--guidance", type=float, help="guidance scale (family's own kwarg)")
 
@@ -359,7 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="control rows to add (full-swap: every channel, stream, token and branch at the "
                          "transported layers and steps)")
     sp.add_argument("--blend", type=float, default=0.5, help="source weight of the blend controls (default 0.5)")
-    sp.add_argument("--steps", type=int, help="denoising steps (default: the model's own)")
+    sp.add_argument("--num-steps", type=int, help="number of denoising steps (default: the model's own)")
     sp.add_argument("--seed", type=int, default=0, help="the shared initial noise")
     sp.add_argument("--guidance", type=float, help="guidance scale (family's own kwarg)")
     sp.add_argument("--out", required=True, help="directory to write")

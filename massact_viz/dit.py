@@ -104,9 +104,10 @@ class DiT:
         """The pipeline kwarg that ``guidance=`` sets (true CFG where the defaults use it)."""
         return "true_cfg_scale" if "true_cfg_scale" in self.defaults else self.family.guidance_kwarg
 
-    def resolve_steps(self, steps: int | None) -> int:
-        """``steps``, or the model's recommended number (4 unless its defaults say otherwise)."""
-        return int(self.defaults.get("num_inference_steps", 4)) if steps is None else steps
+    def resolve_num_steps(self, num_steps: int | None) -> int:
+        """``num_steps`` (denoising steps), or the model's recommended number (4 unless its defaults say
+        otherwise)."""
+        return int(self.defaults.get("num_inference_steps", 4)) if num_steps is None else num_steps
 
     # ---------------------------------------------------------------- description
     def metadata(self) -> dict[str, Any]:

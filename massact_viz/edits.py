@@ -42,6 +42,7 @@ import numpy as np
 import torch
 
 from .errors import MassActError, check_index
+from .specs import resolve_steps
 
 if TYPE_CHECKING:
     from .hooks import Site
@@ -111,9 +112,9 @@ class Edit:
         return [int(c) for c in out]
 
     # ---------------------------------------------------------------- validation
-    def check(self, model: "DiT", steps: int | None = None, size: Any = None) -> "Edit":
-        """A copy resolved against ``model`` (and a run of ``steps`` steps at ``size``), or MassActError."""
-        steps = model.resolve_steps(steps)
+    def check(self, model: "DiT", num_steps: int | None = None, size: Any = None) -> "Edit":
+        """A copy resolved against ``model`` (and a run of ``num_steps`` steps at ``size``), or MassActError."""
+        steps = model.resolve_num_steps(num_steps)
         new = dataclasses.replace(self)
         # layers
         if isinstance(self.channels, dict):
@@ -153,27 +154,7 @@ class Edit:
         return self.layers
 
     def _step_list(self, n: int) -> list[int]:
-        s = self.steps
-        if s is None:
-            return list(range(n))
-        hint = f"This run has {n} steps."
-        if isinstance(s, tuple):
-            if len(s) != 2 or not all(_int(v) for v in s):
-                raise MassActError(f"a tuple of steps is a window (start, stop); got {s!r}. Use a list for "
-                                   f"explicit steps.")
-            a, b = (v if v >= 0 else v + n for v in s)
-            if not 0 <= a < b <= n:
-                raise MassActError(f"step window {s!r} is empty or out of range: need 0 <= start < stop <= {n}. "
-                                   f"{hint}")
-            return list(range(a, b))
-        if _int(s):
-            s = [s]
-        if isinstance(s, (str, bytes)) or not hasattr(s, "__iter__"):
-            raise MassActError(f"steps must be None, a step, a list of steps or a (start, stop) window; got {s!r}.")
-        out = [check_index(v, n, "edit step", hint) for v in s]
-        if not out:
-            raise MassActError("steps is an empty list: pass None for all steps.")
-        return sorted(set(out))
+        return resolve_steps(self.steps, n, "edit step")
 
     # ---------------------------------------------------------------- matching
     def _matches_layer(self, block) -> bool:

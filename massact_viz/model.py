@@ -168,7 +168,7 @@ class Model(DiT):
         self._nnsight = None
 
     # ---------------------------------------------------------------- running
-    def run(self, prompt: str | Sequence[str], *, steps: int | None = None, seed: int = 0,
+    def run(self, prompt: str | Sequence[str], *, num_steps: int | None = None, seed: int = 0,
             size: tuple[int, int] | None = None, guidance: float | None = None,
             negative_prompt: str | None = None, capture: Capture | None = None, batch_size: int = 8,
             progress: bool = True, edit: Callable[[Site], None] | None = None,
@@ -176,7 +176,7 @@ class Model(DiT):
         """Generate and capture statistics of every block at every step (see :class:`Capture`).
 
         Image ``i`` uses seed ``seed + i``, or ``seeds[i]`` when ``seeds`` (one per prompt) is given.
-        ``steps`` defaults to the model's recommended count
+        ``num_steps`` (the number of denoising steps) defaults to the model's recommended count
         (4 unless the model says otherwise). ``guidance`` sets :attr:`guidance_kwarg`
         (``guidance_scale``, or ``true_cfg_scale`` for Qwen-Image and the embedded model); other
         pipeline kwargs pass through and override :attr:`defaults`.
@@ -191,8 +191,8 @@ class Model(DiT):
         invert a reference image without a caption).
         """
         if edit is not None and hasattr(edit, "check"):  # an Edit / compose(): validate before running
-            edit = edit.check(self, self.resolve_steps(steps), size)
-        return run_capture(self, prompt, steps=self.resolve_steps(steps), seed=seed, size=size, guidance=guidance,
+            edit = edit.check(self, self.resolve_num_steps(num_steps), size)
+        return run_capture(self, prompt, num_steps=self.resolve_num_steps(num_steps), seed=seed, size=size, guidance=guidance,
                            negative_prompt=negative_prompt, capture=capture or Capture(),
                            batch_size=batch_size, progress=progress, pipe_kwargs=pipe_kwargs, edit=edit,
                            seeds=seeds, allow_empty_prompt=allow_empty_prompt)

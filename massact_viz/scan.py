@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from .hooks import Site
 
 
-def scan(model: "DiT", prompts: Sequence[str], out: str | Path, *, steps: int | None = None, seed: int = 0,
+def scan(model: "DiT", prompts: Sequence[str], out: str | Path, *, num_steps: int | None = None, seed: int = 0,
          size: tuple[int, int] | None = None, guidance: float | None = None, capture: Capture | None = None,
          negative_prompt: str | None = None, batch_size: int = 8, progress: bool = True,
          edit: Callable[[Site], None] | None = None, **pipe_kwargs: Any) -> Run:
@@ -37,16 +37,16 @@ def scan(model: "DiT", prompts: Sequence[str], out: str | Path, *, steps: int | 
     from tqdm.auto import tqdm
 
     capture = capture or Capture()
-    steps = model.resolve_steps(steps)
+    num_steps = model.resolve_num_steps(num_steps)
     if edit is not None and hasattr(edit, "check"):  # an Edit / compose(): validate before running
-        edit = edit.check(model, steps, size)
-    prompts = plan_capture(model, prompts, steps=steps, seed=seed, size=size, guidance=guidance, capture=capture,
+        edit = edit.check(model, num_steps, size)
+    prompts = plan_capture(model, prompts, num_steps=num_steps, seed=seed, size=size, guidance=guidance, capture=capture,
                            batch_size=batch_size, pipe_kwargs=pipe_kwargs).prompts  # every error before any work
     out = check_run_dir(out)  # before any work: a path that can take the run, never a user's directory
     parts_dir = out.parent / f"{out.name}.parts"
     fresh = not parts_dir.exists()
     settings = {"model": model.source, "prompts_sha256": hashlib.sha256("\n".join(prompts).encode()).hexdigest(),
-                "n": len(prompts), "steps": steps, "seed": seed, "size": list(size) if size else None,
+                "n": len(prompts), "steps": num_steps, "seed": seed, "size": list(size) if size else None,
                 "guidance": guidance, "negative_prompt": negative_prompt, "batch_size": batch_size,
                 "capture": repr(capture), "edit": _describe_edit(edit),
                 "pipe_kwargs": {k: repr(v) for k, v in sorted(pipe_kwargs.items())}}
@@ -70,7 +70,7 @@ def scan(model: "DiT", prompts: Sequence[str], out: str | Path, *, steps: int | 
                     part = None  # a damaged part (e.g. killed mid-write by the OS) is recomputed
                     shutil.rmtree(part_dir)  # inside the scan's own parts folder: the toolkit wrote it
             if part is None:
-                part = run_capture(model, chunk, steps=steps, seed=seed + start, size=size, guidance=guidance,
+                part = run_capture(model, chunk, num_steps=num_steps, seed=seed + start, size=size, guidance=guidance,
                                    negative_prompt=negative_prompt, capture=capture, batch_size=batch_size,
                                    progress=False, pipe_kwargs=pipe_kwargs, edit=edit)
                 part.save(part_dir)

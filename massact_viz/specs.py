@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .errors import MassActError
+from .errors import MassActError, check_index
 
 
 #: the largest image side (pixels) and the most denoising steps a run accepts: well past what any supported
@@ -34,7 +34,7 @@ def check_size(size: Any) -> tuple[int, int] | None:
 def check_num_steps(steps: Any) -> int:
     """The number of denoising steps: a positive integer up to :data:`MAX_NUM_STEPS`."""
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise MassActError(f"steps must be a positive integer (number of denoising steps), got {steps!r}.")
+        raise MassActError(f"num_steps must be a positive integer (the number of denoising steps), got {steps!r}.")
     if steps > MAX_NUM_STEPS:
         raise MassActError(f"{steps} denoising steps is more than {MAX_NUM_STEPS}; flow-matching samplers use 4 to 50.")
     return steps
@@ -50,3 +50,30 @@ def listify(v: Any, what: str) -> list | None:
         return list(v)
     except TypeError:
         raise MassActError(f"{what} must be a list (or a single value), got {v!r}.") from None
+
+
+def resolve_steps(spec: Any, num_steps: int, what: str = "step") -> list[int]:
+    """The denoising steps (sorted, non-negative) a step spec selects in a run of ``num_steps`` steps, the
+    same rule for :class:`~massact_viz.capture.Capture`, :class:`~massact_viz.edits.Edit` and every probe:
+    ``None`` all steps; an int one step; a list or ``range`` those steps; a **tuple** ``(start, stop)`` the
+    window ``start <= step < stop``. Negative numbers count from the end."""
+    if spec is None:
+        return list(range(num_steps))
+    hint = f"This run has {num_steps} steps."
+    if isinstance(spec, tuple):
+        if len(spec) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in spec):
+            raise MassActError(f"a tuple of steps is a window (start, stop); got {spec!r}. Use a list for "
+                               f"explicit steps, e.g. [{', '.join(str(v) for v in spec)}].")
+        a, b = (v if v >= 0 else v + num_steps for v in spec)
+        if not 0 <= a < b <= num_steps:
+            raise MassActError(f"step window {spec!r} is empty or out of range: need 0 <= start < stop <= "
+                               f"{num_steps}. {hint}")
+        return list(range(a, b))
+    if isinstance(spec, int) and not isinstance(spec, bool):
+        spec = [spec]
+    if isinstance(spec, (str, bytes)) or not hasattr(spec, "__iter__"):
+        raise MassActError(f"steps must be None, a step, a list of steps or a (start, stop) window; got {spec!r}.")
+    out = [check_index(v, num_steps, what, hint) for v in spec]
+    if not out:
+        raise MassActError("steps is an empty list: pass None for all steps.")
+    return sorted(set(out))

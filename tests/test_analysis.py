@@ -165,7 +165,7 @@ def test_element_ratio_and_sun_counts_on_synthetic_states():
 
 def _element_ratio(m, family=None):
     kw = {k: v for k, v in default_call_kwargs(family).items() if k not in ("height", "width")} if family else {}
-    run = m.run(["a red cat", "a blue car"], steps=2, size=SIZE, progress=False, **kw)
+    run = m.run(["a red cat", "a blue car"], num_steps=2, size=SIZE, progress=False, **kw)
     return A.element_ratio(run.stats), A.sun_counts(run.stats)
 
 
@@ -248,7 +248,7 @@ def test_bias_content_split():
 
 def test_bias_content_on_a_captured_raw_slice(tiny_model):
     m = tiny_model("flux")
-    run = m.run("a cat", steps=2, size=SIZE, progress=False, capture=mv.Capture(raw=[mv.Raw("double.1", 1)]))
+    run = m.run("a cat", num_steps=2, size=SIZE, progress=False, capture=mv.Capture(raw=[mv.Raw("double.1", 1)]))
     out = A.bias_content(run.raw["double.1/step1/image"])
     total = out["bias_share"] + out["content_share"]
     assert out["bias_share"].shape == (m.width,) and torch.allclose(total, torch.ones(m.width))
@@ -256,7 +256,7 @@ def test_bias_content_on_a_captured_raw_slice(tiny_model):
 
 @pytest.mark.parametrize("family", ["flux", "sd3"])
 def test_bottom_k_never_intersects_top_k_on_real_captures(family, tiny_model):
-    run = tiny_model(family).run(["a cat", "a dog"], steps=2, size=SIZE, progress=False)
+    run = tiny_model(family).run(["a cat", "a dog"], num_steps=2, size=SIZE, progress=False)
     for layer in run.stats.layers:
         for k in (1, 4, 16):
             top = set(A.select(run.stats, "top", k, layer=layer))

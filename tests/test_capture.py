@@ -32,7 +32,7 @@ def plant(pipe, block_path, channel, scale=1000.0):
 def test_planted_channel_on_top_at_and_after_its_block():
     pipe = plant(tiny_pipeline("flux", seed=3), "single_transformer_blocks.1", channel=7)
     m = mv.load(pipe)
-    run = m.run(["a red cat", "a blue car"], steps=3, size=SIZE, progress=False)
+    run = m.run(["a red cat", "a blue car"], num_steps=3, size=SIZE, progress=False)
     ratio = run.stats.ratio()
     planted_at = m.layer("single.1").index
     for b in m.blocks:
@@ -49,16 +49,16 @@ def test_planted_channel_on_top_at_and_after_its_block():
 def test_unplanted_models_stay_below_documented_ratio(family, tiny_model):
     from massact_viz.testing import default_call_kwargs
     kw = {k: v for k, v in default_call_kwargs(family).items() if k not in ("height", "width")}
-    run = tiny_model(family).run(["a cat", "a house"], steps=2, size=SIZE, progress=False, **kw)
+    run = tiny_model(family).run(["a cat", "a house"], num_steps=2, size=SIZE, progress=False, **kw)
     r = run.stats.ratio()
     assert torch.isfinite(r).all() and float(r.max()) < UNPLANTED_MAX_RATIO
 
 
 def test_same_seed_same_stats_and_other_seed_differs(tiny_model):
     m = tiny_model("flux")
-    a = m.run("a cat", steps=2, seed=5, size=SIZE, progress=False)
-    b = m.run("a cat", steps=2, seed=5, size=SIZE, progress=False)
-    c = m.run("a cat", steps=2, seed=6, size=SIZE, progress=False)
+    a = m.run("a cat", num_steps=2, seed=5, size=SIZE, progress=False)
+    b = m.run("a cat", num_steps=2, seed=5, size=SIZE, progress=False)
+    c = m.run("a cat", num_steps=2, seed=6, size=SIZE, progress=False)
     for k in a.stats.values:
         assert torch.equal(a.stats.values[k], b.stats.values[k])
     assert not torch.equal(a.stats.values["abs_mean"], c.stats.values["abs_mean"])
@@ -68,8 +68,8 @@ def test_same_seed_same_stats_and_other_seed_differs(tiny_model):
 def test_batching_does_not_change_results(tiny_model):
     m = tiny_model("sd3")
     prompts = ["a cat", "a dog", "a red house"]
-    one = m.run(prompts, steps=2, size=SIZE, progress=False, batch_size=3)
-    many = m.run(prompts, steps=2, size=SIZE, progress=False, batch_size=1)
+    one = m.run(prompts, num_steps=2, size=SIZE, progress=False, batch_size=3)
+    many = m.run(prompts, num_steps=2, size=SIZE, progress=False, batch_size=1)
     assert one.meta["seeds"] == many.meta["seeds"] == [0, 1, 2]
     assert torch.allclose(one.stats.values["abs_mean"], many.stats.values["abs_mean"], atol=1e-5, rtol=1e-4,
                           equal_nan=True)
@@ -88,7 +88,7 @@ def test_reduce_channels_sun_criterion():
 def test_stats_selection_steps_and_statistics(tiny_model):
     m = tiny_model("flux")
     cap = mv.Capture(layers=["double.1", "single.2"], steps=[1, 2], streams=["image"])
-    run = m.run("a cat", steps=3, size=SIZE, progress=False, capture=cap)
+    run = m.run("a cat", num_steps=3, size=SIZE, progress=False, capture=cap)
     s = run.stats
     assert s.layers == ["double.1", "single.2"] and s.steps == [1, 2] and s.streams == ["image"]
     assert s.values["abs_mean"].shape == (1, 2, 2, 1, m.width)
@@ -102,7 +102,7 @@ def test_stats_selection_steps_and_statistics(tiny_model):
 
 def test_run_save_load_roundtrip(tmp_path, tiny_model):
     m = tiny_model("flux")
-    run = m.run(["a cat", "a <b>bold</b> dog"], steps=2, size=SIZE, progress=False,
+    run = m.run(["a cat", "a <b>bold</b> dog"], num_steps=2, size=SIZE, progress=False,
                 capture=mv.Capture(raw=[mv.Raw("double.0", 1, channels=[1, 2], tokens=[0, 5])], previews=True))
     assert run.raw["double.0/step1/image"].shape == (2, 2, 2)
     assert run.previews.shape[:2] == (2, 2) and run.previews.dtype == torch.uint8
@@ -128,7 +128,7 @@ def test_run_save_load_roundtrip(tmp_path, tiny_model):
 @pytest.mark.parametrize("family", ["flux", "sd3"])
 def test_final_preview_matches_the_image(family, tiny_model):
     m = tiny_model(family)
-    run = m.run("a cat", steps=3, size=SIZE, progress=False, capture=mv.Capture(previews=True))
+    run = m.run("a cat", num_steps=3, size=SIZE, progress=False, capture=mv.Capture(previews=True))
     assert run.previews.shape == (3, 1, 32, 32, 3)
     last = run.previews[-1, 0].numpy().astype(int)
     img = np.asarray(run.images[0]).astype(int)
@@ -136,7 +136,7 @@ def test_final_preview_matches_the_image(family, tiny_model):
 
 
 def test_truncated_or_foreign_run_files_give_clear_errors(tmp_path, tiny_model):
-    run = tiny_model("flux").run("a cat", steps=1, size=SIZE, progress=False)
+    run = tiny_model("flux").run("a cat", num_steps=1, size=SIZE, progress=False)
     path = run.save(tmp_path / "r")
     t = path / "tensors.safetensors"
     data = t.read_bytes()
@@ -156,28 +156,28 @@ def test_truncated_or_foreign_run_files_give_clear_errors(tmp_path, tiny_model):
 
 def test_previews_refused_where_no_decoder(tiny_model):
     with pytest.raises(mv.MassActError, match="previews need a flow-matching Euler scheduler"):
-        tiny_model("pixart").run("a cat", steps=1, size=SIZE, progress=False, capture=mv.Capture(previews=True))
+        tiny_model("pixart").run("a cat", num_steps=1, size=SIZE, progress=False, capture=mv.Capture(previews=True))
 
 
 def test_bad_input_errors(tiny_model):
     m = tiny_model("flux")
     with pytest.raises(mv.MassActError, match="unknown layer 'double.99'"):
-        m.run("a cat", steps=1, size=SIZE, progress=False, capture=mv.Capture(layers=["double.99"]))
+        m.run("a cat", num_steps=1, size=SIZE, progress=False, capture=mv.Capture(layers=["double.99"]))
     with pytest.raises(mv.MassActError, match="layer 40 is out of range"):
         m.layer(40)
     with pytest.raises(mv.MassActError, match="step 5 is out of range"):
-        m.run("a cat", steps=2, size=SIZE, progress=False, capture=mv.Capture(steps=[5]))
+        m.run("a cat", num_steps=2, size=SIZE, progress=False, capture=mv.Capture(steps=[5]))
     with pytest.raises(mv.MassActError, match="not divisible by 2"):
-        m.run("a cat", steps=1, size=(33, 32), progress=False)
+        m.run("a cat", num_steps=1, size=(33, 32), progress=False)
     with pytest.raises(mv.MassActError, match="empty"):
-        m.run(["a cat", "  "], steps=1, size=SIZE, progress=False)
+        m.run(["a cat", "  "], num_steps=1, size=SIZE, progress=False)
     with pytest.raises(mv.MassActError, match="no prompts"):
-        m.run([], steps=1, size=SIZE, progress=False)
+        m.run([], num_steps=1, size=SIZE, progress=False)
     with pytest.raises(mv.MassActError, match="steps must be a positive"):
-        m.run("a cat", steps=0, size=SIZE, progress=False)
+        m.run("a cat", num_steps=0, size=SIZE, progress=False)
     with pytest.raises(mv.MassActError, match="raw channel 99 is out of range"):
-        m.run("a cat", steps=1, size=SIZE, progress=False, capture=mv.Capture(raw=[mv.Raw(0, 0, channels=[99])]))
-    run = m.run("a cat", steps=1, size=SIZE, progress=False)
+        m.run("a cat", num_steps=1, size=SIZE, progress=False, capture=mv.Capture(raw=[mv.Raw(0, 0, channels=[99])]))
+    run = m.run("a cat", num_steps=1, size=SIZE, progress=False)
     for bad_k in (0, m.width + 1):
         with pytest.raises(mv.MassActError, match="k must be an integer between 1 and 32"):
             run.stats.top_k(bad_k, layer="double.0")
@@ -220,15 +220,15 @@ def test_local_directory_loads_offline(tmp_path, tiny_model):
     pipe = tiny_pipeline("sd3")
     pipe.save_pretrained(tmp_path / "p")
     m = mv.load(str(tmp_path / "p"))
-    a = m.run("a cat", steps=1, size=SIZE, progress=False)
-    b = tiny_model("sd3").run("a cat", steps=1, size=SIZE, progress=False)
+    a = m.run("a cat", num_steps=1, size=SIZE, progress=False)
+    b = tiny_model("sd3").run("a cat", num_steps=1, size=SIZE, progress=False)
     torch.testing.assert_close(a.stats.values["abs_mean"], b.stats.values["abs_mean"], rtol=0, atol=0, equal_nan=True)
     assert a.meta["model"] == str(tmp_path / "p")
 
 
 def test_nnsight_model_reads_the_same_activations(tiny_model):
     m = tiny_model("flux")
-    run = m.run("a cat", steps=2, size=SIZE, progress=False,
+    run = m.run("a cat", num_steps=2, size=SIZE, progress=False,
                 capture=mv.Capture(raw=[mv.Raw("double.1", 1)]))
     nn_model = m.nnsight
     gens = torch.Generator("cpu").manual_seed(0)
@@ -253,14 +253,14 @@ def test_sun_median_subsample_is_close_for_large_states():
 
 def test_edit_zeroes_channels_in_place_and_changes_the_image(tiny_model):
     m = tiny_model("flux")
-    base = m.run("a cat", steps=2, size=SIZE, progress=False)
+    base = m.run("a cat", num_steps=2, size=SIZE, progress=False)
     seen = []
 
     def zero(site):
         seen.append((site.block.name, site.step))
         site.image[..., [3, 7]] = 0
 
-    run = m.run("a cat", steps=2, size=SIZE, progress=False, edit=zero)
+    run = m.run("a cat", num_steps=2, size=SIZE, progress=False, edit=zero)
     assert len(seen) == 2 * len(m.blocks)
     assert torch.equal(run.stats.values["max_abs"][0, :, :, 0, [3, 7]], torch.zeros(2, len(m.blocks), 2))
     assert not np.array_equal(np.asarray(run.images[0]), np.asarray(base.images[0]))
@@ -270,7 +270,7 @@ def test_edit_zeroes_channels_in_place_and_changes_the_image(tiny_model):
 def test_scan_resumes_after_interruption_with_the_same_result(tmp_path, tiny_model, monkeypatch):
     m = tiny_model("flux")
     prompts = ["a cat", "a dog", "a red house", "a tree", "a blue car"]
-    ref = m.scan(prompts, tmp_path / "ref", steps=2, size=SIZE, batch_size=2, progress=False)
+    ref = m.scan(prompts, tmp_path / "ref", num_steps=2, size=SIZE, batch_size=2, progress=False)
     calls = {"n": 0}
     import massact_viz.scan as scan_mod
     real_run = scan_mod.run_capture
@@ -282,12 +282,12 @@ def test_scan_resumes_after_interruption_with_the_same_result(tmp_path, tiny_mod
         return real_run(*a, **k)
     monkeypatch.setattr(scan_mod, "run_capture", flaky)
     with pytest.raises(KeyboardInterrupt):
-        m.scan(prompts, tmp_path / "s", steps=2, size=SIZE, batch_size=2, progress=False)
+        m.scan(prompts, tmp_path / "s", num_steps=2, size=SIZE, batch_size=2, progress=False)
     assert (tmp_path / "s.parts" / "000000" / "run.json").exists() and not (tmp_path / "s").exists()
     monkeypatch.setattr(scan_mod, "run_capture", real_run)
     with pytest.raises(mv.MassActError, match="other settings"):
-        m.scan(prompts, tmp_path / "s", steps=3, size=SIZE, batch_size=2, progress=False)
-    done = m.scan(prompts, tmp_path / "s", steps=2, size=SIZE, batch_size=2, progress=False)
+        m.scan(prompts, tmp_path / "s", num_steps=3, size=SIZE, batch_size=2, progress=False)
+    done = m.scan(prompts, tmp_path / "s", num_steps=2, size=SIZE, batch_size=2, progress=False)
     assert done.meta["resumed_prompts"] == 2
     back = mv.Run.load(tmp_path / "s")
     assert back.meta["seeds"] == [0, 1, 2, 3, 4] and back.meta["prompts"] == prompts
@@ -297,7 +297,7 @@ def test_scan_resumes_after_interruption_with_the_same_result(tmp_path, tiny_mod
 
 
 def test_save_refuses_to_replace_a_directory_that_is_not_a_run(tmp_path, tiny_model):
-    run = tiny_model("flux").run("a cat", steps=1, size=SIZE, progress=False)
+    run = tiny_model("flux").run("a cat", num_steps=1, size=SIZE, progress=False)
     (tmp_path / "runs" / "fox").mkdir(parents=True)
     (tmp_path / "runs" / "notes.txt").write_text("keep me")
     with pytest.raises(mv.RunFileError, match="not a massact_viz run directory; refusing"):
@@ -314,14 +314,14 @@ def test_replacing_a_run_keeps_every_file_the_toolkit_did_not_write(tmp_path, ti
     """The README's own flow: scan into fox, write fox/report.html, add notes, rescan into fox."""
     m = tiny_model("flux")
     fox = tmp_path / "fox"
-    m.run(["a cat", "a dog"], steps=1, size=SIZE, progress=False).save(fox)
+    m.run(["a cat", "a dog"], num_steps=1, size=SIZE, progress=False).save(fox)
     (fox / "report.html").write_text("<p>my report</p>")
     (fox / "notes.txt").write_text("keep me")
     (fox / "mine" / "deep").mkdir(parents=True)
     (fox / "mine" / "deep" / "a.npy").write_bytes(b"123")
     (fox / "mine" / "empty").mkdir()
     (fox / "images" / "my_crop.png").write_bytes(b"not the toolkit's")
-    m.run("a bird", steps=1, size=SIZE, progress=False).save(fox)
+    m.run("a bird", num_steps=1, size=SIZE, progress=False).save(fox)
     back = mv.Run.load(fox)
     assert back.meta["prompts"] == ["a bird"] and len(back.images) == 1
     assert not (fox / "images" / "001.png").exists()          # the old run's second image was the toolkit's
@@ -334,11 +334,11 @@ def test_replacing_a_run_keeps_every_file_the_toolkit_did_not_write(tmp_path, ti
 def test_a_user_file_in_the_way_is_refused_before_anything_changes(tmp_path, tiny_model):
     m = tiny_model("flux")
     fox = tmp_path / "fox"
-    m.run("a cat", steps=1, size=SIZE, progress=False).save(fox)
+    m.run("a cat", num_steps=1, size=SIZE, progress=False).save(fox)
     (fox / "images" / "001.png").write_bytes(b"my own picture")          # not listed by run.json: the user's
     before = {p.relative_to(fox).as_posix(): p.read_bytes() for p in fox.rglob("*") if p.is_file()}
     with pytest.raises(mv.RunFileError, match="in the way of the run being saved"):
-        m.run(["a cat", "a dog"], steps=1, size=SIZE, progress=False).save(fox)
+        m.run(["a cat", "a dog"], num_steps=1, size=SIZE, progress=False).save(fox)
     assert {p.relative_to(fox).as_posix(): p.read_bytes() for p in fox.rglob("*") if p.is_file()} == before
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
@@ -347,7 +347,7 @@ def test_an_interrupted_replacement_keeps_user_files_and_the_next_save_finishes_
     import massact_viz.run as run_mod
     m = tiny_model("flux")
     fox = tmp_path / "fox"
-    m.run(["a cat", "a dog"], steps=1, size=SIZE, progress=False).save(fox)
+    m.run(["a cat", "a dog"], num_steps=1, size=SIZE, progress=False).save(fox)
     (fox / "notes.txt").write_text("keep me")
     calls, real_replace = [], os.replace
 
@@ -358,12 +358,12 @@ def test_an_interrupted_replacement_keeps_user_files_and_the_next_save_finishes_
         return real_replace(src, dst)
     monkeypatch.setattr(run_mod.os, "replace", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        m.run("a bird", steps=1, size=SIZE, progress=False).save(fox)
+        m.run("a bird", num_steps=1, size=SIZE, progress=False).save(fox)
     monkeypatch.setattr(run_mod.os, "replace", real_replace)
     assert (fox / "notes.txt").read_text() == "keep me" and (fox / run_mod.SAVING_MARKER).is_file()
     with pytest.raises(mv.RunFileError):
         mv.Run.load(fox)                     # not a run until a save finishes it: a clear error, not a mix
-    m.run("a fish", steps=1, size=SIZE, progress=False).save(fox)
+    m.run("a fish", num_steps=1, size=SIZE, progress=False).save(fox)
     assert mv.Run.load(fox).meta["prompts"] == ["a fish"] and (fox / "notes.txt").read_text() == "keep me"
     assert not (fox / run_mod.SAVING_MARKER).exists()
 
@@ -392,7 +392,7 @@ def test_two_jobs_starting_at_once_in_one_directory_cannot_both_win(tmp_path):
 def test_output_files_are_checked_before_any_work(tmp_path, tiny_model):
     from massact_viz.report import write_report
     from massact_viz.run import check_output_file
-    run_dir = tiny_model("flux").run("a cat", steps=1, size=SIZE, progress=False).save(tmp_path / "r")
+    run_dir = tiny_model("flux").run("a cat", num_steps=1, size=SIZE, progress=False).save(tmp_path / "r")
     before = (run_dir / "run.json").read_bytes()
     for bad, match in ((run_dir / "run.json", "must end in .html"), (run_dir / "images" / "000.html", None),
                        (tmp_path, "must end in"), (tmp_path / "d.html", "is a directory")):
@@ -414,7 +414,7 @@ def test_output_files_are_checked_before_any_work(tmp_path, tiny_model):
 def test_steps_stay_distinct_when_timesteps_collide(tiny_model):
     """bf16 can round two timesteps to one value; steps follow the scheduler, not the timestep."""
     m = tiny_model("flux")
-    run = m.run("a cat", steps=4, size=SIZE, progress=False, sigmas=[1.0, 0.5, 0.5, 0.25],
+    run = m.run("a cat", num_steps=4, size=SIZE, progress=False, sigmas=[1.0, 0.5, 0.5, 0.25],
                 true_cfg_scale=2.0, negative_prompt="blurry")
     assert run.stats.steps == [0, 1, 2, 3] and not run.meta["warnings"]
     assert torch.isfinite(run.stats.values["abs_mean"][:, :, :, 0]).all()
@@ -430,7 +430,7 @@ def test_sun_median_keeps_every_channel_when_subsampling():
 def test_text_stream_stats_and_sun_match_plain_hooks(tiny_model):
     m = tiny_model("sd3")
     name = m.blocks[0].name
-    run = m.run("a cat", steps=1, size=SIZE, progress=False, capture=mv.Capture(raw=[mv.Raw(name, 0, "text")]))
+    run = m.run("a cat", num_steps=1, size=SIZE, progress=False, capture=mv.Capture(raw=[mv.Raw(name, 0, "text")]))
     txt = run.raw[f"{name}/step0/text"][0]
     clip = m.pipe.tokenizer(["a cat"], padding="max_length", max_length=77, truncation=True,
                             return_tensors="pt").attention_mask[0].bool()
@@ -457,7 +457,7 @@ def test_float16_overflow_is_flagged_and_the_run_kept():
     with pytest.warns(UserWarning, match="float16"):
         m = mv.load(pipe, dtype="float16")
     with pytest.warns(mv.MassActWarning, match="non-finite statistics"):
-        run = m.run("a cat", steps=1, size=SIZE, progress=False)
+        run = m.run("a cat", num_steps=1, size=SIZE, progress=False)
     assert run.meta["warnings"] and run.stats is not None and len(run.images) == 1
     assert "float16" in run.meta["warnings"][0]
 
@@ -465,21 +465,21 @@ def test_float16_overflow_is_flagged_and_the_run_kept():
 def test_non_finite_values_in_a_float32_run_do_not_blame_float16(tiny_model):
     m = tiny_model("flux")
     with pytest.warns(mv.MassActWarning, match="non-finite statistics in a float32 run") as rec:
-        run = m.run("a cat", steps=1, size=SIZE, progress=False,
+        run = m.run("a cat", num_steps=1, size=SIZE, progress=False,
                     edit=lambda site: site.image[..., 3].fill_(float("nan")))
     assert not any("65504" in str(w.message) for w in rec)
     assert run.stats.values["max_abs"].isnan().any() and "float16" not in run.meta["warnings"][0]
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(height=64), "use size="), (dict(num_inference_steps=3), "use steps="), (dict(prompt_2="x"), "prompts"),
+    (dict(height=64), "use size="), (dict(num_inference_steps=3), "use num_steps="), (dict(steps=3), "use num_steps="), (dict(prompt_2="x"), "prompts"),
     (dict(size=(32, 32, 3)), "size must be"), (dict(seed="a"), "seed must be"), (dict(guidance="x"), "guidance must"),
     (dict(capture=mv.Capture(preview_size=0)), "preview_size"),
     (dict(capture=mv.Capture(raw=[mv.Raw(0, 0), mv.Raw("double.0", 0)])), "two raw slices"),
     (dict(capture=mv.Capture(raw=[mv.Raw(0, 0, stream="text", tokens=[999])])), "raw text token 999"),
 ])
 def test_more_bad_input_errors(kwargs, message, tiny_model):
-    kw = dict(steps=1, size=SIZE, progress=False)
+    kw = dict(num_steps=1, size=SIZE, progress=False)
     kw.update(kwargs)
     with pytest.raises(mv.MassActError, match=message):
         tiny_model("flux").run("a cat", **kw)
@@ -487,7 +487,7 @@ def test_more_bad_input_errors(kwargs, message, tiny_model):
 
 def test_single_values_are_accepted_where_lists_are_expected(tiny_model):
     m = tiny_model("flux")
-    run = m.run("a cat", steps=2, size=32, progress=False,
+    run = m.run("a cat", num_steps=2, size=32, progress=False,
                 capture=mv.Capture(layers="double.0", steps=[1, -1], streams="image", raw=[mv.Raw(0, 1, channels=5)]))
     assert run.stats.steps == [1] and run.stats.streams == ["image"] and run.stats.layers == ["double.0"]
     assert run.raw["double.0/step1/image"].shape == (1, 256, 1)
@@ -501,7 +501,7 @@ def test_single_values_are_accepted_where_lists_are_expected(tiny_model):
 @pytest.mark.parametrize("name", ["/etc/hostname", "../outside.png", "images/../../outside.png", "notes.txt",
                                   "images/000.png"])
 def test_load_reads_only_the_runs_own_images(tmp_path, tiny_model, name):
-    run_dir = tiny_model("flux").run("a cat", steps=1, size=SIZE, progress=False).save(tmp_path / "r")
+    run_dir = tiny_model("flux").run("a cat", num_steps=1, size=SIZE, progress=False).save(tmp_path / "r")
     (tmp_path / "outside.png").write_bytes((run_dir / "images" / "000.png").read_bytes())
     if name == "images/000.png":   # the run's own name, but a symlink leaving the run
         (run_dir / "images" / "000.png").unlink()
@@ -526,7 +526,7 @@ def _reseal(run_dir, doc, tensors=None):
 
 
 def test_a_hand_edited_run_json_is_refused(tmp_path, tiny_model):
-    run_dir = tiny_model("flux").run("a cat", steps=2, size=SIZE, progress=False).save(tmp_path / "r")
+    run_dir = tiny_model("flux").run("a cat", num_steps=2, size=SIZE, progress=False).save(tmp_path / "r")
     doc = json.loads((run_dir / "run.json").read_text())
     doc["index"]["stats"]["streams"] = doc["index"]["stats"]["streams"][::-1]  # would mislabel image as text
     (run_dir / "run.json").write_text(json.dumps(doc, indent=2))
@@ -553,7 +553,7 @@ def test_a_hand_edited_run_json_is_refused(tmp_path, tiny_model):
 ])
 def test_run_json_must_describe_the_tensors_exactly(tmp_path, tiny_model, tamper, match):
     from safetensors.torch import load_file
-    run_dir = tiny_model("flux").run("a cat", steps=2, size=SIZE, progress=False).save(tmp_path / "r")
+    run_dir = tiny_model("flux").run("a cat", num_steps=2, size=SIZE, progress=False).save(tmp_path / "r")
     doc = json.loads((run_dir / "run.json").read_text())
     tensors = load_file(str(run_dir / "tensors.safetensors"))
     before = dict(tensors)
@@ -565,14 +565,14 @@ def test_run_json_must_describe_the_tensors_exactly(tmp_path, tiny_model, tamper
 
 def test_a_huge_image_in_a_run_is_refused_before_decoding(tmp_path, tiny_model, monkeypatch):
     import massact_viz.run as run_mod
-    run_dir = tiny_model("flux").run("a cat", steps=1, size=SIZE, progress=False).save(tmp_path / "r")
+    run_dir = tiny_model("flux").run("a cat", num_steps=1, size=SIZE, progress=False).save(tmp_path / "r")
     monkeypatch.setattr(run_mod, "MAX_IMAGE_PIXELS", 16 * 16)  # a 32x32 image stands in for a 30000x30000 one
     with pytest.raises(mv.RunFileError, match="refusing to decode"):
         mv.Run.load(run_dir)
 
 
 def test_a_saved_run_json_is_the_same_for_the_same_run(tmp_path, tiny_model):
-    run = tiny_model("flux").run("a cat", steps=1, size=SIZE, progress=False)
+    run = tiny_model("flux").run("a cat", num_steps=1, size=SIZE, progress=False)
     a, b = run.save(tmp_path / "a"), run.save(tmp_path / "b")
     assert (a / "run.json").read_bytes() == (b / "run.json").read_bytes()
 
@@ -581,15 +581,15 @@ def test_scan_applies_an_edit_exactly_as_run_does(tmp_path, tiny_model):
     from massact_viz.edits import Edit
     m = tiny_model("flux")
     edit = Edit("zero", [3, 7], layers="double.0")
-    scanned = m.scan(["a cat", "a dog", "a tree"], tmp_path / "s", steps=2, size=SIZE, batch_size=2,
+    scanned = m.scan(["a cat", "a dog", "a tree"], tmp_path / "s", num_steps=2, size=SIZE, batch_size=2,
                      progress=False, edit=edit)
-    ran = m.run(["a cat", "a dog", "a tree"], steps=2, size=SIZE, batch_size=2, progress=False, edit=edit)
-    plain = m.run(["a cat", "a dog", "a tree"], steps=2, size=SIZE, batch_size=2, progress=False)
+    ran = m.run(["a cat", "a dog", "a tree"], num_steps=2, size=SIZE, batch_size=2, progress=False, edit=edit)
+    plain = m.run(["a cat", "a dog", "a tree"], num_steps=2, size=SIZE, batch_size=2, progress=False)
     for k in ran.stats.values:
         torch.testing.assert_close(scanned.stats.values[k], ran.stats.values[k], rtol=0, atol=0, equal_nan=True)
     assert not torch.equal(scanned.stats.values["max_abs"], plain.stats.values["max_abs"])
     with pytest.raises(mv.MassActError):  # a bad edit fails before any batch runs
-        m.scan(["a cat"], tmp_path / "bad", steps=2, size=SIZE, progress=False, edit=Edit("zero", [10_000]))
+        m.scan(["a cat"], tmp_path / "bad", num_steps=2, size=SIZE, progress=False, edit=Edit("zero", [10_000]))
     assert not (tmp_path / "bad.parts").exists()
 
 
@@ -607,11 +607,11 @@ def test_scan_resumes_past_a_damaged_part(tmp_path, tiny_model, monkeypatch, dam
         return real(*a, **k)
     monkeypatch.setattr(scan_mod, "run_capture", flaky)
     with pytest.raises(KeyboardInterrupt):
-        m.scan(prompts, tmp_path / "s", steps=1, size=SIZE, batch_size=2, progress=False)
+        m.scan(prompts, tmp_path / "s", num_steps=1, size=SIZE, batch_size=2, progress=False)
     part = tmp_path / "s.parts" / "000000" / "run.json"
     part.write_text("") if damage == "empty" else part.unlink()
     monkeypatch.setattr(scan_mod, "run_capture", real)
-    done = m.scan(prompts, tmp_path / "s", steps=1, size=SIZE, batch_size=2, progress=False)
+    done = m.scan(prompts, tmp_path / "s", num_steps=1, size=SIZE, batch_size=2, progress=False)
     assert done.meta["resumed_prompts"] == 0 and done.prompts == prompts and not (tmp_path / "s.parts").exists()
 
 
@@ -623,7 +623,7 @@ def test_a_scan_that_fails_before_any_batch_leaves_nothing(tmp_path, tiny_model,
         raise RuntimeError("out of memory")
     monkeypatch.setattr(scan_mod, "run_capture", broken)
     with pytest.raises(RuntimeError):
-        m.scan(["a cat"], tmp_path / "s", steps=1, size=SIZE, progress=False)
+        m.scan(["a cat"], tmp_path / "s", num_steps=1, size=SIZE, progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
@@ -635,7 +635,7 @@ def test_scan_refuses_a_users_directory_before_any_work(tmp_path, tiny_model, mo
     monkeypatch.chdir(tmp_path / "mine")
     for out in (tmp_path / "mine", "."):
         with pytest.raises(mv.RunFileError, match="is not a massact_viz run directory"):
-            tiny_model("flux").scan(["a cat"], out, steps=1, size=SIZE, progress=False)
+            tiny_model("flux").scan(["a cat"], out, num_steps=1, size=SIZE, progress=False)
     assert [p.name for p in (tmp_path / "mine").iterdir()] == ["notes.txt"] and len(list(tmp_path.iterdir())) == 1
 
 
@@ -665,7 +665,7 @@ def test_summaries_and_reports_keep_non_finite_layers_and_mark_them(tiny_model, 
     from massact_viz.report import build_report
     m = tiny_model("flux")
     with pytest.warns(mv.MassActWarning):
-        some = m.run("a cat", steps=1, size=SIZE, progress=False,
+        some = m.run("a cat", num_steps=1, size=SIZE, progress=False,
                      edit=lambda site: site.image[..., 3].fill_(float("inf")) if site.block == m.blocks[-1] else None)
     rows = some.stats.summary(k=2)
     image_rows = [r for r in rows if r["stream"] == "image"]
@@ -673,7 +673,7 @@ def test_summaries_and_reports_keep_non_finite_layers_and_mark_them(tiny_model, 
     bad = [r for r in image_rows if r["non_finite"]]
     assert bad and 3 not in bad[0]["top_channels"] and bad[0]["ratio"] is not None
     with pytest.warns(mv.MassActWarning):
-        nan = m.run("a cat", steps=1, size=SIZE, progress=False, edit=lambda site: site.image.fill_(float("nan")))
+        nan = m.run("a cat", num_steps=1, size=SIZE, progress=False, edit=lambda site: site.image.fill_(float("nan")))
     rows = nan.stats.summary(k=2)
     assert [r["layer"] for r in rows if r["stream"] == "image"] == [b.name for b in m.blocks]
     assert all(r["ratio"] is None and r["non_finite"] == m.width for r in rows if r["stream"] == "image")

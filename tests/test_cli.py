@@ -24,7 +24,7 @@ def test_scan_json_and_saved_run(tmp_path, capsys):
     prompts = tmp_path / "p.txt"
     prompts.write_text("# a comment\na red fox\n\na blue <script>alert(1)</script> cat\n")
     out = tmp_path / "run"
-    rc = main(["scan", "--model", "tiny:flux", "--prompts", str(prompts), "--steps", "2", "--seed", "3",
+    rc = main(["scan", "--model", "tiny:flux", "--prompts", str(prompts), "--num-steps", "2", "--seed", "3",
                "--size", "32x32", "--k", "3", "--out", str(out), "--json"])
     assert rc == 0
     doc = json.loads(capsys.readouterr().out)
@@ -42,7 +42,7 @@ def test_scan_json_and_saved_run(tmp_path, capsys):
 
 
 def test_scan_table(tmp_path, capsys):
-    assert main(["scan", "--model", "tiny:sd3", "--prompt", "a cat", "--steps", "1", "--size", "32",
+    assert main(["scan", "--model", "tiny:sd3", "--prompt", "a cat", "--num-steps", "1", "--size", "32",
                  "--out", str(tmp_path / "r")]) == 0
     out = capsys.readouterr().out
     assert "top-4 channels (channel:abs_mean)" in out and "double.0 image" in out and "top-1/median = how many" in out
@@ -51,7 +51,7 @@ def test_scan_table(tmp_path, capsys):
 
 def test_generate_writes_png(tmp_path):
     out = tmp_path / "img" / "cat.png"
-    assert main(["generate", "--model", "tiny:sana", "--prompt", "a cat", "--steps", "2", "--size", "32x32",
+    assert main(["generate", "--model", "tiny:sana", "--prompt", "a cat", "--num-steps", "2", "--size", "32x32",
                  "--out", str(out)]) == 0
     from PIL import Image
     assert Image.open(out).size == (32, 32)
@@ -61,11 +61,11 @@ def test_generate_writes_png(tmp_path):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["scan", "--model", "tiny:flux", "--steps", "1", "--out", "x"], "at least one prompt"),
-    (["scan", "--model", "tiny:flux", "--prompt", "a", "--size", "33x32", "--steps", "1", "--out", "x"], "not divisible"),
+    (["scan", "--model", "tiny:flux", "--num-steps", "1", "--out", "x"], "at least one prompt"),
+    (["scan", "--model", "tiny:flux", "--prompt", "a", "--size", "33x32", "--num-steps", "1", "--out", "x"], "not divisible"),
     (["scan", "--model", "tiny:flux", "--prompt", "a", "--size", "big", "--out", "x"], "--size must look like"),
     (["scan", "--model", "tiny:flux", "--prompt", "a", "--prompts", "/no/file", "--out", "x"], "does not exist"),
-    (["scan", "--model", "tiny:flux", "--prompt", "a", "--size", "32", "--steps", "1", "--layers", "double.7", "--out", "x"], "unknown layer"),
+    (["scan", "--model", "tiny:flux", "--prompt", "a", "--size", "32", "--num-steps", "1", "--layers", "double.7", "--out", "x"], "unknown layer"),
     (["info", "--model", "tiny:unet"], "unknown tiny pipeline"),
     (["info", "--model", "./missing/dir"], "neither an existing directory"),
     (["scan", "--model", "tiny:flux", "--prompt", "a", "--guidance", "nan", "--out", "x"], "guidance must be a finite"),
@@ -120,7 +120,7 @@ def test_parse_size():
 def test_report_is_self_contained_and_escaped(tmp_path):
     run_dir = tmp_path / "r"
     assert main(["scan", "--model", "tiny:flux", "--prompt", "a <script>alert(1)</script> fox", "--prompt", "a cat",
-                 "--steps", "3", "--size", "32", "--out", str(run_dir), "--json"]) == 0
+                 "--num-steps", "3", "--size", "32", "--out", str(run_dir), "--json"]) == 0
     out = tmp_path / "report.html"
     assert main(["report", str(run_dir), "--out", str(out), "--k", "3"]) == 0
     page = out.read_text()
@@ -140,7 +140,7 @@ def test_report_of_a_missing_run_is_a_clear_error(tmp_path, capsys):
 
 def test_probe_disrupt_and_localize(tmp_path, capsys):
     import numpy as np
-    assert main(["probe", "disrupt", "--model", "tiny:flux", "--prompt", "a cat", "--steps", "2", "--size", "32",
+    assert main(["probe", "disrupt", "--model", "tiny:flux", "--prompt", "a cat", "--num-steps", "2", "--size", "32",
                  "--ks", "1", "2", "--draws", "1", "--out", str(tmp_path / "d"), "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert {(r["set"], r["k"]) for r in doc["table"]} == {(s, k) for s in ("top", "bottom", "random") for k in (1, 2)}
@@ -149,7 +149,7 @@ def test_probe_disrupt_and_localize(tmp_path, capsys):
     m = np.zeros((32, 32), bool)
     m[8:24, 8:24] = True
     np.save(masks / "0.npy", m)
-    assert main(["probe", "localize", "--model", "tiny:flux", "--prompt", "a cat", "--steps", "2", "--size", "32",
+    assert main(["probe", "localize", "--model", "tiny:flux", "--prompt", "a cat", "--num-steps", "2", "--size", "32",
                  "--masks", str(masks), "--k", "2", "--out", str(tmp_path / "loc.json"), "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert set(doc["curves"]) == {"top", "bottom", "random", "all"} and len(doc["curves"]["top"]) == 6
@@ -158,7 +158,7 @@ def test_probe_disrupt_and_localize(tmp_path, capsys):
 
 
 def test_probe_disrupt_layer_sets(tmp_path, capsys):
-    args = ["probe", "disrupt", "--model", "tiny:flux", "--prompt", "a cat", "--steps", "2", "--size", "32",
+    args = ["probe", "disrupt", "--model", "tiny:flux", "--prompt", "a cat", "--num-steps", "2", "--size", "32",
             "--ks", "1", "--sets", "top", "--out", str(tmp_path / "d"), "--json"]
     assert main(args + ["--layer-sets", "early=double.0,double.1", "single=single"]) == 0
     doc = json.loads(capsys.readouterr().out)
@@ -171,7 +171,7 @@ def test_probe_disrupt_layer_sets(tmp_path, capsys):
 
 def test_probe_transport_text_and_image(tmp_path, capsys):
     out = tmp_path / "t"
-    base = ["probe", "transport", "--model", "tiny:flux", "--target", "a cat", "--steps", "2", "--size", "32",
+    base = ["probe", "transport", "--model", "tiny:flux", "--target", "a cat", "--num-steps", "2", "--size", "32",
             "--k", "2", "--window", "0:1"]
     assert main(base + ["--source", "a dog", "--controls", "random-k", "pixel-blend", "--out", str(out),
                         "--tokens", "target", "--mask-layer", "double.0", "--json"]) == 0
@@ -216,9 +216,9 @@ def test_the_torchvision_fallback_notice_is_silenced_and_nothing_else(caplog):
 
 @pytest.mark.parametrize("extra, message", [
     (["--size", "100000x100000"], "larger than 8192 px"),
-    (["--steps", "10000000"], "more than 1000"),
-    (["--steps", "1000000000"], "more than 1000"),
-    (["--steps", "0"], "positive integer"),
+    (["--num-steps", "10000000"], "more than 1000"),
+    (["--num-steps", "1000000000"], "more than 1000"),
+    (["--num-steps", "0"], "positive integer"),
     (["--seed", "-1"], "--seed must be a non-negative"),
     (["--out", "."], "is not a massact_viz run directory"),
     (["--out", "notes.txt"], "is not a massact_viz run directory"),

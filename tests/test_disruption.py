@@ -18,7 +18,7 @@ STEPS = 3
 
 def raw_run(m, edit=None, layers=("double.0", "double.1"), stream="image"):
     raws = [mv.Raw(layer, s, stream=stream) for layer in layers for s in range(STEPS)]
-    return m.run("a red cat", steps=STEPS, size=SIZE, progress=False, edit=edit,
+    return m.run("a red cat", num_steps=STEPS, size=SIZE, progress=False, edit=edit,
                  capture=mv.Capture(stats=False, raw=raws)).raw
 
 
@@ -111,7 +111,7 @@ def test_bad_edit_specs_against_the_model(flux, edit, match):
     with pytest.raises(mv.MassActError, match=match):
         edit.check(flux, STEPS, SIZE)
     with pytest.raises(mv.MassActError, match=match):  # Model.run validates before running
-        flux.run("a cat", steps=STEPS, size=SIZE, progress=False, edit=edit)
+        flux.run("a cat", num_steps=STEPS, size=SIZE, progress=False, edit=edit)
 
 
 def test_metrics_sanity_and_registry():
@@ -200,13 +200,13 @@ def test_mean_ablating_a_constant_offset_channel_hurts_far_less_than_zeroing_it(
     with torch.no_grad():
         pipe.transformer.get_submodule("transformer_blocks.0").ff.net[2].bias[C] += 50.0
     m = mv.load(pipe)
-    base = m.run(prompts, steps=2, size=SIZE, progress=False,
+    base = m.run(prompts, num_steps=2, size=SIZE, progress=False,
                  capture=mv.Capture(stats=False, raw=[mv.Raw("double.0", 0)]))
     x = base.raw["double.0/step0/image"]
     assert float(x[..., C].mean(1).abs().min()) > 4 * float(x[..., C].std(1).max())  # offset-dominated
     mse = {}
     for op in ("mean", "zero"):
-        ims = m.run(prompts, steps=2, size=SIZE, progress=False, capture=mv.Capture.nothing(),
+        ims = m.run(prompts, num_steps=2, size=SIZE, progress=False, capture=mv.Capture.nothing(),
                     edit=Edit(op, [C], layers="double.0")).images
         mse[op] = float(np.mean([METRICS["mse"](a, b) for a, b in zip(ims, base.images)]))
     assert mse["mean"] * 10 < mse["zero"], mse  # measured: ~80x apart
@@ -219,7 +219,7 @@ def test_an_edit_at_one_layer_and_step_leaves_every_earlier_capture_bit_identica
     raws = [mv.Raw(n, s) for n in names for s in range(STEPS)]
 
     def capture(edit=None):
-        return flux.run("a red cat", steps=STEPS, size=SIZE, progress=False, edit=edit,
+        return flux.run("a red cat", num_steps=STEPS, size=SIZE, progress=False, edit=edit,
                         capture=mv.Capture(stats=False, raw=raws)).raw
     base, edited = capture(), capture(Edit("zero", [1, 5], layers=[L], steps=[S]))
     for s in range(STEPS):
@@ -301,7 +301,7 @@ def test_layer_sets_share_one_baseline_and_edit_only_their_layers(flux, monkeypa
     raws = [mv.Raw(n, s) for n in names for s in range(2)]
 
     def capture(edit=None):
-        return flux.run("a red cat", steps=2, size=SIZE, progress=False, edit=edit,
+        return flux.run("a red cat", num_steps=2, size=SIZE, progress=False, edit=edit,
                         capture=mv.Capture(stats=False, raw=raws)).raw
     base = capture()
     edits = [e for e in calls if e is not None]

@@ -55,7 +55,7 @@ def test_blocks_in_execution_order(family, tiny_model):
     order = []
     hs = [tr.get_submodule(b.path).register_forward_hook(lambda *a, n=b.name: order.append(n)) for b in m.blocks]
     try:
-        m.generate("a cat", steps=1, size=SIZE, progress=False, **kw(family))
+        m.generate("a cat", num_steps=1, size=SIZE, progress=False, **kw(family))
     finally:
         [h.remove() for h in hs]
     names = [b.name for b in m.blocks]
@@ -73,7 +73,7 @@ def test_stream_split_shapes(family, tiny_model):
     raw = [mv.Raw(first, 0, "image"), mv.Raw(last, 0, "image")]
     if family in DUAL:
         raw.append(mv.Raw(first, 0, "text"))
-    run = m.run(["a cat", "a dog"], steps=1, size=SIZE, progress=False, capture=mv.Capture(raw=raw), **kw(family))
+    run = m.run(["a cat", "a dog"], num_steps=1, size=SIZE, progress=False, capture=mv.Capture(raw=raw), **kw(family))
     img = run.raw[f"{first}/step0/image"]
     assert img.shape == (2, rows * cols, m.width)
     assert run.raw[f"{last}/step0/image"].shape == (2, rows * cols, m.width)
@@ -84,7 +84,7 @@ def test_stream_split_shapes(family, tiny_model):
     else:
         assert run.stats.streams == ["image"]
         with pytest.raises(mv.MassActError, match="not available"):
-            m.run("a cat", steps=1, size=SIZE, progress=False, capture=mv.Capture(streams=["text"]), **kw(family))
+            m.run("a cat", num_steps=1, size=SIZE, progress=False, capture=mv.Capture(streams=["text"]), **kw(family))
 
 
 def _tokens_of_latent_pixel(m, y, x, lat_hw):
@@ -133,7 +133,7 @@ def test_capture_equals_plain_forward_hooks(family, tiny_model):
     m = tiny_model(family)
     steps, n = 2, 2
     with Recorder(m) as rec:
-        run = m.run(["a red cat", "a green tree"], steps=steps, size=SIZE, progress=False, **kw(family, cfg=True))
+        run = m.run(["a red cat", "a green tree"], num_steps=steps, size=SIZE, progress=False, **kw(family, cfg=True))
     n_tok = run.meta["token_grid"][0] * run.meta["token_grid"][1]
     calls_per_step = len(rec.calls) // steps
     assert len(rec.calls) == steps * calls_per_step
@@ -160,7 +160,7 @@ def test_cfg_conditional_rows(family, tiny_model):
     m = tiny_model(family)
     name = m.blocks[0].name
     with Recorder(m) as rec:
-        run = m.run("a red cat", steps=1, size=SIZE, progress=False, capture=mv.Capture(raw=[mv.Raw(name, 0)]),
+        run = m.run("a red cat", num_steps=1, size=SIZE, progress=False, capture=mv.Capture(raw=[mv.Raw(name, 0)]),
                     **kw(family, cfg=True))
     got = run.raw[f"{name}/step0/image"]
     n_tok = got.shape[1]
@@ -180,7 +180,7 @@ def test_cfg_conditional_rows(family, tiny_model):
 def test_text_padding_excluded(family, tiny_model):
     m = tiny_model(family)
     name = m.blocks[0].name
-    run = m.run("a cat", steps=1, size=SIZE, progress=False, capture=mv.Capture(raw=[mv.Raw(name, 0, "text")]),
+    run = m.run("a cat", num_steps=1, size=SIZE, progress=False, capture=mv.Capture(raw=[mv.Raw(name, 0, "text")]),
                 **kw(family))
     txt = run.raw[f"{name}/step0/text"][0]  # (T, D)
     if family == "flux":
@@ -207,10 +207,10 @@ def test_qwenimage_mask_from_transformer_kwarg(tiny_model):
     m = tiny_model("qwenimage")
     name = m.blocks[0].name
     prompts = ["a cat", "a red cat sitting on a small table in the room"]
-    run = m.run(prompts, steps=1, size=SIZE, progress=False, capture=mv.Capture(raw=[mv.Raw(name, 0, "text")]),
+    run = m.run(prompts, num_steps=1, size=SIZE, progress=False, capture=mv.Capture(raw=[mv.Raw(name, 0, "text")]),
                 **kw("qwenimage"))
     txt = run.raw[f"{name}/step0/text"]
-    single = m.run(prompts[:1], steps=1, size=SIZE, progress=False,
+    single = m.run(prompts[:1], num_steps=1, size=SIZE, progress=False,
                    capture=mv.Capture(raw=[mv.Raw(name, 0, "text")]), **kw("qwenimage"))
     n_real = single.raw[f"{name}/step0/text"].shape[1]
     assert txt.shape[1] > n_real  # the short prompt was padded in the batch
@@ -231,7 +231,7 @@ def test_uses_cfg_says_whether_the_pipeline_makes_unconditional_calls(family, ti
                                            if m.family.cfg_needs_negative_prompt else [])
     for kwargs in cases:
         uncond_rows = set()
-        m.run("a cat", steps=1, size=SIZE, progress=False, capture=mv.Capture.nothing(),
+        m.run("a cat", num_steps=1, size=SIZE, progress=False, capture=mv.Capture.nothing(),
               edit=lambda site: uncond_rows.add(site.uncond.stop - site.uncond.start), **base, **kwargs)
         assert (max(uncond_rows) > 0) == m.family.uses_cfg(kwargs), (family, kwargs, uncond_rows)
 

@@ -39,7 +39,7 @@ def shapes():
 @pytest.fixture(scope="module")
 def own(shapes):
     """The shapes model's own output for SHAPES_P, seed 0, without CFG (what invert() uses by default)."""
-    return shapes.run(SHAPES_P, steps=SHAPES_STEPS, seed=0, guidance=1.0, progress=False).images[0]
+    return shapes.run(SHAPES_P, num_steps=SHAPES_STEPS, seed=0, guidance=1.0, progress=False).images[0]
 
 
 def first_inputs(model, fn):
@@ -56,7 +56,7 @@ def first_inputs(model, fn):
 
 def pipeline_decode(model, latents, size):
     """The pipeline's own decoding of ``latents`` (its unpacking, scaling and VAE), via a 1-step run."""
-    return model.run("a", steps=1, size=size, progress=False, latents=latents.to(model.dtype),
+    return model.run("a", num_steps=1, size=size, progress=False, latents=latents.to(model.dtype),
                      callback_on_step_end=lambda p, i, t, kw: {"latents": latents.to(kw["latents"].dtype)}).images[0]
 
 
@@ -93,7 +93,7 @@ def test_sigmas_are_the_pipelines_and_noise_is_the_seeds(shapes, tiny_model, own
             seen_sigmas.append(pipe.scheduler.sigmas.float().cpu().clone())
             return {}
         g = _run_guidance(m, None)
-        _, inputs = first_inputs(m, lambda: m.run(p, steps=steps, seed=3, size=size, guidance=g, progress=False,
+        _, inputs = first_inputs(m, lambda: m.run(p, num_steps=steps, seed=3, size=size, guidance=g, progress=False,
                                                   callback_on_step_end=rec))
         inv = invert(m, own if m is shapes else np.zeros((32, 32, 3), np.uint8), p, num_steps=steps, size=size,
                      method="noise", seed=3, regenerate=False, progress=False)
@@ -116,7 +116,7 @@ def test_flux_dynamic_shift_is_the_pipelines():
     m = mv.load(pipe)
     size = (48, 48)  # 24x24 = 576 tokens: mu = calculate_shift(576) = 0.5427
     seen = []
-    m.run(TINY_P, steps=4, size=size, progress=False,
+    m.run(TINY_P, num_steps=4, size=size, progress=False,
           callback_on_step_end=lambda p, i, t, kw: seen.append(p.scheduler.sigmas.float().clone()) or {})
     inv = invert(m, np.zeros((48, 48, 3), np.uint8), TINY_P, num_steps=4, size=size, method="noise",
                  regenerate=False, progress=False)
@@ -129,7 +129,7 @@ def test_flux_dynamic_shift_is_the_pipelines():
 
 # ------------------------------------------------------------------------------------------ inversion
 def test_inversion_regenerates_the_models_own_output(shapes, own):
-    other = shapes.run(SHAPES_P, steps=SHAPES_STEPS, seed=1, guidance=1.0, progress=False).images[0]
+    other = shapes.run(SHAPES_P, num_steps=SHAPES_STEPS, seed=1, guidance=1.0, progress=False).images[0]
     eu = invert(shapes, own, SHAPES_P, num_steps=SHAPES_STEPS, method="euler", progress=False)
     fp = invert(shapes, own, SHAPES_P, num_steps=SHAPES_STEPS, method="fixed-point", progress=False)
     nz = invert(shapes, own, SHAPES_P, num_steps=SHAPES_STEPS, method="noise", seed=1, progress=False)
@@ -150,7 +150,7 @@ def test_inversion_regenerates_the_models_own_output(shapes, own):
 @pytest.mark.parametrize("fam", ["flux", "sd3"])
 def test_tiny_inversion_bounds(tiny_model, fam):
     m = tiny_model(fam)
-    own = m.run(TINY_P, steps=TINY_STEPS, seed=0, size=SIZE, guidance=_run_guidance(m, None), progress=False).images[0]
+    own = m.run(TINY_P, num_steps=TINY_STEPS, seed=0, size=SIZE, guidance=_run_guidance(m, None), progress=False).images[0]
     kw = dict(num_steps=TINY_STEPS, size=SIZE, progress=False)
     eu = invert(m, own, TINY_P, method="euler", **kw)
     fp = invert(m, own, TINY_P, method="fixed-point", iterations=3, **kw)
@@ -185,7 +185,7 @@ def test_guided_replay_is_checked(shapes, tiny_model):
 # ------------------------------------------------------------------------------------------ source runs
 def test_teacher_forced_source_run(tiny_model, shapes, own, tmp_path):
     m = tiny_model("flux")
-    img = m.run(TINY_P, steps=TINY_STEPS, seed=0, size=SIZE, progress=False).images[0]
+    img = m.run(TINY_P, num_steps=TINY_STEPS, seed=0, size=SIZE, progress=False).images[0]
     inv = invert(m, img, TINY_P, num_steps=TINY_STEPS, size=SIZE, seed=2, progress=False)
     layers, steps = ["double.0", "single.3"], (1, 3)
     run, inputs = first_inputs(m, lambda: image_source_run(m, img, TINY_P, layers=layers, steps=steps, stream="both",

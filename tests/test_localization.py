@@ -130,7 +130,7 @@ def _centre_mask(image, prompt):
 
 def test_localize_tiny_model_curves_every_set_and_layer(tiny_model, tmp_path):
     m = tiny_model("flux")
-    res = loc.localize(m, ["a cat", "a red house"], _centre_mask, k=2, steps=(-1, 0), random_draws=2,
+    res = loc.localize(m, ["a cat", "a red house"], _centre_mask, k=2, steps=[-1, 0], random_draws=2,
                        num_steps=2, progress=False, size=SIZE)
     names = [b.name for b in m.blocks]
     assert res.layers == names and res.steps == [0, 1] and res.params["total_steps"] == 2
@@ -167,7 +167,7 @@ def test_localize_tiny_model_curves_every_set_and_layer(tiny_model, tmp_path):
     with pytest.raises(MassActError):
         loc.localize(m, ["a cat"], _centre_mask, k=0, progress=False, size=SIZE)
     with pytest.raises(MassActError):
-        loc.localize(m, ["a cat"], _centre_mask, steps=(5,), num_steps=2, progress=False, size=SIZE)
+        loc.localize(m, ["a cat"], _centre_mask, steps=5, num_steps=2, progress=False, size=SIZE)
     with pytest.raises(MassActError):
         loc.LocalizationResult.load(tmp_path / "nothing.json")
 
@@ -217,7 +217,7 @@ def test_localize_recovers_a_square_planted_in_one_channel(tiny_model):
     ppt = (SIZE[0] // rows, SIZE[1] // cols)
     pixel = loc.upsample(square, ppt)
     assert pixel.shape == SIZE
-    res = loc.localize(m, ["a red cat", "a blue car"], [pixel, pixel], k=2, sets=("top", "bottom"), steps=(0, -1),
+    res = loc.localize(m, ["a red cat", "a blue car"], [pixel, pixel], k=2, sets=("top", "bottom"), steps=[0, -1],
                        num_steps=2, progress=False, size=SIZE, edit=plant_square)
     assert res.layers == [b.name for b in m.blocks]  # double.0 (the plant) and every later layer
     for step in res.steps:
@@ -226,13 +226,13 @@ def test_localize_recovers_a_square_planted_in_one_channel(tiny_model):
             assert res.miou("bottom", layer, step) < 0.6, (layer, step)  # measured: 0.10-0.16
             assert C in res.channels[f"top/{layer}/step{step}/0"]
     # without the plant nothing in this random model finds the square
-    plain = loc.localize(m, ["a red cat"], [pixel], k=2, sets=("top",), steps=(-1,), layers=[-1], num_steps=2,
+    plain = loc.localize(m, ["a red cat"], [pixel], k=2, sets=("top",), steps=-1, layers=[-1], num_steps=2,
                          progress=False, size=SIZE)
     assert plain.miou("top", 0) < 0.6
 
 
-@pytest.mark.parametrize("kwargs", [dict(k=33), dict(k=0), dict(k=17, sets=("random",)), dict(steps=(2,)),
-                                    dict(steps=())])
+@pytest.mark.parametrize("kwargs", [dict(k=33), dict(k=0), dict(k=17, sets=("random",)), dict(steps=2), dict(steps=(2,)),
+                                    dict(steps=[])])
 def test_localize_bad_specs_fail_before_anything_runs(tiny_model, monkeypatch, kwargs):
     import massact_viz as mv
     m = tiny_model("flux")

@@ -30,7 +30,7 @@ needs_browser = pytest.mark.skipif(_browser() is None, reason="no Chromium for k
 
 @pytest.fixture(scope="module")
 def run(tiny_model):
-    return tiny_model("flux").run(["a red cat", EVIL], steps=2, size=SIZE, progress=False,
+    return tiny_model("flux").run(["a red cat", EVIL], num_steps=2, size=SIZE, progress=False,
                                   capture=mv.Capture(raw=[mv.Raw("double.0", 1)]))
 
 

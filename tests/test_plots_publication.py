@@ -13,7 +13,7 @@ SIZE = (32, 32)
 
 @pytest.fixture(scope="module")
 def stats(tiny_model):
-    return tiny_model("flux").run(["a red cat", "a blue dog"], steps=2, size=SIZE, progress=False).stats
+    return tiny_model("flux").run(["a red cat", "a blue dog"], num_steps=2, size=SIZE, progress=False).stats
 
 
 @pytest.fixture(scope="module")

@@ -57,7 +57,7 @@ def test_all_channels_everywhere_carries_the_token_streams_exactly(flux, src_run
     row = RowEdit({b.name: everything for b in flux.blocks}, ("image",), ("cond",), None, 1.0)
     fn = TransportEdit(row, range(STEPS), "target", (), SourceCache(flux, src_run))
     raws = [mv.Raw(last, s) for s in range(STEPS)]
-    edited = flux.run(TGT, steps=STEPS, size=SIZE, progress=False, edit=fn, capture=mv.Capture(stats=False, raw=raws))
+    edited = flux.run(TGT, num_steps=STEPS, size=SIZE, progress=False, edit=fn, capture=mv.Capture(stats=False, raw=raws))
     for s in range(STEPS):
         key = f"{last}/step{s}/image"
         assert torch.equal(edited.raw[key], src_run.raw[key])
@@ -87,11 +87,11 @@ def test_cached_and_batched_agree(flux, src_run, tmp_path):
 
 
 def test_seeds_option_of_model_run(flux):
-    run = flux.run(["a red cat", "a red cat"], seeds=[5, 5], steps=1, size=SIZE, progress=False,
+    run = flux.run(["a red cat", "a red cat"], seeds=[5, 5], num_steps=1, size=SIZE, progress=False,
                    capture=mv.Capture.nothing())
     assert np.array_equal(arr(run.images[0]), arr(run.images[1])) and run.meta["seeds"] == [5, 5]
     with pytest.raises(MassActError, match="one seed per prompt"):
-        flux.run(["a", "b"], seeds=[1], steps=1, size=SIZE, progress=False)
+        flux.run(["a", "b"], seeds=[1], num_steps=1, size=SIZE, progress=False)
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -142,10 +142,10 @@ def test_transporting_a_planted_channel_moves_the_target_in_the_planted_directio
             site.stream("image")[..., C] += A
 
     raws = [mv.Raw(layer, s) for s in range(STEPS)]
-    planted_src = flux.run(SRC, steps=STEPS, size=SIZE, progress=False, edit=plant,
+    planted_src = flux.run(SRC, num_steps=STEPS, size=SIZE, progress=False, edit=plant,
                            capture=mv.Capture(layers=[layer], raw=raws))
-    target = flux.run(TGT, steps=STEPS, size=SIZE, progress=False, capture=mv.Capture.nothing()).images[0]
-    planted_tgt = flux.run(TGT, steps=STEPS, size=SIZE, progress=False, edit=plant,
+    target = flux.run(TGT, num_steps=STEPS, size=SIZE, progress=False, capture=mv.Capture.nothing()).images[0]
+    planted_tgt = flux.run(TGT, num_steps=STEPS, size=SIZE, progress=False, edit=plant,
                            capture=mv.Capture.nothing()).images[0]
     moved = transport(flux, SRC, TGT, channels=[C], layers=layer, source_run=planted_src, metrics=False, **KW)
     other = transport(flux, SRC, TGT, channels=[OTHER], layers=layer, source_run=planted_src, metrics=False, **KW)
@@ -223,7 +223,7 @@ def test_interpolation_goes_from_target_to_source(flux):
 
 
 def test_image_conditioned_transport(flux, tmp_path):
-    ref = flux.run(SRC, steps=STEPS, size=SIZE, progress=False, capture=mv.Capture.nothing()).images[0]
+    ref = flux.run(SRC, num_steps=STEPS, size=SIZE, progress=False, capture=mv.Capture.nothing()).images[0]
     r = transport(flux, SRC, TGT, source_image=ref, k=4, controls=["random-k"], **KW)
     info = r.settings["source_image"]
     assert info["method"] == "fixed-point" and "mse" in info["error"]

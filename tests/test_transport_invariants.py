@@ -155,7 +155,7 @@ def test_skip_layer_guidance_pass_is_no_branch():
 def test_image_source_under_true_cfg_fills_both_branches(tiny_model):
     m = tiny_model("flux")
     kw = _kw("flux", CFG_FAMILIES[0][1])
-    ref = m.run(SRC, steps=2, size=SIZE, progress=False, capture=mv.Capture.nothing()).images[0]
+    ref = m.run(SRC, num_steps=2, size=SIZE, progress=False, capture=mv.Capture.nothing()).images[0]
     r = transport(m, SRC, TGT, source_image=ref, controls=["full-swap"], **kw)
     assert not np.array_equal(arr(r.image), arr(r.target_image))
     c = transport(m, SRC, TGT, source_image=ref, branch="cond", conditioning="source", **kw)

@@ -28,7 +28,7 @@ def flux(tiny_model):
 @pytest.fixture(scope="module")
 def run(flux):
     cap = mv.Capture(raw=[mv.Raw(layer, step) for layer, step in RAW] + [mv.Raw("single.0", 1, channels=[3, 5])])
-    return flux.run(f"a red fox {EVIL}", steps=2, size=SIZE, capture=cap, progress=False)
+    return flux.run(f"a red fox {EVIL}", num_steps=2, size=SIZE, capture=cap, progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +126,7 @@ def test_channel_explorer_bad_input(run, flux):
         ChannelExplorer(run, k=0)
     with pytest.raises(MassActError, match="stream"):
         ChannelExplorer(run, stream="audio")
-    bare = flux.run("a cat", steps=2, size=SIZE, capture=mv.Capture.nothing(), progress=False)
+    bare = flux.run("a cat", num_steps=2, size=SIZE, capture=mv.Capture.nothing(), progress=False)
     with pytest.raises(MassActError, match="Capture"):
         ChannelExplorer(bare)
     v = ChannelExplorer(run)
@@ -242,7 +242,7 @@ def test_cluster_map_static_and_bad_input(cmap, run, flux, tmp_path):
         TokenClusterMap(run, ks=(100,))
     with pytest.raises(MassActError, match="mask"):
         TokenClusterMap(run, ks=(1,), Ks=(2,), mask=np.zeros((5, 7), bool))
-    bare = flux.run("a cat", steps=2, size=SIZE, progress=False)
+    bare = flux.run("a cat", num_steps=2, size=SIZE, progress=False)
     with pytest.raises(MassActError, match="mv.Raw"):
         TokenClusterMap(bare)
 

@@ -328,9 +328,9 @@ def disrupt(model: "Model", prompts: str | Sequence[str], *, ks: Sequence[int] =
     from tqdm.auto import tqdm
 
     prompts = check_prompts(prompts)
-    num_steps = model.resolve_steps(num_steps)
+    num_steps = model.resolve_num_steps(num_steps)
     size = run_kwargs.get("size")
-    for reserved in ("steps", "seed", "capture", "edit", "progress"):
+    for reserved in ("num_steps", "seed", "capture", "edit", "progress"):
         if reserved in run_kwargs:
             raise MassActError(f"disrupt() sets {reserved}= itself; use num_steps= for the denoising steps and "
                                f"steps= for the edited step window.")
@@ -405,7 +405,7 @@ def disrupt(model: "Model", prompts: str | Sequence[str], *, ks: Sequence[int] =
         settings["edit_layers"] = edit_layers
         settings["layer_sets"] = {n: {"layers": ls_desc[n], "edit_layers": ls_layers[n]} for n in lsets}
 
-    run_kw = dict(run_kwargs, steps=num_steps, seed=seed, progress=False)
+    run_kw = dict(run_kwargs, num_steps=num_steps, seed=seed, progress=False)
     baseline = None
     if out is not None and (out / "baseline" / "run.json").exists():
         try:

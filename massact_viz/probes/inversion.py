@@ -229,7 +229,7 @@ def _check_common(model: "Model", prompt: Any, num_steps: Any, seed: Any, size: 
         raise MassActError(f"method must be one of {METHODS} ('euler': inverse Euler flow inversion, "
                            f"'fixed-point': inverse Euler corrected to the exact inverse of the Euler step, "
                            f"'noise': forward noising with the seed's noise), got {method!r}.")
-    steps = model.resolve_steps(num_steps)
+    steps = model.resolve_num_steps(num_steps)
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise MassActError(f"num_steps must be a positive integer (denoising steps), got {num_steps!r}.")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
@@ -337,7 +337,7 @@ def _probe(model: "Model", prompt: str, steps: int, seed: int, size: tuple[int, 
 
     handles = [tr.register_forward_pre_hook(pre, with_kwargs=True), tr.register_forward_hook(post, with_kwargs=True)]
     try:
-        model.run(prompt, steps=steps, seed=seed, size=size, guidance=g_run, capture=Capture.nothing(),
+        model.run(prompt, num_steps=steps, seed=seed, size=size, guidance=g_run, capture=Capture.nothing(),
                   progress=False, callback_on_step_end=stop, **_prompt_kwargs(model, prompt))
         raise MassActError("the pipeline never called callback_on_step_end; image inversion needs a diffusers "
                            "pipeline that supports it (FluxPipeline, StableDiffusion3Pipeline).")
@@ -515,7 +515,7 @@ def _regenerate(model: "Model", inv: Inversion, g_run: float | None, progress: b
         return {}
 
     try:
-        out = model.run(inv.prompt, steps=inv.num_steps, seed=inv.seed, size=inv.size, guidance=g_run,
+        out = model.run(inv.prompt, num_steps=inv.num_steps, seed=inv.seed, size=inv.size, guidance=g_run,
                         capture=Capture.nothing(), progress=False, latents=inv.latents[0].to(model.dtype),
                         callback_on_step_end=record, **_prompt_kwargs(model, inv.prompt))
     finally:

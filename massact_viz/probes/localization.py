@@ -33,6 +33,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..errors import MassActError, RunFileError, check_index
+from ..specs import resolve_steps
 from ..files import atomic_write, read_result
 
 METHODS = ("kmeans", "hdbscan")
@@ -475,7 +476,7 @@ class LocalizationResult:
         return check_index(layer, len(self.layers), "layer")
 
 
-def localize(model, prompts: str | Sequence[str], masks: Any, *, layers: Any = None, steps: Sequence[int] = (-1,),
+def localize(model, prompts: str | Sequence[str], masks: Any, *, layers: Any = None, steps: Any = -1,
              k: int = 4, sets: Sequence[str] = SETS, random_draws: int = 3, seed: int = 0, stat: str = "abs_mean",
              rank: str = "image", k_clusters: int = 2, method: str = "kmeans", foreground: Any = DEFAULT_FOREGROUND,
              chunk: int = 8, num_steps: int | None = None, progress: bool = True,
@@ -495,7 +496,7 @@ def localize(model, prompts: str | Sequence[str], masks: Any, *, layers: Any = N
       averaged per prompt first) and ``all``; channels are ranked by ``stat`` **per image, layer and
       step** (``rank="image"``, the reproduction's protocol) or by its mean over the prompts
       (``rank="mean"``).
-    * ``num_steps``: denoising steps of the generation (``Model.run``'s ``steps=``; None: the
+    * ``num_steps``: denoising steps of the generation (``Model.run``'s ``num_steps=``; None: the
       model's default). Other ``run_kwargs`` go to :meth:`Model.run` (``size=``, ``guidance=``,
       ...). Prompts run ``chunk`` at a time so raw slices stay bounded.
     """
@@ -529,12 +530,9 @@ def localize(model, prompts: str | Sequence[str], masks: Any, *, layers: Any = N
     blocks = [b for b in model.resolve_layers(layers) if "image" in b.streams]
     if not blocks:
         raise MassActError("none of the chosen layers has an image stream.")
-    total = model.resolve_steps(num_steps)
-    run_kwargs["steps"] = total
-    step_list = sorted({check_index(s, total, "step", f"This run has {total} steps.") for s in
-                        ([steps] if isinstance(steps, int) else steps)})
-    if not step_list:
-        raise MassActError("steps is empty: pass e.g. steps=(-1,) for the last step.")
+    total = model.resolve_num_steps(num_steps)
+    run_kwargs["num_steps"] = total
+    step_list = resolve_steps(steps, total)
 
     iou_arr = np.zeros((len(sets), len(blocks), len(step_list), len(prompts)))
     chans: dict[str, list[int]] = {}

@@ -47,7 +47,7 @@ def source_capture(model: "Model", source: str, *, layers: Any = None, steps: An
     """
     if branch not in ("both", "cond"):
         raise MassActError(f"branch must be 'both' or 'cond', got {branch!r}.")
-    num_steps = model.resolve_steps(num_steps)
+    num_steps = model.resolve_num_steps(num_steps)
     probe = Edit("zero", [0], layers=layers, steps=steps, stream=stream).check(model, num_steps,
                                                                                run_kwargs.get("size"))
     names = sorted(probe._layer_names, key=lambda n: model.layer(n).index)
@@ -69,7 +69,7 @@ def source_capture(model: "Model", source: str, *, layers: Any = None, steps: An
     raws += [r for r in extra_raw if raw_key(model.layer(r.layer).name, r.step, r.stream, r.branch) not in have]
     want = previews_available(model) if previews is None else bool(previews)
     inputs = model.family.conditioning_kwargs if conditioning else ()
-    return model.run(source, steps=num_steps, seed=seed, progress=False,
+    return model.run(source, num_steps=num_steps, seed=seed, progress=False,
                      capture=Capture(layers=names, steps=step_list, stats=stats, raw=raws, previews=want,
                                      inputs=inputs), **run_kwargs)
 

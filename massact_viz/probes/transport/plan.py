@@ -104,7 +104,7 @@ class TransportPlan:
     @property
     def run_kw(self) -> dict:
         """Keyword arguments of every ``Model.run`` of this transport."""
-        return dict(self.run_kwargs, steps=self.num_steps, progress=False)
+        return dict(self.run_kwargs, num_steps=self.num_steps, progress=False)
 
     def settings(self) -> dict:
         """The plan as plain JSON data (what ``transport.json`` keeps)."""
@@ -211,7 +211,7 @@ def plan_transport(model: "Model", source: str, target: str, *, channels: Any = 
     from ...stats import STATISTICS
     if stat not in STATISTICS:
         raise MassActError(f"stat must be one of {STATISTICS}, got {stat!r}.")
-    num_steps = model.resolve_steps(num_steps)
+    num_steps = model.resolve_num_steps(num_steps)
     size = run_kwargs.get("size")
     token_mask = None
     if isinstance(tokens, str):
