@@ -101,10 +101,19 @@ def select(stats: ChannelStats, kind: str, k: int, *, layer: str | int, stat: st
     if 2 * k > width:
         raise MassActError(f"random-k draws {k} channels from the {width - k} outside the top-{k}, so k must be "
                            f"at most {width // 2} (half of the {width} channels); use a smaller k.")
-    top = set(torch.topk(v, k).indices.tolist())
-    rest = torch.tensor([c for c in range(width) if c not in top])
-    pick = rest[torch.randperm(rest.numel(), generator=_random_generator(seed, name, stream))[:k]]
-    return sorted(pick.tolist())
+    return random_outside(torch.topk(v, k).indices.tolist(), k, width, seed=seed, layer=name, stream=stream)
+
+
+def random_outside(top: Sequence[int], k: int, width: int, *, seed: int, layer: str, stream: str = "image") -> list[int]:
+    """``k`` channels drawn uniformly without replacement from the ``width`` channels outside ``top``, sorted:
+    the one random-k rule of every probe. The draw depends only on ``(seed, layer name, stream)``."""
+    keep = torch.ones(width, dtype=torch.bool)
+    keep[list(top)] = False
+    pool = keep.nonzero().flatten()
+    if k > pool.numel():
+        raise MassActError(f"random-k needs {k} channels outside the {len(set(top))} excluded ones; only "
+                           f"{pool.numel()} of {width} remain. Use a smaller k.")
+    return sorted(pool[torch.randperm(pool.numel(), generator=_random_generator(seed, layer, stream))[:k]].tolist())
 
 
 def selections(stats: ChannelStats, kind: str, k: int, *, stat: str = "abs_mean", stream: str = "image",

@@ -16,7 +16,7 @@ from .errors import MassActError, check_k
 from .files import strict_json
 from .run import check_output_file, check_run_dir
 from .model import default_model
-from .specs import check_num_steps, check_size
+from .specs import check_num_steps, check_size, parse_layer_words
 from .prompts import read_lines
 
 
@@ -80,7 +80,7 @@ def cmd_scan(args) -> int:
     check_run_dir(args.out)   # a path that can take the run, before the model loads
     model = _load(args)
     check_k(args.k, model.info()["width"], "--k")   # before the scan, not after it
-    cap = Capture(layers=args.layers or None, sun=not args.no_sun, previews=args.previews)
+    cap = Capture(layers=parse_layer_words(args.layers), sun=not args.no_sun, previews=args.previews)
     run = model.scan(prompts, args.out, num_steps=args.num_steps, seed=args.seed, size=parse_size(args.size),
                      guidance=args.guidance, capture=cap, batch_size=args.batch_size, progress=not args.json)
     out = Path(args.out)
@@ -141,8 +141,7 @@ def _layer_sets(items: list[str]) -> dict:
                                f"early=double.0,double.1 single=single); got {item!r}.")
         if name in out:
             raise MassActError(f"--layer-sets names {name!r} twice.")
-        parts = [int(p) if p.strip().isdigit() else p.strip() for p in spec.split(",") if p.strip()]
-        out[name] = None if spec == "all" else (parts[0] if len(parts) == 1 else parts)
+        out[name] = parse_layer_words([spec])
     return out
 
 
@@ -153,7 +152,7 @@ def cmd_disrupt(args) -> int:
     if layer_sets is not None and args.layers:
         raise MassActError("give --layers or --layer-sets, not both (add the layers as one more layer set).")
     res = disrupt(model, prompts_from_args(args), ks=args.ks, sets=tuple(args.sets), random_draws=args.draws, op=args.op,
-                  value=args.value, layers=args.layers or None, stream=args.stream, seed=args.seed,
+                  value=args.value, layers=parse_layer_words(args.layers), stream=args.stream, seed=args.seed,
                   num_steps=args.num_steps, size=parse_size(args.size), out=args.out, progress=not args.json,
                   layer_sets=layer_sets)
     if args.json:
@@ -175,7 +174,7 @@ def cmd_localize(args) -> int:
                                f"name order); {d} is not a directory.")
         masks = sorted(p for p in d.iterdir() if p.suffix.lower() in (".npy", ".png"))
     model = _load(args)
-    res = localize(model, prompts_from_args(args), masks, layers=args.layers or None, k=args.k,
+    res = localize(model, prompts_from_args(args), masks, layers=parse_layer_words(args.layers), k=args.k,
                    sets=tuple(args.sets), seed=args.seed, num_steps=args.num_steps, size=parse_size(args.size),
                    method=args.method, progress=not args.json,
                    **({} if args.foreground is None else {"foreground": args.foreground}))
@@ -221,7 +220,7 @@ def cmd_transport(args) -> int:
     if out.exists() and any(out.iterdir()) and not (out / "transport.json").exists():
         raise MassActError(f"{out} exists and is not a transport directory; choose a new or empty one.")
     model = _load(args)
-    kw = dict(channels=_channels_arg(args.channels), alpha=args.alpha, layers=args.layers or None,
+    kw = dict(channels=_channels_arg(args.channels), alpha=args.alpha, layers=parse_layer_words(args.layers),
               steps=_window(args.window), stream=args.stream, mode=args.mode, seed=args.seed, num_steps=args.num_steps,
               size=parse_size(args.size), controls=args.controls or (), blend=args.blend,
               tokens=None if args.tokens == "all" else args.tokens, mask_layer=args.mask_layer)

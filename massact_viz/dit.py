@@ -63,15 +63,18 @@ class DiT:
                                        f"This model has {len(self.blocks)} blocks; see print(model).")]
 
     def resolve_layers(self, layers: Sequence[str | int] | str | int | None) -> list[Block]:
-        """Blocks for a layer spec: None (all), a name, an index, a kind (``"single"``) or a list."""
+        """Blocks (in execution order) for a layer spec, the one rule every feature uses: None (all), a name
+        (``"double.3"``), an index (negative from the end), a kind (``"single"``: every block of it), or a
+        list or ``range`` mixing them."""
         if layers is None:
             return list(self.blocks)
-        if isinstance(layers, (str, int)):
-            kinds = {b.kind for b in self.blocks}
-            if isinstance(layers, str) and layers in kinds:
-                return [b for b in self.blocks if b.kind == layers]
-            layers = [layers]
-        out = [self.layer(x) for x in layers]
+        items = [layers] if isinstance(layers, (str, int)) else layers
+        if isinstance(items, (bytes, dict)) or not hasattr(items, "__iter__"):
+            raise MassActError(f"layers must be None, a name, an index, a kind or a list of them; got {layers!r}.")
+        kinds = {b.kind for b in self.blocks}
+        out = []
+        for x in items:
+            out += [b for b in self.blocks if b.kind == x] if isinstance(x, str) and x in kinds else [self.layer(x)]
         if not out:
             raise MassActError("an empty layer list was given; pass None for all layers.")
         return sorted(set(out), key=lambda b: b.index)

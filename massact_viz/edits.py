@@ -57,6 +57,54 @@ def _int(v: Any) -> bool:
     return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
 
 
+def check_operation(op: str, value: Any = None, stream: str = "image", branch: str = "both") -> None:
+    """What an edit does (op and its value) and to which stream and CFG branch; one clear error otherwise."""
+    if op not in OPS:
+        raise MassActError(f"Edit op must be one of {OPS}, got {op!r}.")
+    if stream not in STREAMS:
+        raise MassActError(f"Edit stream must be one of {STREAMS}, got {stream!r}.")
+    if branch not in BRANCHES:
+        raise MassActError(f"Edit branch must be 'both' (every CFG branch) or 'cond', got {branch!r}.")
+    if op == "scale":
+        if value is None or isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+            raise MassActError(f"Edit('scale', ...) needs a finite numeric value= (the factor), got {value!r}.")
+    elif value is not None:
+        raise MassActError(f"value= only applies to op='scale'; op={op!r} takes no value.")
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Where an edit (or a transport) applies, resolved against a model: block names in execution order, the
+    denoising steps, the stream(s) and the image tokens (indices; None: all)."""
+
+    layers: tuple[str, ...]
+    steps: tuple[int, ...]
+    stream: str
+    tokens: torch.Tensor | None
+
+
+def resolve_scope(model: "DiT", *, layers: Any = None, steps: Any = None, stream: str = "image", tokens: Any = None,
+                  num_steps: int | None = None, size: Any = None) -> Scope:
+    """Resolve the where-specs of an edit against ``model`` (a run of ``num_steps`` steps at ``size``): layers by
+    the one layer rule (:meth:`~massact_viz.dit.DiT.resolve_layers`), steps by the one step rule
+    (:func:`~massact_viz.specs.resolve_steps`), a stream at least one chosen layer has, and a token mask over
+    the image-token grid. Every probe resolves its specs here; one clear error otherwise."""
+    if stream not in STREAMS:
+        raise MassActError(f"stream must be one of {STREAMS}, got {stream!r}.")
+    if isinstance(layers, (list, tuple, range)) and not len(layers):
+        raise MassActError("layers is an empty list: pass None for all layers.")
+    blocks = model.resolve_layers(layers)
+    want = ("image", "text") if stream == "both" else (stream,)
+    if not any(s in b.streams for b in blocks for s in want):
+        raise MassActError(f"none of the chosen layers has a {stream!r} stream; choose other layers or stream='image'.")
+    step_list = resolve_steps(steps, model.resolve_num_steps(num_steps), "edit step")
+    token_index = None
+    if tokens is not None:
+        rows, cols = model.token_grid(size)
+        token_index = _token_index(tokens, rows * cols)
+    return Scope(tuple(b.name for b in blocks), tuple(step_list), stream, token_index)
+
+
 @dataclass
 class Edit:
     """One in-place edit of block outputs (see the module docstring for every field)."""
@@ -76,18 +124,7 @@ class Edit:
     _checked: bool = field(default=False, init=False, repr=False, compare=False)
 
     def __post_init__(self):
-        if self.op not in OPS:
-            raise MassActError(f"Edit op must be one of {OPS}, got {self.op!r}.")
-        if self.stream not in STREAMS:
-            raise MassActError(f"Edit stream must be one of {STREAMS}, got {self.stream!r}.")
-        if self.branch not in BRANCHES:
-            raise MassActError(f"Edit branch must be 'both' (every CFG branch) or 'cond', got {self.branch!r}.")
-        if self.op == "scale":
-            if self.value is None or isinstance(self.value, bool) or not isinstance(self.value, (int, float)) \
-                    or not np.isfinite(self.value):
-                raise MassActError(f"Edit('scale', ...) needs a finite numeric value= (the factor), got {self.value!r}.")
-        elif self.value is not None:
-            raise MassActError(f"value= only applies to op='scale'; op={self.op!r} takes no value.")
+        check_operation(self.op, self.value, self.stream, self.branch)
         if isinstance(self.channels, Mapping):
             if not self.channels:
                 raise MassActError("channels is an empty dict: give {layer name: [channel, ...]}.")
@@ -114,35 +151,24 @@ class Edit:
     # ---------------------------------------------------------------- validation
     def check(self, model: "DiT", num_steps: int | None = None, size: Any = None) -> "Edit":
         """A copy resolved against ``model`` (and a run of ``num_steps`` steps at ``size``), or MassActError."""
-        steps = model.resolve_num_steps(num_steps)
         new = dataclasses.replace(self)
-        # layers
-        if isinstance(self.channels, dict):
+        per_layer = isinstance(self.channels, dict)
+        if per_layer:
             for name in self.channels:
                 model.layer(name)  # unknown layer names raise
-            names = set(self.channels) if self.layers is None else \
-                {b.name for b in model.resolve_layers(self._layer_spec())}
-            missing = sorted(names - set(self.channels))
+        scope = resolve_scope(model, layers=list(self.channels) if per_layer and self.layers is None else self.layers,
+                              steps=self.steps, stream=self.stream, tokens=self.tokens, num_steps=num_steps,
+                              size=size)
+        if per_layer:
+            missing = sorted(set(scope.layers) - set(self.channels))
             if missing:
                 raise MassActError(f"per-layer channels give no channels for {missing}; add them to the dict or "
                                    f"leave those layers out of layers=.")
-        else:
-            names = {b.name for b in model.resolve_layers(self._layer_spec())}
-        want = ("image", "text") if self.stream == "both" else (self.stream,)
-        if not any(s in model.layer(n).streams for n in names for s in want):
-            raise MassActError(f"none of the chosen layers has a {self.stream!r} stream; choose other layers "
-                               f"or stream='image'.")
         width = model.width
-        for chans in (self.channels.values() if isinstance(self.channels, dict) else [self.channels]):
+        for chans in (self.channels.values() if per_layer else [self.channels]):
             for c in chans:
                 check_index(c, width, "edit channel", f"This model has {width} channels.")
-        new._layer_names = frozenset(names)
-        # steps
-        new._steps = frozenset(self._step_list(steps))
-        # tokens
-        if self.tokens is not None:
-            grid = model.token_grid(size)
-            new._token_index = _token_index(self.tokens, grid[0] * grid[1])
+        new._layer_names, new._steps, new._token_index = frozenset(scope.layers), frozenset(scope.steps), scope.tokens
         new._checked = True
         return new
 
@@ -152,9 +178,6 @@ class Edit:
         if isinstance(self.layers, (list, tuple)) and not self.layers:
             raise MassActError("layers is an empty list: pass None for all layers.")
         return self.layers
-
-    def _step_list(self, n: int) -> list[int]:
-        return resolve_steps(self.steps, n, "edit step")
 
     # ---------------------------------------------------------------- matching
     def _matches_layer(self, block) -> bool:

@@ -31,6 +31,22 @@ def check_size(size: Any) -> tuple[int, int] | None:
     return (size[0], size[1])
 
 
+def parse_layer_words(words: Any) -> Any:
+    """A layer spec from command-line words (``--layers double.0 3 single``): integers become block
+    indices, ``all`` (or nothing) means every layer; names and kinds stay as they are."""
+    if not words:
+        return None
+    out: list = []
+    for w in words:
+        for part in str(w).split(","):
+            part = part.strip()
+            if part == "all":
+                return None
+            if part:
+                out.append(int(part) if part.lstrip("-").isdigit() else part)
+    return out or None
+
+
 def check_num_steps(steps: Any) -> int:
     """The number of denoising steps: a positive integer up to :data:`MAX_NUM_STEPS`."""
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:

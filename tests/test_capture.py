@@ -680,3 +680,14 @@ def test_summaries_and_reports_keep_non_finite_layers_and_mark_them(tiny_model, 
     assert "1 channels inf/NaN" in build_report(some)   # the report marks the layer and still draws
     with pytest.raises(mv.MassActError, match="no finite statistics of the image stream"):
         build_report(nan)   # nothing finite to draw: one clear line instead of a report of blanks
+
+
+def test_one_layer_rule_names_indices_kinds_and_ranges_mixed(tiny_model):
+    m = tiny_model("flux")
+    singles = [b.name for b in m.blocks if b.kind == "single"]
+    run = m.run("a cat", num_steps=1, size=SIZE, progress=False, capture=mv.Capture(layers=["single", 0]))
+    assert run.stats.layers == [m.blocks[0].name] + singles
+    assert [b.name for b in m.resolve_layers(range(2))] == [b.name for b in m.blocks[:2]]
+    assert [b.name for b in m.resolve_layers(-1)] == [m.blocks[-1].name]
+    with pytest.raises(mv.MassActError, match="layers must be"):
+        m.resolve_layers(3.5)

@@ -254,3 +254,13 @@ def test_an_unexpected_error_is_one_line_and_exit_2(monkeypatch, capsys):
     monkeypatch.setenv("MASSACT_VIZ_TRACEBACK", "1")
     with pytest.raises(ValueError):
         main(["info", "--model", "tiny:flux"])
+
+
+def test_layers_take_indices_names_and_kinds_on_the_command_line(tmp_path, capsys):
+    from massact_viz.specs import parse_layer_words
+    assert parse_layer_words(["0", "single", "double.1,-1"]) == [0, "single", "double.1", -1]
+    assert parse_layer_words(["all"]) is None and parse_layer_words(None) is None
+    assert main(["scan", "--model", "tiny:flux", "--prompt", "a cat", "--num-steps", "1", "--size", "32",
+                 "--layers", "0", "single", "--out", str(tmp_path / "r"), "--json"]) == 0
+    layers = {r["layer"] for r in json.loads(capsys.readouterr().out)["layers"]}
+    assert layers == {"double.0", "single.0", "single.1", "single.2", "single.3"}  # tiny:flux: 2 double, 4 single

@@ -166,6 +166,8 @@ def test_controls_previews_and_metrics(flux, src_run, tmp_path):
     for layer, chans in top.items():
         assert len(ctl["random-k"][layer]) == len(ctl["bottom-k"][layer]) == len(chans) == 4
         assert not set(ctl["random-k"][layer]) & set(chans) and not set(ctl["bottom-k"][layer]) & set(chans)
+        from massact_viz.analysis import random_outside   # one random-k rule for every probe
+        assert ctl["random-k"][layer] == random_outside(chans, 4, flux.width, seed=0, layer=layer)
     swap = transport(flux, SRC, TGT, channels=list(range(flux.width)), source_run=src_run, layers="double",
                      stream="both", metrics=False, **KW)  # full swap = every channel of every stream
     assert np.array_equal(arr(r.controls["full-swap"][0]), arr(swap.image))

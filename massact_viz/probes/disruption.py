@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from ..analysis import KINDS, select
 from ..capture import Capture, check_prompts
-from ..edits import Edit, compose, describe_layers, describe_steps
+from ..edits import Edit, check_operation, compose, describe_layers, describe_steps, resolve_scope
 from ..errors import MassActError, RunFileError, check_k
 from ..metrics import direction_arrow, get_metric
 from ..files import atomic_write, read_result, resume_manifest
@@ -362,11 +362,12 @@ def disrupt(model: "Model", prompts: str | Sequence[str], *, ks: Sequence[int] =
         lsets = {None: layers}
     ls_layers: dict[str | None, list[str]] = {}
     for lname, lspec in lsets.items():
-        probe = Edit(op, [0], layers=lspec, steps=steps, stream=stream, tokens=tokens, branch=branch, value=value)
-        probe = probe.check(model, num_steps, size)  # every spec error before anything runs
-        ls_layers[lname] = by_index(probe._layer_names)
+        check_operation(op, value, stream, branch)  # op, value and branch errors before anything runs
+        scope = resolve_scope(model, layers=lspec, steps=steps, stream=stream, tokens=tokens, num_steps=num_steps,
+                              size=size)  # every spec error before anything runs
+        ls_layers[lname] = list(scope.layers)
     edit_layers = by_index({n for names in ls_layers.values() for n in names})
-    edit_steps = sorted(probe._steps)
+    edit_steps = list(scope.steps)
     streams = ["image", "text"] if stream == "both" else [stream]
     configs = []
     for lname, lspec in lsets.items():
@@ -387,7 +388,7 @@ def disrupt(model: "Model", prompts: str | Sequence[str], *, ks: Sequence[int] =
     settings = {"model": model.source, "prompts": prompts, "seed": seed, "num_steps": num_steps,
                 "op": op, "value": value, "layers": describe_layers(layers), "edit_layers": edit_layers,
                 "steps": describe_steps(steps), "edit_steps": edit_steps, "stream": stream,
-                "tokens": None if tokens is None else hashlib.sha256(repr(probe._token_index.tolist()).encode()).hexdigest(),
+                "tokens": None if tokens is None else hashlib.sha256(repr(scope.tokens.tolist()).encode()).hexdigest(),
                 "branch": branch, "stat": stat,
                 "user_sets": {n: repr(s.channels) for _, n, s, _, _ in configs if not isinstance(s, str)},
                 "run_kwargs": {k: repr(v) for k, v in sorted(run_kwargs.items())}}

@@ -70,7 +70,7 @@ import numpy as np
 import torch
 
 from ..capture import Capture
-from ..edits import Edit
+from ..edits import resolve_scope
 from ..errors import MassActError
 from ..families import families
 from ..run import Run
@@ -556,7 +556,7 @@ def image_source_run(model: "Model", image: Any, prompt: str = "", *, layers: An
     n, (h, w) = _check_common(model, prompt, num_steps, seed, size, method, guidance, iterations)
     if stream not in ("image", "text", "both"):
         raise MassActError(f"stream must be 'image', 'text' or 'both', got {stream!r}.")
-    Edit("zero", [0], layers=layers, steps=steps, stream=stream).check(model, n, (h, w))  # layers/steps, before work
+    resolve_scope(model, layers=layers, steps=steps, stream=stream, num_steps=n, size=(h, w))  # specs, before work
     if inversion is not None:
         if not isinstance(inversion, Inversion):
             raise MassActError(f"inversion must be an Inversion from invert(), got {type(inversion).__name__}.")

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 import torch
 
 from ..capture import BRANCHES, Capture, Raw, input_key, previews_available, raw_key
-from ..edits import Edit
+from ..edits import resolve_scope
 from ..errors import MassActError
 from ..run import Run
 
@@ -48,14 +48,14 @@ def source_capture(model: "Model", source: str, *, layers: Any = None, steps: An
     if branch not in ("both", "cond"):
         raise MassActError(f"branch must be 'both' or 'cond', got {branch!r}.")
     num_steps = model.resolve_num_steps(num_steps)
-    probe = Edit("zero", [0], layers=layers, steps=steps, stream=stream).check(model, num_steps,
-                                                                               run_kwargs.get("size"))
-    names = sorted(probe._layer_names, key=lambda n: model.layer(n).index)
+    scope = resolve_scope(model, layers=layers, steps=steps, stream=stream, num_steps=num_steps,
+                          size=run_kwargs.get("size"))
+    names = list(scope.layers)
     if channels is not None:
         unknown = sorted(set(channels) - set(names))
         if unknown:
             raise MassActError(f"channels names layers {unknown} outside the kept layers {names}.")
-    step_list = sorted(probe._steps)
+    step_list = list(scope.steps)
     branches = BRANCHES if branch == "both" else ("cond",)
     raws = []
     for n in names if raw else ():

@@ -13,14 +13,13 @@ Order of work for a :class:`~.plan.TransportPlan` (nothing here validates; the p
 from __future__ import annotations
 
 import warnings
-import zlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 import torch
 
-from ...analysis import select
+from ...analysis import random_outside, select
 from ...capture import BRANCHES, Capture, MassActWarning, Raw, raw_key
 from ...edits import token_channel_index
 from ...errors import MassActError
@@ -171,15 +170,6 @@ def choose(pool: list, k: int, layers, steps, stream: str, stat: str) -> dict[st
     return out
 
 
-def random_outside(top: list[int], k: int, width: int, seed: int, layer: str) -> list[int]:
-    """``k`` channels drawn without replacement from outside ``top`` (seeded by seed and layer)."""
-    g = torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(f"transport-random/{layer}".encode()))
-    keep = torch.ones(width, dtype=torch.bool)
-    keep[list(top)] = False
-    pool = keep.nonzero().flatten()
-    return pool[torch.randperm(len(pool), generator=g)[:k]].tolist()
-
-
 def transported_channels(plan: TransportPlan, base: Baseline) -> dict[str, list[int]]:
     if isinstance(plan.channels, str):
         return choose(base.pools[plan.channels], plan.k, plan.layers, plan.steps, plan.select_stream, plan.stat)
@@ -204,7 +194,7 @@ def control_channels(model: "Model", plan: TransportPlan, base: Baseline, chosen
             if 2 * kk > width:
                 raise MassActError(f"the random-k control draws {kk} channels outside the top-{kk}; "
                                    f"it needs 2k <= {width}. Use a smaller k.")
-            out[n] = sorted(random_outside(chosen[n], kk, width, plan.seed, n))
+            out[n] = random_outside(chosen[n], kk, width, seed=plan.seed, layer=n, stream=plan.select_stream)
     return out
 
 
@@ -371,4 +361,4 @@ def warn_if_identical(source_image, target_image) -> bool:
 
 
 __all__ = ["Baseline", "RowEdit", "TransportEdit", "run_baseline", "row_edits", "cache_source", "run_row",
-           "choose", "random_outside", "control_channels", "transported_channels", "cache_bytes"]
+           "choose", "control_channels", "transported_channels", "cache_bytes"]

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 import torch
 
 from ...capture import previews_available
-from ...edits import Edit, describe_layers, describe_steps
+from ...edits import Edit, describe_layers, describe_steps, resolve_scope
 from ...errors import MassActError, check_k
 from ...run import Run
 
@@ -224,8 +224,9 @@ def plan_transport(model: "Model", source: str, target: str, *, channels: Any = 
         tokens = None
     elif mask_layer is not None:
         raise MassActError("mask_layer= is for tokens='source' or tokens='target'.")
-    probe = Edit("zero", [0], layers=layers, steps=steps, stream=stream, tokens=tokens).check(model, num_steps, size)
-    names = sorted(probe._layer_names, key=lambda n: model.layer(n).index)
+    scope = resolve_scope(model, layers=layers, steps=steps, stream=stream, tokens=tokens, num_steps=num_steps,
+                          size=size)
+    names = list(scope.layers)
     chans = _check_channels(model, channels, k, names)
     if isinstance(chans, dict):
         if isinstance(channels, Mapping) and layers is not None:
@@ -257,7 +258,7 @@ def plan_transport(model: "Model", source: str, target: str, *, channels: Any = 
         source_image = _load_image(source_image)  # a bad file fails before any work
     plan = TransportPlan(
         model_source=model.source, source=source, target=target, channels=chans, k=k, layers=tuple(names),
-        steps=tuple(sorted(probe._steps)), stream=stream, tokens=probe._token_index, token_mask=token_mask,
+        steps=scope.steps, stream=stream, tokens=scope.tokens, token_mask=token_mask,
         alpha=alpha, mode=mode, branch=branch, conditioning=conditioning, stat=stat, seed=seed, num_steps=num_steps,
         controls=ctrl, blend=blend, previews=previews_available(model) if previews is None else bool(previews),
         metrics=bool(metrics), source_image=source_image, inversion=inversion, max_cache_gb=float(max_cache_gb),
