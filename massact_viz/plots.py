@@ -226,7 +226,9 @@ def layer_curves(stats, *, stream: str = "image", image: int | None = None, step
     fig.update_layout(
         template=TEMPLATE,
         title=title if title is not None else f"Largest channel magnitudes per layer, {stream} stream ({where})",
-        xaxis=_layer_axis(layers), yaxis=dict(type="log", title="magnitude |x|"),
+        xaxis=_layer_axis(layers),
+        # labels at powers of ten only: plotly's in-between labels ("2 3 .. 9") make 0.3 read as 3
+        yaxis=dict(type="log", title="magnitude |x| (log scale)", dtick=1, minor=dict(ticks="outside")),
         legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0),
         height=460)
     return fig
@@ -326,8 +328,8 @@ def magnitude_vs_step(stats, channels: Sequence[int], *, layer: str | int, stat:
             full = _esc(prompt)
             fig.add_trace(go.Scatter(
                 x=list(stats.steps), y=vals[p, :, c], mode="lines+markers",
-                name=_prompt_label(stats, p, 32), legendgroup=f"ch{c}",
-                legendgrouptitle=dict(text=f"channel {c}"),
+                name=_prompt_label(stats, p, 32) if vals.shape[0] > 1 else f"channel {c}", legendgroup=f"ch{c}",
+                legendgrouptitle=dict(text=f"channel {c}") if vals.shape[0] > 1 else None,
                 line=dict(color=color, dash=dashes[p % len(dashes)], width=2), marker=dict(size=6, color=color),
                 hovertext=[f"channel {c}, image {p}<br>{full}"] * len(stats.steps),
                 hovertemplate=f"%{{hovertext}}<br>step %{{x}}<br>{stat} %{{y:.4g}}<extra></extra>"))
@@ -335,7 +337,7 @@ def magnitude_vs_step(stats, channels: Sequence[int], *, layer: str | int, stat:
         template=TEMPLATE,
         title=title if title is not None else f"{stat} against denoising step at {name}, {stream} stream",
         xaxis=dict(title="denoising step", tickmode="array", tickvals=list(stats.steps)),
-        yaxis=dict(title=stat, type="log" if log_y else "linear"),
+        yaxis=dict(title=stat, type="log" if log_y else "linear", **(dict(dtick=1) if log_y else {})),
         legend=dict(groupclick="toggleitem", tracegroupgap=8), height=460)
     return fig
 

@@ -34,6 +34,19 @@ def _fig(fig) -> str:
     return fig.to_html(full_html=False, include_plotlyjs=False, config={"displaylogo": False})
 
 
+def _short(text: str, n: int = 48) -> str:
+    return text if len(text) <= n else text[:n - 3] + "..."
+
+
+def _guidance_text(meta: dict) -> str:
+    """The guidance a run actually sampled with: the explicit ``guidance=``, else the pipeline's own kwargs."""
+    kw = meta.get("call_kwargs") or {}
+    used = ", ".join(f"{k} {kw[k]}" for k in ("true_cfg_scale", "guidance_scale") if k in kw)
+    if meta.get("guidance") is not None:
+        return f"{meta['guidance']} ({used})" if used else str(meta["guidance"])
+    return f"the model's own ({used})" if used else "the pipeline's default"
+
+
 def build_report(run: Run, *, k: int = 4, stat: str = "abs_mean") -> str:
     """The HTML text of the report for ``run`` (which must hold statistics)."""
     from plotly.offline import get_plotlyjs
@@ -54,17 +67,20 @@ def build_report(run: Run, *, k: int = 4, stat: str = "abs_mean") -> str:
     sections = [
         ("Channel magnitude per layer", _fig(plots.channel_heatmap(s, stat=stat))),
         ("Top-1 / top-2 / top-3 channel maxima and the median |x| per layer", _fig(plots.layer_curves(s))),
-        (f"Top channels of {mid} against denoising step", _fig(plots.magnitude_vs_step(s, top_mid, layer=mid, stat=stat))),
+        (f"The top-{len(top_mid)} channels of {mid} (the middle block) against denoising step",
+         _fig(plots.magnitude_vs_step(s, top_mid, layer=mid, stat=stat,
+                                      title=f"{stat} of the top-{len(top_mid)} channels of {mid} against denoising step"
+                                            + (f" ({_short(run.prompts[0])})" if len(run.prompts) == 1 else "")))),
     ]
     if len(s.steps) > 1:
         m = analysis.stability(s, k, over="steps", layer=mid, stat=stat)
         sections.append((f"Top-{k} stability across steps at {mid}",
                          _fig(plots.stability_matrix(m, [f"step {x}" for x in s.steps]))))
-    agree = analysis.statistic_agreement(s, k)
+    agree = {st: analysis.statistic_agreement(s, k, stream=st)["top"] for st in s.streams}
     rows = []
     for r in s.summary(k=k, stat=stat):
         li = s.layers.index(r["layer"])
-        j = agree["top"][li] if r["stream"] == "image" else float("nan")
+        j = float(agree[r["stream"]][li])
         chans = ", ".join(f"{c} ({v:.3g})" for c, v in zip(r["top_channels"], r["top_scores"]))
         iv = s.ratio_interval(r["layer"], stat=stat, stream=r["stream"])
         per_image = f"{iv.mean:.3g} [{iv.lo:.3g}, {iv.hi:.3g}], n = {iv.n}" if iv.n > 1 else f"{iv.mean:.3g}, n = 1"
@@ -73,9 +89,9 @@ def build_report(run: Run, *, k: int = 4, stat: str = "abs_mean") -> str:
         median = "n/a" if r["median_score"] is None else f"{r['median_score']:.3g}"
         rows.append(f"<tr><td>{e(r['layer'])}</td><td>{e(r['stream'])}</td><td>{ratio}</td>"
                     f"<td>{per_image}</td>"
-                    f"<td>{median}</td><td>{chans}</td><td>{'' if j != j else f'{j:.2f}'}</td></tr>")
+                    f"<td>{median}</td><td>{chans}</td><td>{'n/a' if j != j else f'{j:.2f}'}</td></tr>")
     settings = {"model": meta.get("model"), "family": meta.get("family"), "dtype": meta.get("dtype"),
-                "size": meta.get("size"), "steps": meta.get("steps"), "guidance": meta.get("guidance"),
+                "size": meta.get("size"), "steps": meta.get("steps"), "guidance": _guidance_text(meta),
                 "seeds": meta.get("seeds"), "scheduler": (meta.get("scheduler") or {}).get("class"),
                 "massact_viz": (meta.get("versions") or {}).get("massact_viz")}
     prompts = "".join(f"<li>{e(p)}</li>" for p in run.prompts)

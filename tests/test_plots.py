@@ -279,3 +279,20 @@ def test_image_row_and_interpolation_curves():
     assert [t.name for t in fig.data] == ["toward_source", "ssim_target"]
     assert list(fig.data[0].y) == [0.1, 0.5] and list(fig.data[0].x) == ["1", "4"]
     assert it.strip(16).size[1] == 16
+
+
+def test_report_reads_without_the_code(tiny_model):
+    import re
+
+    from massact_viz.report import build_report
+    m = tiny_model("sd3")   # batched CFG: guidance_scale is the pipeline's own default
+    run = m.run("a red cat", num_steps=2, size=(32, 32), progress=False, guidance_scale=5.0)
+    html = build_report(run)
+    assert "<th>guidance</th><td>the model&#x27;s own (guidance_scale 5.0)</td>" in html
+    rows = re.findall(r"<tr><td>([^<]+)</td><td>(image|text)</td>.*?<td>([^<]*)</td></tr>", html)
+    assert rows and all(j != "" for _, _, j in rows)   # the Jaccard cell says n/a or a number, never blank
+    assert any(st == "text" and j != "n/a" for _, st, j in rows)
+    fig = plots.layer_curves(run.stats)
+    assert fig.layout.yaxis.type == "log" and fig.layout.yaxis.dtick == 1   # no "2 3 .. 9" minor labels
+    one = plots.magnitude_vs_step(run.stats, [0, 1], layer=0)
+    assert [t.name for t in one.data] == ["channel 0", "channel 1"]   # one prompt: no repeated prompt labels
