@@ -12,7 +12,7 @@ $(BIN)/massact-viz: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "torch==2.13.0"
-	$(BIN)/pip install -q -e ".[viz,test]"
+	$(BIN)/pip install -q -e ".[lab,test]"
 	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && (apt-get update -qq && apt-get install -y -qq chromium); } \
 	  || echo "note: no chromium on PATH; static figure export (PNG/SVG/PDF) needs it: sudo apt-get install -y chromium (or set BROWSER_PATH)"
 	touch $@

@@ -36,19 +36,15 @@ import torch
 
 from .errors import MassActError, check_index, check_k
 from .files import atomic_write
+from .palette import MARK_COLOR, MEDIAN_COLOR, PALETTE
 from .stats import ChannelStats, as_stats, check_stat
 
 # ---------------------------------------------------------------- one look for every figure
-#: Okabe-Ito: distinguishable under the common colour-vision deficiencies.
-PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000")
 #: Sequential colour scale of every magnitude heatmap and surface.
 SEQUENTIAL = "Viridis"
 #: Colour scale of 0..1 agreement matrices (Jaccard).
 AGREEMENT = "Blues"
 FONT = dict(family="Inter, 'Helvetica Neue', Helvetica, Arial, sans-serif", size=13, color="#222222")
-#: Marker of the top-k cells in :func:`channel_heatmap` and line colour of the median in :func:`layer_curves`.
-MARK_COLOR = "#D55E00"
-MEDIAN_COLOR = "#555555"
 
 TEMPLATE = go.layout.Template(pio.templates["plotly_white"])
 TEMPLATE.layout.update(
@@ -370,6 +366,29 @@ def stability_matrix(matrix, labels: Sequence[str], *, title: str = "Top-k Jacca
     return fig
 
 
+def projection_scatter(projection, *, legend: Sequence[str] | None = None, title: str | None = None) -> go.Figure:
+    """A 2-D projection of image tokens (:func:`massact_viz.probes.localization.project`), one trace per
+    cluster in the palette the widgets use (cluster ``c`` is ``PALETTE[c]``; unclustered tokens grey), so the
+    same clusters have the same colours in every view. ``legend``: text per cluster id (default
+    ``"cluster c"``); hover names the token and its row and column."""
+    coords, labels = np.asarray(projection.coords), projection.labels
+    labels = np.zeros(len(coords), dtype=int) if labels is None else np.asarray(labels, dtype=int)
+    axis = "PC " if projection.method == "pca" else projection.method.upper() + " "
+    fig = go.Figure()
+    for c in sorted(set(labels.tolist())):
+        idx = np.flatnonzero(labels == c)
+        name = "no cluster" if c < 0 else (legend[c] if legend is not None and c < len(legend) else f"cluster {c}")
+        fig.add_trace(go.Scatter(
+            x=coords[idx, 0], y=coords[idx, 1], mode="markers", name=name,
+            marker=dict(color="#999999" if c < 0 else PALETTE[c % len(PALETTE)], size=7),
+            hovertext=[f"token {t} (row {projection.row[t]}, col {projection.col[t]})" for t in idx],
+            hovertemplate="%{hovertext}<extra>" + _esc(name) + "</extra>"))
+    fig.update_layout(template=TEMPLATE, title=title or f"{projection.method.upper()} of the image tokens",
+                      xaxis_title=f"{axis}1 (arbitrary units)", yaxis_title=f"{axis}2 (arbitrary units)",
+                      legend=dict(title="cluster"), height=460)
+    return fig
+
+
 def miou_curves(result, *, step: int = -1, title: str | None = None) -> go.Figure:
     """Per-layer mIoU of a :class:`~massact_viz.probes.localization.LocalizationResult`, one line per
     channel set (top-k, bottom-k, random-k, all channels): the paper's Figure 3D shape."""
@@ -506,7 +525,7 @@ def _find_browser() -> str:
         from choreographer.browsers.chromium import Chromium
         path = Chromium.find_browser(skip_local=False)
     except ImportError:
-        raise MassActError("static export needs kaleido>=1: pip install 'massact-viz[viz]'.") from None
+        raise MassActError("static export needs kaleido>=1 (a dependency of massact-viz): pip install 'kaleido>=1'.") from None
     except Exception:  # noqa: BLE001 (choreographer internals vary between versions)
         path = None
     if not path or not Path(path).is_file():

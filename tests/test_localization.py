@@ -260,3 +260,11 @@ def test_downsample_pixel_mask_to_tokens():
     assert downsample(px, (4, 4))[1, 2] and not downsample(px, (4, 4), threshold=1.0)[1, 2]
     with pytest.raises(MassActError, match="tile"):
         downsample(np.zeros((15, 16)), (4, 4))
+
+
+def test_import_umap_leaves_numba_as_it_was():
+    import numba
+    njit, jit = numba.njit, numba.jit
+    umap = loc.import_umap()
+    assert hasattr(umap, "UMAP") and numba.njit is njit and numba.jit is jit
+    assert loc.import_umap() is umap

@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 import massact_viz as mv
+from massact_viz import plots
 from massact_viz.errors import MassActError
 from massact_viz.widgets import (ChannelExplorer, DisruptionGrid, ProjectionView, TokenClusterMap, TransportTimeline,
                                  payload_bytes)
@@ -361,5 +362,36 @@ def test_es_modules_ship_with_the_package_and_use_no_network_or_innerhtml():
         assert "innerHTML" not in src and "http://" not in src.replace("http://www.w3.org/2000/svg", "")
         assert "https://" not in src and "import " not in src.split("export default")[0]
         if name != "common":
+            from massact_viz.palette import js_constants
             assert "export default" in w.base.esm(name) and w.base.esm(name).startswith(
-                (js / "common.js").read_text())
+                js_constants() + (js / "common.js").read_text())
+
+
+def test_one_palette_for_figures_widgets_and_javascript(cmap):
+    import json
+    import re
+    from pathlib import Path
+
+    from massact_viz import palette
+    from massact_viz.probes.localization import project
+    from massact_viz.widgets.base import esm
+    js = esm("projection_view")
+    assert json.loads(re.search(r"const MV_PALETTE = (\[.*?\]\]);", js).group(1)) == [list(c) for c in palette.PALETTE_RGB]
+    js_dir = Path(palette.__file__).parent / "widgets" / "js"
+    assert not any("MV_PALETTE = " in f.read_text() for f in js_dir.glob("*.js"))   # defined in Python only
+    assert plots.PALETTE is palette.PALETTE
+    cur = cmap.current
+    pr = project(cmap._acts[(cmap.layer, cmap.step)], tuple(cmap.grid), method="pca", channels=cur["channels"],
+                 labels=cur["labels"])
+    fig = plots.projection_scatter(pr, legend=["cluster 0: foreground", "cluster 1: background"])
+    by_name = {t.name: t.marker.color for t in fig.data}
+    assert by_name["cluster 0: foreground"] == palette.PALETTE[0] and fig.layout.xaxis.title.text.startswith("PC 1")
+
+
+def test_projection_view_has_axes_and_a_cluster_legend(cmap):
+    p = ProjectionView(cmap, method="pca")
+    fg = cmap.current["foreground"]
+    assert len(p.legend) == cmap.K and (fg < 0 or p.legend[fg].endswith("foreground"))
+    assert "mv-axis-x" in p._esm and "mv-legend" in p._esm
+    im = p.static_image()
+    assert im.size[1] > im.size[0]   # the legend rows sit under the square plot

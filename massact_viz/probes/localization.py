@@ -141,7 +141,7 @@ def _labels(norm: np.ndarray, k_clusters: int, method: str, seed: int, min_clust
             from hdbscan import HDBSCAN  # type: ignore
         except ImportError as e:
             raise MassActError("method='hdbscan' needs scikit-learn >= 1.3 or the hdbscan package "
-                               "(pip install 'massact_viz[viz]'); or use method='kmeans'.") from e
+                               "(a dependency of massact-viz: pip install hdbscan); or use method='kmeans'.") from e
         model = HDBSCAN(min_cluster_size=mcs)
     return np.asarray(model.fit_predict(norm), dtype=int)  # -1 = noise
 
@@ -208,6 +208,12 @@ def _cluster(feats: np.ndarray, k_clusters, method, foreground, seed, min_cluste
     return norm, labels, _pick_foreground(norm, labels, foreground, grid)
 
 
+def cluster_legend(n_clusters: int, foreground: int = -1) -> list[str]:
+    """Legend text per cluster id: the cluster the foreground rule picked, and the others (background)."""
+    return [f"cluster {c}: " + ("foreground" if c == foreground else "background" if foreground >= 0 else "cluster")
+            for c in range(n_clusters)]
+
+
 @dataclass
 class TokenClusters:
     """Result of :func:`cluster_tokens`: everything on the ``(rows, cols)`` token grid."""
@@ -222,6 +228,16 @@ class TokenClusters:
     @property
     def grid(self) -> tuple[int, int]:
         return tuple(self.labels.shape)  # type: ignore[return-value]
+
+    @property
+    def foreground_cluster(self) -> int:
+        """The cluster id the foreground consists of (-1 when it is not exactly one cluster)."""
+        ids = np.unique(self.labels[self.foreground])
+        return int(ids[0]) if ids.size == 1 else -1
+
+    def legend(self) -> list[str]:
+        """Legend text per cluster id, as every view labels clusters (:func:`cluster_legend`)."""
+        return cluster_legend(int(self.labels.max()) + 1 if self.labels.size else 0, self.foreground_cluster)
 
     def mask(self, pixels_per_token: int | tuple[int, int] = 1) -> np.ndarray:
         """The foreground at pixel size (nearest-neighbour upsampling)."""
@@ -624,12 +640,40 @@ def _digest(*arrays: np.ndarray | None) -> str:
     return h.hexdigest()
 
 
+def import_umap():
+    """``import umap`` with numba's on-disk cache on for the functions it compiles, so that only the first
+    kernel on a machine pays the compilation (about 40 s here); every later kernel's first fit takes a few
+    seconds (``benchmarks/umap_warm_start.py``, BENCHMARKS.md). umap-learn and pynndescent leave ``cache=`` off
+    on most of their jitted functions; this turns it on while they are imported, and nothing else changes."""
+    import sys
+    if "umap" in sys.modules:
+        return sys.modules["umap"]
+    import warnings
+
+    import numba
+    njit, jit = numba.njit, numba.jit
+
+    def cached(decorator):
+        def wrap(*args, **kwargs):
+            kwargs.setdefault("cache", True)
+            return decorator(*args, **kwargs)
+        return wrap
+    numba.njit, numba.jit = cached(njit), cached(jit)
+    try:
+        with warnings.catch_warnings():  # functions numba cannot cache compile as before, without the notice
+            warnings.simplefilter("ignore")
+            import umap
+    finally:
+        numba.njit, numba.jit = njit, jit
+    return umap
+
+
 def project(x: Any, grid: Sequence[int] | None = None, *, method: str = "umap", channels: Sequence[int] | None = None,
             labels: Any = None, seed: int = 0, cache: bool = True, normalise: bool = True) -> Projection:
     """2-D projection of the image tokens ``x`` (tokens, channels) of one image.
 
-    ``method="umap"`` (umap-learn, imported on first use; its first fit in a process pays about
-    30-45 s of numba compilation on a 2-core CPU) or ``"pca"`` (fast). ``channels`` restricts the features (None: all);
+    ``method="umap"`` (umap-learn, imported on first use by :func:`import_umap`: the first kernel on a
+    machine pays about 40 s of numba compilation, later kernels a few seconds) or ``"pca"`` (fast). ``channels`` restricts the features (None: all);
     ``normalise`` min-max normalises them first, as the clustering does. ``labels`` (e.g.
     ``cluster_tokens(...).labels``) ride along. Results are cached in memory by (array hash,
     method, channels, labels, seed, normalise): asking again returns the same object.
@@ -667,9 +711,9 @@ def project(x: Any, grid: Sequence[int] | None = None, *, method: str = "umap", 
                     coords[:, j] *= -1
     else:
         try:
-            import umap  # lazy: numba compiles on first use
+            umap = import_umap()
         except ImportError as e:
-            raise MassActError("method='umap' needs umap-learn (pip install 'massact_viz[viz]'); "
+            raise MassActError("method='umap' needs umap-learn (a dependency of massact-viz: pip install umap-learn); "
                                "or use method='pca'.") from e
         if n < 4:
             raise MassActError(f"UMAP needs at least 4 tokens, got {n}; use method='pca'.")

@@ -26,6 +26,7 @@ import traitlets
 
 from ..errors import MassActError
 from ..files import atomic_write
+from ..palette import MARK_COLOR, js_constants, rgb
 
 _JS = Path(__file__).with_name("js")
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
@@ -37,17 +38,15 @@ _VIRIDIS_ANCHORS = np.array([
     [31, 158, 137], [53, 183, 121], [109, 205, 89], [180, 222, 44], [253, 231, 37]], dtype=np.float64)
 VIRIDIS = np.stack([np.interp(np.linspace(0, 1, 256), np.linspace(0, 1, len(_VIRIDIS_ANCHORS)), _VIRIDIS_ANCHORS[:, c])
                     for c in range(3)], axis=1).round().astype(np.uint8)
-#: Okabe-Ito, as massact_viz.plots.PALETTE, as RGB: cluster colours.
-PALETTE_RGB = [(0, 114, 178), (213, 94, 0), (0, 158, 115), (204, 121, 167), (230, 159, 0), (86, 180, 233),
-               (240, 228, 66), (0, 0, 0)]
 EMPTY_RGB = (235, 235, 235)
-#: top-k mark colour (massact_viz.plots.MARK_COLOR)
-MARK = (213, 94, 0)
+#: top-k mark colour, as RGB
+MARK = rgb(MARK_COLOR)
 
 
 def esm(name: str) -> str:
-    """The ES module of view ``name``: ``js/common.js`` followed by ``js/<name>.js``."""
-    return (_JS / "common.js").read_text() + "\n" + (_JS / f"{name}.js").read_text()
+    """The ES module of view ``name``: the palette (:mod:`massact_viz.palette`), ``js/common.js``, then
+    ``js/<name>.js``."""
+    return js_constants() + (_JS / "common.js").read_text() + "\n" + (_JS / f"{name}.js").read_text()
 
 
 def esc(text: Any) -> str:

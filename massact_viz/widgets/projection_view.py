@@ -14,13 +14,15 @@ import traitlets
 
 from ..errors import MassActError
 from ..probes import localization as loc
-from .base import PALETTE_RGB, View, esc, esm, label
+from ..palette import PALETTE_RGB
+from .base import View, esc, esm, label
 from .token_cluster_map import TokenClusterMap
 
 
 class ProjectionView(View):
     """``ProjectionView(cluster_map, method="umap", seed=0)``; ``method="pca"`` is instant (UMAP's first
-    fit in a process pays 30-45 s of numba compilation on a 2-core CPU).
+    fit pays numba's compilation once per machine, then about 6 s per new kernel: BENCHMARKS.md).
+    Axes are labelled by the method's components; the legend names each cluster (foreground or background).
 
     Synced traits: ``selected`` (token indices, linked to ``cluster_map.selected``), ``coords``
     (float32 bytes, tokens x 2), ``labels`` (uint8 bytes, cluster id + 1), ``method``.
@@ -34,6 +36,8 @@ class ProjectionView(View):
     method = traitlets.Unicode("umap").tag(sync=True)
     grid = traitlets.List(traitlets.Int(), [0, 0]).tag(sync=True)
     subtitle = traitlets.Unicode("").tag(sync=True)
+    #: legend text per cluster id (index = cluster id), e.g. "cluster 1: foreground"
+    legend = traitlets.List(traitlets.Unicode()).tag(sync=True)
 
     def __init__(self, cluster_map: TokenClusterMap, method: str = "umap", *, seed: int = 0):
         if not isinstance(cluster_map, TokenClusterMap):
@@ -69,6 +73,8 @@ class ProjectionView(View):
             self.labels = (cur["labels"] + 1).clip(0, 255).astype(np.uint8).tobytes()
             self.subtitle = (f"{self.method.upper()} of {m.layer} step {m.step}, {m.channel_set}-{m.k} channels, "
                              f"K={m.K}")
+            self.legend = loc.cluster_legend(int(cur["labels"].max()) + 1 if cur["labels"].size else 0,
+                                         cur.get("foreground", -1))
 
     def point(self, i: int) -> dict:
         """Everything about point ``i`` (token, row, col, cluster, values): ``Projection.point``."""
@@ -76,19 +82,28 @@ class ProjectionView(View):
 
     def static_image(self):
         from PIL import Image, ImageDraw
-        S, pad = 320, 12
+        S, pad, left, legend_h = 320, 12, 16, 16 * max(1, len(self.legend))
         xy = self.projection.coords
         lo, hi = xy.min(0), xy.max(0)
         span = np.where(hi > lo, hi - lo, 1.0)
         p = pad + (xy - lo) / span * (S - 2 * pad)
-        im = Image.new("RGB", (S, S + 16), "white")
+        im = Image.new("RGB", (S + left, S + 32 + legend_h), "white")
         d = ImageDraw.Draw(im)
         label(d, (4, 2), self.subtitle)
+        d.line([(left, 16), (left, 16 + S), (left + S, 16 + S)], fill=(90, 90, 90))   # the two axes
+        axis = "PC" if self.method == "pca" else self.method.upper()
+        label(d, (left + S // 2 - 30, 18 + S), f"{axis} 1 (a.u.)")
+        label(d, (1, 20), "2")
+        for j, text in enumerate(self.legend):
+            col = PALETTE_RGB[j % len(PALETTE_RGB)]
+            y0 = S + 32 + 16 * j
+            d.rectangle([left, y0 + 2, left + 10, y0 + 12], fill=col)
+            label(d, (left + 14, y0), text)
         lab = self.projection.labels
         sel = set(self.selected)
         for i, (x, y) in enumerate(p):
             col = PALETTE_RGB[int(lab[i]) % len(PALETTE_RGB)] if lab is not None and lab[i] >= 0 else (150, 150, 150)
-            y = 16 + S - y
+            y, x = 16 + S - y, x + left
             r = 4 if i in sel else 2.5
             d.ellipse([x - r, y - r, x + r, y + r], fill=col, outline=(0, 0, 0) if i in sel else None)
         return im

@@ -26,7 +26,8 @@ from ..analysis import select
 from ..errors import MassActError, check_index
 from ..probes import localization as loc
 from ..stats import STATISTICS, ChannelStats, reduce_channels
-from .base import EMPTY_RGB, PALETTE_RGB, View, enlarge, esc, esm, label, png_b64, thumb
+from ..palette import PALETTE_RGB
+from .base import EMPTY_RGB, View, enlarge, esc, esm, label, png_b64, thumb
 
 SETS = ("top", "bottom", "random")
 PRECOMPUTE_MAX_CONFIGS = 128
@@ -362,11 +363,16 @@ class TokenClusterMap(View):
             for t in sel:
                 r, c = divmod(t, cols)
                 d0.rectangle([c * sx, r * sy, (c + 1) * sx - 1, (r + 1) * sy - 1], outline=(255, 255, 255))
-        out = Image.new("RGB", (mixed.size[0] + 10, mixed.size[1] + 34), "white")
+        legend = loc.cluster_legend(self.K, self.fg_cluster)
+        out = Image.new("RGB", (mixed.size[0] + 10, mixed.size[1] + 38 + 14 * len(legend)), "white")
         out.paste(mixed, (5, 30))
         d = ImageDraw.Draw(out)
         label(d, (5, 2), f"{self.layer} step {self.step} {self.channel_set}-{self.k} K={self.K}")
         label(d, (5, 15), f"channels {self.channels[:8]}" + ("" if self.iou is None else f"  IoU {self.iou:.3f}"))
+        for c, text in enumerate(legend):   # the overlay's colours, named as every view names them
+            y0 = mixed.size[1] + 34 + 14 * c
+            d.rectangle([5, y0 + 2, 15, y0 + 12], fill=PALETTE_RGB[c % len(PALETTE_RGB)])
+            label(d, (19, y0), text)
         return out
 
     def static_html_body(self) -> str:

@@ -105,6 +105,13 @@ def test_widgets_tour_in_jupyterlab(lab):
             before[name] = fp
             v.screenshot(path=str(ARTIFACTS / f"{name}.png"))
 
+        # the cluster views name their colours and the projection its axes
+        for name in ("token_cluster_map", "projection_view"):
+            items = view_root(page, name).locator(".mv-legend-item")
+            assert items.count() >= 2 and "foreground" in " ".join(items.all_inner_texts()), f"{name}: no legend"
+        axes = view_root(page, "projection_view").locator(".mv-axis-x, .mv-axis-y").all_inner_texts()
+        assert len(axes) == 2 and all("(arbitrary units)" in a for a in axes), f"projection axes: {axes}"
+
         # user text is text: the prompt's <b id="mv-evil"> shows literally and creates no element
         assert page.locator("#mv-evil").count() == 0
         assert '<b id="mv-evil">' in view_root(page, "channel_explorer").inner_text()

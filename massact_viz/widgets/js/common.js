@@ -1,9 +1,7 @@
 // massact_viz widgets: shared helpers (prepended to every view's module by widgets/base.py).
 // Plain DOM, canvas and SVG; no network. User text only ever goes through textContent.
 
-const MV_PALETTE = [[0, 114, 178], [213, 94, 0], [0, 158, 115], [204, 121, 167], [230, 159, 0],
-  [86, 180, 233], [240, 228, 66], [0, 0, 0]];
-const MV_MARK = "#D55E00";
+// MV_PALETTE and MV_MARK come from massact_viz/palette.py (prepended by widgets.base.esm)
 const MV_SVGNS = "http://www.w3.org/2000/svg";
 
 const MV_VIRIDIS = (() => {

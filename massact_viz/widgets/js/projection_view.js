@@ -11,7 +11,11 @@ function render({ model, el }) {
   const clear = mvEl("button", { text: "clear selection", cls: "mv-clear" }, ctl);
   const count = mvEl("span", { cls: "mv-count", style: "margin-left:8px;color:#444" }, ctl);
   const S = 340, pad = 12;
-  const svg = mvSvg("svg", { width: S, height: S, class: "mv-scatter", style: "border:1px solid #ddd;cursor:crosshair;user-select:none" }, root);
+  const plot = mvEl("div", { style: "display:flex;align-items:center" }, root);
+  const yLab = mvEl("div", { cls: "mv-axis-y", style: "writing-mode:vertical-rl;transform:rotate(180deg);color:#333;margin-right:4px" }, plot);
+  const svg = mvSvg("svg", { width: S, height: S, class: "mv-scatter", style: "border-left:1px solid #555;border-bottom:1px solid #555;cursor:crosshair;user-select:none" }, plot);
+  const xLab = mvEl("div", { cls: "mv-axis-x", style: `width:${S}px;margin-left:22px;text-align:center;color:#333` }, root);
+  const legend = mvEl("div", { cls: "mv-legend", style: "margin-top:4px;display:flex;flex-wrap:wrap;gap:10px" }, root);
   const gPts = mvSvg("g", {}, svg);
   const shape = mvSvg("path", { fill: "rgba(213,94,0,0.1)", stroke: "#D55E00", "stroke-width": 1 }, svg);
   const hover = mvEl("div", { cls: "mv-hover", style: "min-height:1.4em;color:#444" }, root);
@@ -43,6 +47,14 @@ function render({ model, el }) {
       c.setAttribute("opacity", sel.size && !on ? 0.35 : 1);
     });
     title.textContent = model.get("title"); sub.textContent = model.get("subtitle");
+    const m = (model.get("method") || "").toUpperCase(), axis = m === "PCA" ? "PC" : m;
+    xLab.textContent = `${axis} 1 (arbitrary units)`; yLab.textContent = `${axis} 2 (arbitrary units)`;
+    legend.replaceChildren();
+    (model.get("legend") || []).forEach((text, c) => {
+      const item = mvEl("span", { cls: "mv-legend-item" }, legend);
+      mvEl("span", { style: `display:inline-block;width:10px;height:10px;margin-right:4px;background:rgb(${MV_PALETTE[c % MV_PALETTE.length]})` }, item);
+      mvEl("span", { text }, item);
+    });
     count.textContent = `${sel.size} selected`;
     root.dataset.draws = String((+root.dataset.draws || 0) + 1);
   }
@@ -87,7 +99,7 @@ function render({ model, el }) {
   svg.addEventListener("mouseleave", finish);
   clear.addEventListener("click", () => { model.set("selected", []); model.save_changes(); paint(); });
   model.on("change:coords", layout); model.on("change:labels", layout);
-  model.on("change:selected", paint); model.on("change:subtitle", paint);
+  model.on("change:selected", paint); model.on("change:subtitle", paint); model.on("change:legend", paint);
   layout();
   return () => root.remove();
 }

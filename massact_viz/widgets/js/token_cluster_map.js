@@ -26,6 +26,7 @@ function render({ model, el }) {
   if (!model.get("image_png")) img.style.display = "none";
   const canvas = mvEl("canvas", { cls: "mv-clusters", style: `position:absolute;left:0;top:0;width:${S}px;height:${S}px;cursor:crosshair` }, stack);
   canvas.width = S; canvas.height = S;
+  const legend = mvEl("div", { cls: "mv-legend", style: "margin-top:4px;display:flex;flex-wrap:wrap;gap:10px" }, root);
   const info = mvEl("div", { cls: "mv-info", style: "margin-top:4px" }, root);
   const hover = mvEl("div", { cls: "mv-hover", style: "min-height:1.4em;color:#444;font-variant-numeric:tabular-nums" }, root);
 
@@ -89,6 +90,12 @@ function render({ model, el }) {
     KSl.input.value = String(Ks.indexOf(model.get("K"))); KSl.out.textContent = String(model.get("K"));
     setSel.value = model.get("channel_set"); opSl.out.textContent = opSl.input.value + "%";
     title.textContent = model.get("title");
+    legend.replaceChildren();
+    for (let c = 0; c < model.get("K"); c++) {   // the colours of the overlay, named as every view names them
+      const item = mvEl("span", { cls: "mv-legend-item" }, legend);
+      mvEl("span", { style: `display:inline-block;width:10px;height:10px;margin-right:4px;background:rgb(${MV_PALETTE[c % MV_PALETTE.length]})` }, item);
+      mvEl("span", { text: `cluster ${c}: ` + (c === cur.fg ? "foreground (outlined)" : cur.fg >= 0 ? "background" : "cluster") }, item);
+    }
     info.textContent = `${model.get("channel_set")}-${model.get("k")} channels [${cur.channels.join(", ")}], ` +
       `K=${model.get("K")}, foreground cluster ${cur.fg}` + (cur.iou === null || cur.iou === undefined ? "" : `, IoU vs mask ${cur.iou.toFixed(3)}`) +
       `, ${model.get("selected").length} tokens selected`;
