@@ -7,6 +7,7 @@ on the model's device, so their memory depends on steps x layers x channels, nev
 """
 from __future__ import annotations
 
+import os
 import platform
 import time
 import warnings
@@ -64,6 +65,9 @@ class Capture:
     inputs: Sequence[str] = ()
     previews: bool = False
     preview_size: int = 256  # longest side of stored previews, in pixels
+    #: refuse a capture whose kept tensors (statistics, raw slices, previews) are estimated above this many GB,
+    #: before anything runs; None: half of this machine's memory; ``float("inf")`` turns the check off
+    max_gb: float | None = None
 
     @classmethod
     def nothing(cls) -> "Capture":
@@ -226,7 +230,49 @@ def plan_capture(model: "DiT", prompts: Sequence[str], *, num_steps: int, seed: 
         raise MassActError(f"per-step previews need a flow-matching Euler scheduler and a {fam.title} latent decoder; "
                            f"they are available for FLUX.1, SD3 and the embedded model. Use previews=False.")
 
-    return Plan(prompts, num_steps, height, width, grid, blocks, cap_steps, streams, raw_specs)
+    plan = Plan(prompts, num_steps, height, width, grid, blocks, cap_steps, streams, raw_specs)
+    _check_memory(plan, capture, model.width)
+    return plan
+
+
+def capture_bytes(plan: "Plan", capture: "Capture", width: int, text_tokens: int = 512) -> int:
+    """Bytes of what a capture keeps (float32 statistics, raw slices, uint8 previews), estimated before it
+    runs; raw text slices count ``text_tokens`` tokens (512, FLUX's longest prompt, unless given)."""
+    from .stats import STATISTICS
+    p = len(plan.prompts)
+    n_stats = (len(STATISTICS) + (1 if capture.sun else 0)) if capture.stats else 0
+    total = 4 * p * len(plan.cap_steps) * len(plan.blocks) * len(plan.streams) * (n_stats * width + 1) if n_stats else 0
+    for _, _, r in plan.raw_specs:
+        toks = len(r.tokens) if r.tokens is not None else (plan.grid[0] * plan.grid[1] if r.stream == "image"
+                                                           else text_tokens)
+        total += 4 * p * toks * (len(r.channels) if r.channels is not None else width)
+    if capture.previews:
+        side = min(capture.preview_size, max(plan.height, plan.width))
+        total += plan.steps * p * side * side * 3
+    return total
+
+
+def _machine_bytes() -> int | None:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):  # not POSIX: no automatic bound
+        return None
+
+
+def _check_memory(plan: "Plan", capture: "Capture", width: int) -> None:
+    limit = capture.max_gb
+    if limit is None:
+        machine = _machine_bytes()
+        limit = None if machine is None else machine / 2 / 1e9
+    if limit is None or limit == float("inf"):
+        return
+    need = capture_bytes(plan, capture, width) / 1e9
+    if need > limit:
+        raise MassActError(
+            f"this capture would keep about {need:.1f} GB ({len(plan.prompts)} images x {len(plan.cap_steps)} steps x "
+            f"{len(plan.blocks)} layers x {len(plan.streams)} streams x {width} channels, plus raw slices and previews), "
+            f"more than the {limit:.1f} GB allowed; capture fewer steps or layers (Capture(steps=..., layers=...)), "
+            f"scan fewer prompts at a time, or raise Capture(max_gb=...) (CLI: --force).")
 
 
 def previews_available(model: "DiT") -> bool:
@@ -389,6 +435,7 @@ def _capture_meta(c: Capture, raw_specs: Sequence | None = None) -> dict:
     d = asdict(c)
     d["raw"] = [asdict(spec) for _, _, spec in raw_specs] if raw_specs is not None else [asdict(r) for r in c.raw]
     d["inputs"] = list(c.inputs)
+    d.pop("max_gb", None)  # a guard for this machine, not part of what was captured
     return d
 
 

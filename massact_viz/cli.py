@@ -80,7 +80,8 @@ def cmd_scan(args) -> int:
     check_run_dir(args.out)   # a path that can take the run, before the model loads
     model = _load(args)
     check_k(args.k, model.info()["width"], "--k")   # before the scan, not after it
-    cap = Capture(layers=parse_layer_words(args.layers), sun=not args.no_sun, previews=args.previews)
+    cap = Capture(layers=parse_layer_words(args.layers), sun=not args.no_sun, previews=args.previews,
+                  max_gb=float("inf") if args.force else None)
     run = model.scan(prompts, args.out, num_steps=args.num_steps, seed=args.seed, size=parse_size(args.size),
                      guidance=args.guidance, capture=cap, batch_size=args.batch_size, progress=not args.json)
     out = Path(args.out)
@@ -280,6 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--batch-size", type=int, default=8)
     sp.add_argument("--no-sun", action="store_true", help="skip Sun et al.'s element criterion")
     sp.add_argument("--previews", action="store_true", help="keep the predicted clean image of every step")
+    sp.add_argument("--force", action="store_true",
+                    help="capture even when the kept tensors are estimated above half of this machine's memory")
     sp.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     sp.set_defaults(fn=cmd_scan)
 

@@ -691,3 +691,23 @@ def test_one_layer_rule_names_indices_kinds_and_ranges_mixed(tiny_model):
     assert [b.name for b in m.resolve_layers(-1)] == [m.blocks[-1].name]
     with pytest.raises(mv.MassActError, match="layers must be"):
         m.resolve_layers(3.5)
+
+
+def test_a_capture_too_big_for_the_machine_is_refused_before_it_runs(tiny_model, monkeypatch, tmp_path):
+    import massact_viz.capture as cap_mod
+    from massact_viz.cli import main
+    m = tiny_model("flux")
+    monkeypatch.setattr(type(m.pipe), "__call__", lambda *a, **k: pytest.fail("the pipeline ran"))
+    with pytest.raises(mv.MassActError, match=r"would keep about .* GB .* Capture\(max_gb=\.\.\.\)"):
+        m.run(["a cat"] * 4, num_steps=3, size=SIZE, progress=False, capture=mv.Capture(max_gb=1e-6))
+    monkeypatch.setattr(cap_mod, "_machine_bytes", lambda: 2_000)   # "half of this machine" = 1 kB
+    with pytest.raises(mv.MassActError, match="more than the"):
+        m.run("a cat", num_steps=1, size=SIZE, progress=False)
+    assert main(["scan", "--model", "tiny:flux", "--prompt", "a", "--num-steps", "1", "--size", "32",
+                 "--out", str(tmp_path / "r")]) == 2
+    monkeypatch.undo()
+    plan = cap_mod.plan_capture(m, ["a", "b"], num_steps=2, seed=0, size=SIZE, guidance=None,
+                                capture=mv.Capture(), batch_size=8, pipe_kwargs={})
+    run = m.run(["a", "b"], num_steps=2, size=SIZE, progress=False)
+    kept = sum(t.numel() * t.element_size() for t in run.stats.values.values()) + run.stats.median_abs.numel() * 4
+    assert cap_mod.capture_bytes(plan, mv.Capture(), m.width) == kept   # the estimate is the statistics' size
