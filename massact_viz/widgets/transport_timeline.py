@@ -66,6 +66,8 @@ class TransportTimeline(View):
     finals = traitlets.List(traitlets.Dict()).tag(sync=True)
     settings = traitlets.List(traitlets.List()).tag(sync=True)
     metrics = traitlets.Dict().tag(sync=True)
+    #: one line per metric name: what it measures (shown as the metrics table's last column and as tooltips)
+    metric_notes = traitlets.Dict().tag(sync=True)
 
     def __init__(self, result, *, thumb_size: int = 96, large: int = 256, steps_every: int = 1):
         if not all(hasattr(result, a) for a in ("source_images", "target_images", "images")):
@@ -102,6 +104,8 @@ class TransportTimeline(View):
             [["channels", _value_text(getattr(result, "channels", {}))]]
         self.metrics = {str(r): {str(m): (None if v is None else float(v)) for m, v in ms.items()}
                         for r, ms in (getattr(result, "metrics", {}) or {}).items()}
+        from ..probes.transport.results import METRIC_NOTES
+        self.metric_notes = {m: METRIC_NOTES.get(m, "") for ms in self.metrics.values() for m in ms}
         self.step = len(idx) - 1 if idx else -1
 
     @traitlets.validate("step")

@@ -112,6 +112,20 @@ def test_widgets_tour_in_jupyterlab(lab):
         axes = view_root(page, "projection_view").locator(".mv-axis-x, .mv-axis-y").all_inner_texts()
         assert len(axes) == 2 and all("(arbitrary units)" in a for a in axes), f"projection axes: {axes}"
 
+        # the timeline keeps the chosen step in view (16 steps are wider than the column) and explains its metrics
+        tt = view_root(page, "transport_timeline")
+        for last in (True, False):
+            seen = tt.evaluate("""(el, last) => {
+                const s = el.querySelector("input.mv-step"); s.value = last ? s.max : s.min;
+                s.dispatchEvent(new Event("input"));
+                const tl = el.querySelector(".mv-timeline"), th = tl.querySelectorAll("th")[(+s.value) + 1];
+                const a = tl.getBoundingClientRect(), b = th.getBoundingClientRect();
+                return [tl.scrollWidth > tl.clientWidth, b.left >= a.left - 1 && b.right <= a.right + 1];
+            }""", last)
+            assert seen[1], f"the selected step column is outside the visible timeline (last={last}, {seen})"
+        notes = tt.evaluate("(el) => [...el.querySelectorAll('details.mv-metrics td')].map(td => td.textContent)")
+        assert any("structure kept" in n for n in notes), f"the metrics table does not say what they measure: {notes}"
+
         # user text is text: the prompt's <b id="mv-evil"> shows literally and creates no element
         assert page.locator("#mv-evil").count() == 0
         assert '<b id="mv-evil">' in view_root(page, "channel_explorer").inner_text()

@@ -132,6 +132,26 @@ def judge_row(image, caption: str) -> dict[str, float] | None:
             "colour": ok * float(bool(j["colour_ok"]))}
 
 
+#: one line per metric of :func:`transport_metrics`, what a view shows beside the number
+METRIC_NOTES = {
+    "toward_source": "1 - mse(row, source) / mse(target, source): 0 = the target, 1 = the source (pixels)",
+    "ssim_target": "SSIM to the unedited target: the structure kept (1 = the target)",
+    "mse_source": "pixel MSE to the source image, [0, 1] units",
+    "mse_target": "pixel MSE to the target image, [0, 1] units",
+    "semantic": "progress toward the source's meaning (CLIP-T gain when CLIP is registered, else toward_source)",
+    "composite": "harmonic mean of semantic and ssim_target: high only when it moved and kept the structure",
+    "clip_t_source": "CLIP text-image similarity to the source prompt",
+    "clip_t_target": "CLIP text-image similarity to the target prompt",
+    "dino_target": "DINO similarity to the target image",
+    "valid": "1 when the image is a scene at all (teaching model's judge; noise earns 0)",
+    "validity": "the judge's scene-validity score",
+    "judge_source": "fraction of the source caption's attributes the judge finds",
+    "judge_target": "fraction of the target caption's attributes the judge finds",
+    "colour_source": "1 when every colour of the source caption is right (valid scenes only)",
+    "colour_target": "1 when every colour of the target caption is right (valid scenes only)",
+}
+
+
 def transport_metrics(result: TransportResult) -> dict[str, dict[str, float | None]]:
     """Score every row (``target``, ``transported``, each control, ``source``; first image) of a result.
 
