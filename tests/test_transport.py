@@ -351,3 +351,16 @@ def test_transport_study_gives_intervals_over_pairs(flux, tmp_path):
         read_pairs([("only one",)])
     with pytest.raises(MassActError, match="k must be"):
         transport_study(flux, pairs, k=0, **KW)
+
+
+def test_metrics_table_renders_as_a_table_with_what_each_column_measures():
+    from types import SimpleNamespace
+
+    from massact_viz.probes.transport import metrics_table
+    res = SimpleNamespace(metrics={"target": {"toward_source": 0.0, "ssim_target": 1.0},
+                                   "transported": {"toward_source": 0.4567, "ssim_target": None}})
+    t = metrics_table(res, ["toward_source", "ssim_target"])
+    md = t._repr_markdown_()
+    assert md.splitlines()[:4] == ["| row | toward_source | ssim_target |", "|---|---:|---:|",
+                                   "| target | 0.000 | 1.000 |", "| transported | 0.457 | - |"]
+    assert "`ssim_target`: SSIM to the unedited target" in md and str(t) == md

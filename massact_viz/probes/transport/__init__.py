@@ -55,11 +55,11 @@ from .execution import RowEdit, TransportEdit, cache_bytes, cache_source, choose
 from .plan import BRANCHES, CHANNEL_KINDS, CONDITIONING, CONTROLS, MAX_CACHE_GB, MODES, TransportPlan, check_alpha, \
     plan_transport
 from .probe import Interpolation, execute, interpolate, transport
-from .results import TransportResult, judge_row, transport_metrics
+from .results import MetricsTable, TransportResult, judge_row, metrics_table, transport_metrics
 from .study import TransportStudy, read_pairs, transport_study
 
 
 __all__ = ["transport", "execute", "plan_transport", "TransportPlan", "source_capture", "SourceCache",
            "transport_study", "TransportStudy", "read_pairs",
-           "TransportResult", "transport_metrics", "judge_row", "interpolate", "Interpolation", "TransportEdit",
+           "TransportResult", "transport_metrics", "metrics_table", "MetricsTable", "judge_row", "interpolate", "Interpolation", "TransportEdit",
            "RowEdit", "CONTROLS", "BRANCHES", "CONDITIONING", "MODES", "CHANNEL_KINDS"]

@@ -152,6 +152,35 @@ METRIC_NOTES = {
 }
 
 
+class MetricsTable:
+    """A transport's metrics as a table: renders as a table in notebooks (Markdown), as text with ``print``;
+    the rows under it say what each column measures (:data:`METRIC_NOTES`)."""
+
+    def __init__(self, metrics: dict, columns: list[str], rows: list[str], digits: int = 3):
+        self.metrics, self.columns, self.rows, self.digits = metrics, columns, rows, digits
+
+    def _cell(self, row: str, col: str) -> str:
+        v = self.metrics.get(row, {}).get(col)
+        return "-" if v is None else f"{v:.{self.digits}f}"
+
+    def __str__(self) -> str:
+        lines = ["| row | " + " | ".join(self.columns) + " |", "|---|" + "---:|" * len(self.columns)]
+        lines += [f"| {r} | " + " | ".join(self._cell(r, c) for c in self.columns) + " |" for r in self.rows]
+        notes = [f"* `{c}`: {METRIC_NOTES[c]}" for c in self.columns if c in METRIC_NOTES]
+        return "\n".join(lines + ([""] + notes if notes else []))
+
+    def _repr_markdown_(self) -> str:
+        return str(self)
+
+
+def metrics_table(result: Any, columns: Any = ("toward_source", "ssim_target", "composite"),
+                  rows: Any = None, digits: int = 3) -> MetricsTable:
+    """The metrics of ``result`` (a TransportResult) for ``rows`` (default: every row) and ``columns``,
+    as a table that renders in a notebook; columns a row lacks show ``-``."""
+    metrics = dict(getattr(result, "metrics", {}) or {})
+    return MetricsTable(metrics, list(columns), list(rows) if rows is not None else list(metrics), digits)
+
+
 def transport_metrics(result: TransportResult) -> dict[str, dict[str, float | None]]:
     """Score every row (``target``, ``transported``, each control, ``source``; first image) of a result.
 
