@@ -18,3 +18,20 @@ def test_notebook_is_stripped_and_parameterised(path):
 
 def test_there_are_notebooks():
     assert len(NOTEBOOKS) >= 4
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_code_opens_no_path_relative_to_its_folder(path):
+    nb = nbformat.read(path, as_version=4)
+    for c in nb.cells:
+        if c.cell_type == "code":
+            assert "'../" not in c.source and '"../' not in c.source, "locate data through massact_viz (read_prompts)"
+
+
+def test_a_notebook_runs_from_another_working_directory(tmp_path):
+    """Notebook 01 (which once read ../data/prompts) executed with the kernel started in an unrelated folder."""
+    from nbclient import NotebookClient
+    nb = nbformat.read(NOTEBOOKS[1], as_version=4)
+    assert NOTEBOOKS[1].name.startswith("01_")
+    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    assert not any(o.get("output_type") == "error" for c in nb.cells for o in c.get("outputs", []))
