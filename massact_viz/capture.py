@@ -175,12 +175,14 @@ class Plan:
     cap_steps: list[int]
     streams: list[str]
     raw_specs: list
+    edit: Any = None  # the edit, validated against the model when it is an Edit / compose()
 
 
 def plan_capture(model: "DiT", prompts: Sequence[str], *, num_steps: int, seed: int, size: Any,
                  guidance: float | None, capture: Capture, batch_size: int, pipe_kwargs: dict,
-                 allow_empty_prompt: bool = False) -> Plan:
-    """Validate a capture request against the model before anything runs (clear errors, nothing lost)."""
+                 allow_empty_prompt: bool = False, edit: Any = None) -> Plan:
+    """Validate a capture request against the model before anything runs (clear errors, nothing lost);
+    an :class:`~massact_viz.edits.Edit` (or ``compose(...)``) is resolved against the model here."""
     prompts = check_prompts(prompts, allow_empty=allow_empty_prompt)
     check_num_steps(num_steps)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -230,7 +232,9 @@ def plan_capture(model: "DiT", prompts: Sequence[str], *, num_steps: int, seed: 
         raise MassActError(f"per-step previews need a flow-matching Euler scheduler and a {fam.title} latent decoder; "
                            f"they are available for FLUX.1, SD3 and the embedded model. Use previews=False.")
 
-    plan = Plan(prompts, num_steps, height, width, grid, blocks, cap_steps, streams, raw_specs)
+    if edit is not None and hasattr(edit, "check"):
+        edit = edit.check(model, num_steps, size)
+    plan = Plan(prompts, num_steps, height, width, grid, blocks, cap_steps, streams, raw_specs, edit)
     _check_memory(plan, capture, model.width)
     return plan
 
@@ -293,7 +297,9 @@ def run_capture(model: "DiT", prompts: Sequence[str], *, num_steps: int, seed: i
     from tqdm.auto import tqdm
 
     plan = plan_capture(model, prompts, num_steps=num_steps, seed=seed, size=size, guidance=guidance, capture=capture,
-                        batch_size=batch_size, pipe_kwargs=pipe_kwargs, allow_empty_prompt=allow_empty_prompt)
+                        batch_size=batch_size, pipe_kwargs=pipe_kwargs, allow_empty_prompt=allow_empty_prompt,
+                        edit=edit)
+    edit = plan.edit
     seeds = _check_seeds(seeds, len(plan.prompts)) if seeds is not None else \
         [seed + i for i in range(len(plan.prompts))]
     prompts, height, width, grid, blocks = plan.prompts, plan.height, plan.width, plan.grid, plan.blocks

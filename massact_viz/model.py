@@ -190,8 +190,6 @@ class Model(DiT):
         Empty prompts are refused unless ``allow_empty_prompt=True`` (``""`` is the null caption, e.g. to
         invert a reference image without a caption).
         """
-        if edit is not None and hasattr(edit, "check"):  # an Edit / compose(): validate before running
-            edit = edit.check(self, self.resolve_num_steps(num_steps), size)
         return run_capture(self, prompt, num_steps=self.resolve_num_steps(num_steps), seed=seed, size=size, guidance=guidance,
                            negative_prompt=negative_prompt, capture=capture or Capture(),
                            batch_size=batch_size, progress=progress, pipe_kwargs=pipe_kwargs, edit=edit,

@@ -38,10 +38,9 @@ def scan(model: "DiT", prompts: Sequence[str], out: str | Path, *, num_steps: in
 
     capture = capture or Capture()
     num_steps = model.resolve_num_steps(num_steps)
-    if edit is not None and hasattr(edit, "check"):  # an Edit / compose(): validate before running
-        edit = edit.check(model, num_steps, size)
-    prompts = plan_capture(model, prompts, num_steps=num_steps, seed=seed, size=size, guidance=guidance, capture=capture,
-                           batch_size=batch_size, pipe_kwargs=pipe_kwargs).prompts  # every error before any work
+    plan = plan_capture(model, prompts, num_steps=num_steps, seed=seed, size=size, guidance=guidance, capture=capture,
+                        batch_size=batch_size, pipe_kwargs=pipe_kwargs, edit=edit)  # every error before any work
+    prompts, edit = plan.prompts, plan.edit
     out = check_run_dir(out)  # before any work: a path that can take the run, never a user's directory
     parts_dir = out.parent / f"{out.name}.parts"
     fresh = not parts_dir.exists()
@@ -93,8 +92,10 @@ def scan(model: "DiT", prompts: Sequence[str], out: str | Path, *, num_steps: in
 
 def _describe_edit(edit: Any) -> str | None:
     """What identifies an edit between processes: an Edit's repr, a function's qualified name."""
-    if edit is None or hasattr(edit, "check"):
-        return None if edit is None else repr(edit)
+    if edit is None:
+        return None
+    if hasattr(edit, "check"):
+        return repr(edit)
     return f"{getattr(edit, '__module__', '?')}.{getattr(edit, '__qualname__', type(edit).__name__)}"
 
 
