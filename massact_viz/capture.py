@@ -21,6 +21,7 @@ from .hooks import Site, attach
 from .run import Run
 from .specs import check_num_steps, check_size, listify, resolve_steps
 from .stats import StatsCollector
+from .progress import pipeline_progress, progress_bar
 
 if TYPE_CHECKING:
     from .dit import DiT
@@ -294,7 +295,6 @@ def run_capture(model: "DiT", prompts: Sequence[str], *, num_steps: int, seed: i
 
     ``seeds`` (one non-negative int per prompt) overrides the default per-image seeds ``seed + i``;
     equal seeds give images the same initial noise (e.g. two prompts from one noise)."""
-    from tqdm.auto import tqdm
 
     plan = plan_capture(model, prompts, num_steps=num_steps, seed=seed, size=size, guidance=guidance, capture=capture,
                         batch_size=batch_size, pipe_kwargs=pipe_kwargs, allow_empty_prompt=allow_empty_prompt,
@@ -339,9 +339,8 @@ def run_capture(model: "DiT", prompts: Sequence[str], *, num_steps: int, seed: i
 
     images, previews, steps_seen, t0 = [], [], None, time.perf_counter()
     chunks = [prompts[i:i + batch_size] for i in range(0, len(prompts), batch_size)]
-    was_enabled = _progress(pipe, progress and len(chunks) == 1)
-    try:
-        for ci, chunk in enumerate(tqdm(chunks, desc="prompts", unit="batch", disable=not progress or len(chunks) == 1)):
+    with pipeline_progress(pipe, progress and len(chunks) == 1):
+        for ci, chunk in enumerate(progress_bar(chunks, desc="prompts", unit="batch", disable=not progress or len(chunks) == 1)):
             first = ci * batch_size
             gens = [torch.Generator("cpu").manual_seed(seeds[first + i]) for i in range(len(chunk))]
             kw = dict(base, prompt=chunk if len(chunk) > 1 else chunk[0], generator=gens if len(gens) > 1 else gens[0])
@@ -361,8 +360,6 @@ def run_capture(model: "DiT", prompts: Sequence[str], *, num_steps: int, seed: i
             images.extend(out.images)
             if capture.previews:
                 previews.append(_decode_previews(model, x0, height, width, capture.preview_size, progress))
-    finally:
-        _progress(pipe, was_enabled)
     elapsed = time.perf_counter() - t0
 
     notes = []
@@ -381,7 +378,7 @@ def run_capture(model: "DiT", prompts: Sequence[str], *, num_steps: int, seed: i
     for n in notes:
         warnings.warn(n, MassActWarning, stacklevel=3)
     meta = model.metadata()
-    meta.update(prompts=prompts, seeds=list(seeds), seed=seed, steps=num_steps,
+    meta.update(prompts=prompts, seeds=list(seeds), seed=seed, num_steps=num_steps,
                 size=[height, width], token_grid=list(grid), guidance=guidance, negative_prompt=negative_prompt,
                 call_kwargs={k: v for k, v in base.items() if _jsonable(v)},
                 capture=_capture_meta(capture, raw_specs), edited=edit is not None, warnings=notes, seconds=round(elapsed, 3),
@@ -421,15 +418,6 @@ def check_prompts(prompts: str | Sequence[str], allow_empty: bool = False) -> li
     return prompts
 
 
-def _progress(pipe: Any, enable: bool) -> bool:
-    config = dict(getattr(pipe, "_progress_bar_config", {}) or {})
-    prev = not config.get("disable", False)
-    config["disable"] = not enable
-    config.setdefault("desc", "denoising steps")   # diffusers' bar says nothing of what it counts
-    pipe.set_progress_bar_config(**config)
-    return prev
-
-
 def _jsonable(v: Any) -> bool:
     return v is None or isinstance(v, (bool, int, float, str)) or (
         isinstance(v, (list, tuple)) and all(isinstance(x, (bool, int, float, str)) for x in v))
@@ -458,11 +446,10 @@ def _decode_previews(model: "DiT", x0: list[torch.Tensor], height: int, width: i
                      progress: bool) -> torch.Tensor:
     """Decode predicted clean latents to uint8 images (steps, images, h, w, 3)."""
     import torch.nn.functional as F
-    from tqdm.auto import tqdm
 
     frames = []
     scale = min(1.0, max_side / max(height, width))
-    for lat in tqdm(x0, desc="previews", unit="step", disable=not progress, leave=False):
+    for lat in progress_bar(x0, desc="previews", unit="step", disable=not progress, leave=False):
         img = model.family.decode_latents(model.pipe, lat, height, width)
         if scale < 1:
             img = F.interpolate(img, size=(round(height * scale), round(width * scale)), mode="area")

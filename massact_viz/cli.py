@@ -60,8 +60,12 @@ def prompts_from_args(args) -> list[str]:
 
 
 def _load(args):
+    from .distributed import launched, ranks
     from .model import load
-    return load(args.model or default_model(), device=args.device, dtype=args.dtype, offload=args.offload)
+    device = args.device
+    if device is None and launched():   # one of several processes: its own GPU (cuda:LOCAL_RANK) or the CPU
+        device = ranks().device
+    return load(args.model or default_model(), device=device, dtype=args.dtype, offload=args.offload)
 
 
 def cmd_info(args) -> int:
@@ -84,16 +88,19 @@ def cmd_scan(args) -> int:
                   max_gb=float("inf") if args.force else None)
     run = model.scan(prompts, args.out, num_steps=args.num_steps, seed=args.seed, size=parse_size(args.size),
                      guidance=args.guidance, capture=cap, batch_size=args.batch_size, progress=not args.json)
+    from .distributed import ranks
+    if not ranks().main:   # launched on several processes: the main one reports
+        return 0
     out = Path(args.out)
     rows = run.stats.summary(k=args.k, stat=args.stat)
     if args.json:
         print(strict_json({"run": str(out), "model": run.meta["model"], "family": run.meta["family"],
-                           "statistic": args.stat, "k": args.k, "prompts": prompts, "steps": run.meta["steps"],
+                           "statistic": args.stat, "k": args.k, "prompts": prompts, "num_steps": run.meta["num_steps"],
                            "layers": rows}, indent=1))
         return 0
     images = [str(out / "images" / f"{i:03d}.png") for i in range(len(run.images))]   # the run's own, as saved
     what = ", the embedded teaching model" if run.meta["model"] == "shapes" else ""
-    print(f"model {run.meta['model']} ({model.family.title}{what}); {len(prompts)} prompt(s), {run.meta['steps']} denoising "
+    print(f"model {run.meta['model']} ({model.family.title}{what}); {len(prompts)} prompt(s), {run.meta['num_steps']} denoising "
           f"steps, {len(run.stats.layers)} blocks, seed {args.seed}")
     print(f"saved the run in {out}/; the generated image(s): {', '.join(images[:3])}{' ...' if len(images) > 3 else ''}")
     print(f"\nPer block and stream: top-1/median = how many times the largest channel's {args.stat} (mean |activation| "

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import atexit
 import base64
+import functools
 import html
 import json
 import math
@@ -70,7 +71,8 @@ def _esc(text: Any) -> str:
     return html.escape(str(text), quote=False)
 
 
-def _short(text: str, n: int = 40) -> str:
+def short_text(text: str, n: int = 40) -> str:
+    """``text`` on one line, cut to ``n`` characters with an ellipsis (labels, captions, messages)."""
     text = " ".join(str(text).split())
     return text if len(text) <= n else text[: n - 1] + "\u2026"
 
@@ -82,6 +84,19 @@ def _log10(v: np.ndarray) -> np.ndarray:
     ok = np.isfinite(v) & (v > 0)
     out[ok] = np.log10(v[ok])
     return out
+
+
+def _log_ticks(*arrays: Any) -> dict:
+    """Tick settings of a log axis over these values, every label a whole number (no plotly "2 3 .. 9"
+    digits that make 0.3 read as 3): powers of ten when the values span two decades or more, else the
+    1-2-5 steps between them (0.2, 0.5, 1, 2, 5)."""
+    v = np.concatenate([np.asarray(a, dtype=np.float64).ravel() for a in arrays])
+    v = v[np.isfinite(v) & (v > 0)]
+    if v.size == 0 or math.log10(v.max() / v.min()) >= 2:
+        return dict(dtick=1)
+    lo, hi = math.floor(math.log10(v.min())) - 1, math.ceil(math.log10(v.max())) + 1
+    ticks = [m * 10.0 ** e for e in range(lo, hi + 1) for m in (1, 2, 5) if v.min() / 2 <= m * 10.0 ** e <= v.max() * 2]
+    return dict(tickmode="array", tickvals=ticks, ticktext=[f"{t:g}" for t in ticks])
 
 
 def _layer_axis(layers: Sequence[str], *, reverse: bool = False) -> dict:
@@ -102,7 +117,7 @@ def _select_rows(t: torch.Tensor, stats: ChannelStats, image: int | None, step: 
 
 def _prompt_label(stats: ChannelStats, i: int, n: int = 40) -> str:
     p = stats.prompts[i] if i < len(stats.prompts) else ""
-    return f"image {i}: {_esc(_short(p, n))}"
+    return f"image {i}: {_esc(short_text(p, n))}"
 
 
 # ---------------------------------------------------------------- 1. channel heatmap
@@ -223,8 +238,7 @@ def layer_curves(stats, *, stream: str = "image", image: int | None = None, step
         template=TEMPLATE,
         title=title if title is not None else f"Largest channel magnitudes per layer, {stream} stream ({where})",
         xaxis=_layer_axis(layers),
-        # labels at powers of ten only: plotly's in-between labels ("2 3 .. 9") make 0.3 read as 3
-        yaxis=dict(type="log", title="magnitude |x| (log scale)", dtick=1, minor=dict(ticks="outside")),
+        yaxis=dict(type="log", title="magnitude |x| (log scale)", minor=dict(ticks="outside"), **_log_ticks(tops, med)),
         legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0),
         height=460)
     return fig
@@ -333,7 +347,7 @@ def magnitude_vs_step(stats, channels: Sequence[int], *, layer: str | int, stat:
         template=TEMPLATE,
         title=title if title is not None else f"{stat} against denoising step at {name}, {stream} stream",
         xaxis=dict(title="denoising step", tickmode="array", tickvals=list(stats.steps)),
-        yaxis=dict(title=stat, type="log" if log_y else "linear", **(dict(dtick=1) if log_y else {})),
+        yaxis=dict(title=stat, type="log" if log_y else "linear", **(_log_ticks(vals[:, :, chans]) if log_y else {})),
         legend=dict(groupclick="toggleitem", tracegroupgap=8), height=460)
     return fig
 
@@ -585,9 +599,60 @@ def to_image(fig: go.Figure, fmt: str = "png", *, width: int | None = None, heig
         close_browser()  # a fresh browser next time
         msg = str(e)
         if "chrome" in msg.lower() or "browser" in msg.lower() or type(e).__name__.startswith("Browser"):
-            raise MassActError(f"kaleido could not run Chromium ({type(e).__name__}: {_short(msg, 200)}). "
+            raise MassActError(f"kaleido could not run Chromium ({type(e).__name__}: {short_text(msg, 200)}). "
                                + CHROMIUM_HINT) from None
         raise
+
+
+#: the type of a figure's script in our HTML pages: it runs once :func:`plotlyjs_loader` has unpacked plotly.js
+FIGURE_SCRIPT_TYPE = "text/x-plotly-figure"
+
+
+@functools.lru_cache(maxsize=1)
+def _plotlyjs_packed() -> str:
+    """plotly.js gzip-compressed and base64-encoded (about 2.0 MB instead of 4.8 MB; deterministic)."""
+    import gzip
+
+    from plotly.offline import get_plotlyjs
+    return base64.b64encode(gzip.compress(get_plotlyjs().encode(), compresslevel=9, mtime=0)).decode("ascii")
+
+
+def figure_fragment(fig: go.Figure) -> str:
+    """``fig`` as an HTML fragment for a page that ends with :func:`plotlyjs_loader` (its script waits for it)."""
+    frag = fig.to_html(full_html=False, include_plotlyjs=False, validate=False, config={"displaylogo": False})
+    return frag.replace("<script>", f'<script type="{FIGURE_SCRIPT_TYPE}">')
+
+
+def plotlyjs_loader() -> str:
+    """The end of a self-contained page of figures: plotly.js, packed (:func:`_plotlyjs_packed`), is unpacked
+    by the browser (``DecompressionStream``: Chrome/Edge 80+, Firefox 113+, Safari 16.4+), then the page's
+    figure scripts run in order. Where it cannot be unpacked the page says so in one line; its text,
+    tables and images read without it. Nothing is fetched."""
+    return f"""<p id="mv-plotly-status" style="color:#555">Drawing the interactive figures...</p>
+<script>(async () => {{
+  const note = document.getElementById("mv-plotly-status");
+  try {{
+    if (typeof DecompressionStream === "undefined") throw new Error("no DecompressionStream");
+    const bin = atob("{_plotlyjs_packed()}");
+    const bytes = new Uint8Array(bin.length);
+    for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
+    const js = await new Response(new Blob([bytes]).stream().pipeThrough(new DecompressionStream("gzip"))).text();
+    const lib = document.createElement("script"); lib.textContent = js; document.head.appendChild(lib);
+    for (const old of document.querySelectorAll('script[type="{FIGURE_SCRIPT_TYPE}"]')) {{
+      const run = document.createElement("script"); run.textContent = old.textContent; old.replaceWith(run);
+    }}
+    note.remove();
+  }} catch (err) {{
+    note.textContent = "The interactive figures could not be drawn: this browser cannot unpack the embedded " +
+      "plotly.js (" + err.message + "). Open the page in a current Chrome, Edge, Firefox or Safari.";
+  }}
+}})();</script>"""
+
+
+def figure_page(fig: go.Figure, title: str = "figure") -> str:
+    """A self-contained HTML page of one figure (what ``save_figure(fig, "x.html")`` writes)."""
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{_esc(title)}</title></head>'
+            f"<body>{figure_fragment(fig)}{plotlyjs_loader()}</body></html>\n")
 
 
 def save_figure(fig: go.Figure, path: str | os.PathLike, *, width: int | None = None,
@@ -608,7 +673,7 @@ def save_figure(fig: go.Figure, path: str | os.PathLike, *, width: int | None = 
         raise MassActError(f"cannot save a figure as {path.name!r}: unknown suffix {suffix or '(none)'!r}. "
                            f"Use one of {', '.join(SUFFIXES)}.")
     if suffix == ".html":
-        data = fig.to_html(include_plotlyjs=True, full_html=True, validate=False).encode()
+        data = figure_page(fig, path.stem).encode()
     elif suffix == ".json":
         data = pio.to_json(fig, validate=False).encode()
     else:
@@ -628,7 +693,7 @@ def figure_bundle(fig: go.Figure, *, png: bool = True, width: int | None = None,
         try:
             bundle["image/png"] = base64.b64encode(to_image(fig, "png", width=width, height=height)).decode()
         except Exception as e:  # noqa: BLE001 display must never fail; the interactive figure still shows
-            note = f" (static PNG unavailable: {_short(str(e), 160)})"
+            note = f" (static PNG unavailable: {short_text(str(e), 160)})"
     bundle["text/plain"] = f"<plotly figure: {html.unescape(str(title))}, {len(fig.data)} traces>{note}"
     return bundle
 

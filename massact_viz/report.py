@@ -30,14 +30,6 @@ def _img_tag(im) -> str:
             f'src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">')
 
 
-def _fig(fig) -> str:
-    return fig.to_html(full_html=False, include_plotlyjs=False, config={"displaylogo": False})
-
-
-def _short(text: str, n: int = 48) -> str:
-    return text if len(text) <= n else text[:n - 3] + "..."
-
-
 def _guidance_text(meta: dict) -> str:
     """The guidance a run actually sampled with: the explicit ``guidance=``, else the pipeline's own kwargs."""
     kw = meta.get("call_kwargs") or {}
@@ -49,8 +41,6 @@ def _guidance_text(meta: dict) -> str:
 
 def build_report(run: Run, *, k: int = 4, stat: str = "abs_mean") -> str:
     """The HTML text of the report for ``run`` (which must hold statistics)."""
-    from plotly.offline import get_plotlyjs
-
     s = run.stats
     if s is None:
         raise MassActError("this run holds no statistics (captured with Capture(stats=False)); scan it again.")
@@ -65,17 +55,17 @@ def build_report(run: Run, *, k: int = 4, stat: str = "abs_mean") -> str:
     mid = s.layers[len(s.layers) // 2]
     top_mid = s.top_k(min(3, s.width), layer=mid, stat=stat)[0]
     sections = [
-        ("Channel magnitude per layer", _fig(plots.channel_heatmap(s, stat=stat))),
-        ("Top-1 / top-2 / top-3 channel maxima and the median |x| per layer", _fig(plots.layer_curves(s))),
+        ("Channel magnitude per layer", plots.figure_fragment(plots.channel_heatmap(s, stat=stat))),
+        ("Top-1 / top-2 / top-3 channel maxima and the median |x| per layer", plots.figure_fragment(plots.layer_curves(s))),
         (f"The top-{len(top_mid)} channels of {mid} (the middle block) against denoising step",
-         _fig(plots.magnitude_vs_step(s, top_mid, layer=mid, stat=stat,
+         plots.figure_fragment(plots.magnitude_vs_step(s, top_mid, layer=mid, stat=stat,
                                       title=f"{stat} of the top-{len(top_mid)} channels of {mid} against denoising step"
-                                            + (f" ({_short(run.prompts[0])})" if len(run.prompts) == 1 else "")))),
+                                            + (f" ({plots.short_text(run.prompts[0], 48)})" if len(run.prompts) == 1 else "")))),
     ]
     if len(s.steps) > 1:
         m = analysis.stability(s, k, over="steps", layer=mid, stat=stat)
         sections.append((f"Top-{k} stability across steps at {mid}",
-                         _fig(plots.stability_matrix(m, [f"step {x}" for x in s.steps]))))
+                         plots.figure_fragment(plots.stability_matrix(m, [f"step {x}" for x in s.steps]))))
     agree = {st: analysis.statistic_agreement(s, k, stream=st)["top"] for st in s.streams}
     rows = []
     for r in s.summary(k=k, stat=stat):
@@ -91,7 +81,7 @@ def build_report(run: Run, *, k: int = 4, stat: str = "abs_mean") -> str:
                     f"<td>{per_image}</td>"
                     f"<td>{median}</td><td>{chans}</td><td>{'n/a' if j != j else f'{j:.2f}'}</td></tr>")
     settings = {"model": meta.get("model"), "family": meta.get("family"), "dtype": meta.get("dtype"),
-                "size": meta.get("size"), "steps": meta.get("steps"), "guidance": _guidance_text(meta),
+                "size": meta.get("size"), "denoising steps": meta.get("num_steps"), "guidance": _guidance_text(meta),
                 "seeds": meta.get("seeds"), "scheduler": (meta.get("scheduler") or {}).get("class"),
                 "massact_viz": (meta.get("versions") or {}).get("massact_viz")}
     prompts = "".join(f"<li>{e(p)}</li>" for p in run.prompts)
@@ -104,7 +94,7 @@ def build_report(run: Run, *, k: int = 4, stat: str = "abs_mean") -> str:
 <style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:2px 8px;text-align:left;font-size:13px}}figure{{display:inline-block;margin:4px}}
 figcaption{{font-size:12px;max-width:200px}}</style>
-<script type="text/javascript">{get_plotlyjs()}</script></head><body>
+</head><body>
 <h1>massact_viz report</h1>
 <table>{''.join(f'<tr><th>{e(str(a))}</th><td>{e(str(b))}</td></tr>' for a, b in settings.items())}</table>
 <h2>Prompts</h2><ol>{prompts}</ol>
@@ -117,6 +107,7 @@ top-{k} by abs_mean and by mean_abs.</p>
 <table><tr><th>layer</th><th>stream</th><th>ratio</th><th>ratio per image</th><th>median</th><th>top channels (score)</th>
 <th>Jaccard</th></tr>
 {''.join(rows)}</table>
+{plots.plotlyjs_loader()}
 </body></html>
 """
 

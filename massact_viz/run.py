@@ -166,7 +166,10 @@ class Run:
                     images.append(im.convert("RGB"))
             except (OSError, ValueError, Image.DecompressionBombError) as e:
                 raise RunFileError(f"image {path / name} is missing or damaged ({e}); re-create the run.") from None
-        return cls(images, stats, doc["meta"], raw, previews)
+        meta = doc["meta"]
+        if "num_steps" not in meta and "steps" in meta:   # runs saved before 0.1 named it "steps"
+            meta["num_steps"] = meta.pop("steps")
+        return cls(images, stats, meta, raw, previews)
 
 
 #: the most pixels of one image Run.load decodes (16k x 16k; the models here draw at most 2048 x 2048)
@@ -221,7 +224,7 @@ def _check_index(doc: dict, tensors: dict[str, torch.Tensor], n_images: int, met
         if not isinstance(steps, list) or not steps or any(isinstance(x, bool) or not isinstance(x, int) or x < 0
                                                            for x in steps) or steps != sorted(set(steps)):
             raise bad("index.stats.steps must be increasing non-negative step numbers")
-        total = meta.get("steps")
+        total = meta.get("num_steps", meta.get("steps"))   # "steps" in runs saved before 0.1
         if isinstance(total, int) and not isinstance(total, bool) and steps[-1] >= total:
             raise bad(f"index.stats.steps reach step {steps[-1]} of a {total}-step run")
         if not isinstance(sprompts, list) or not all(isinstance(p, str) for p in sprompts) or \

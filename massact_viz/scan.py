@@ -5,6 +5,10 @@ part under ``out.parts/``; an interrupted scan (Ctrl-C, crash, lost machine) run
 arguments skips the finished batches and ends with exactly the result of an uninterrupted one,
 because image ``i`` always uses seed ``seed + i`` whatever the batching. When every batch is done
 the parts are merged into one run directory ``out`` and removed.
+
+Launched on several processes (``accelerate launch`` / ``torchrun``, see :mod:`massact_viz.distributed`),
+each process runs every ``world``-th batch into the same parts folder and the main process merges: the
+run is bit-identical to a single process's, and a relaunch after a lost process finishes the rest.
 """
 from __future__ import annotations
 
@@ -16,10 +20,12 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import torch
 
 from .capture import Capture, plan_capture, run_capture
+from .distributed import Ranks, launched, ranks
 from .errors import MassActError, RunFileError
 from .files import resume_manifest
 from .run import Run, check_run_dir
 from .stats import ChannelStats
+from .progress import progress_bar
 
 if TYPE_CHECKING:
     from .dit import DiT
@@ -29,12 +35,13 @@ if TYPE_CHECKING:
 def scan(model: "DiT", prompts: Sequence[str], out: str | Path, *, num_steps: int | None = None, seed: int = 0,
          size: tuple[int, int] | None = None, guidance: float | None = None, capture: Capture | None = None,
          negative_prompt: str | None = None, batch_size: int = 8, progress: bool = True,
-         edit: Callable[[Site], None] | None = None, **pipe_kwargs: Any) -> Run:
+         edit: Callable[[Site], None] | None = None, distributed: bool | None = None, **pipe_kwargs: Any) -> Run:
     """Capture ``prompts`` in batches into the run directory ``out``, resuming a previous attempt.
 
     Keyword arguments are :meth:`massact_viz.Model.run`'s; an ``edit`` applies to every batch (an
-    :class:`~massact_viz.edits.Edit` is validated first; resuming needs the same edit)."""
-    from tqdm.auto import tqdm
+    :class:`~massact_viz.edits.Edit` is validated first; resuming needs the same edit).
+    ``distributed``: share the batches with the other launched processes (None: when launched as one of
+    several by ``accelerate launch`` or ``torchrun``); every process returns the merged run."""
 
     capture = capture or Capture()
     num_steps = model.resolve_num_steps(num_steps)
@@ -49,16 +56,24 @@ def scan(model: "DiT", prompts: Sequence[str], out: str | Path, *, num_steps: in
                 "guidance": guidance, "negative_prompt": negative_prompt, "batch_size": batch_size,
                 "capture": repr(capture), "edit": _describe_edit(edit),
                 "pipe_kwargs": {k: repr(v) for k, v in sorted(pipe_kwargs.items())}}
-    resume_manifest(parts_dir, settings, "partial scan",
-                    f"Resume it with the same arguments (model, prompts, steps, seed, size, batching, capture), "
-                    f"or delete {parts_dir} (or choose another --out) to start over.")
+    share = ranks() if distributed or (distributed is None and launched()) else Ranks()
+    hint = (f"Resume it with the same arguments (model, prompts, steps, seed, size, batching, capture), "
+            f"or delete {parts_dir} (or choose another --out) to start over.")
+    if share.main:   # the main process starts (or checks) the job, then the others check it
+        resume_manifest(parts_dir, settings, "partial scan", hint)
+    share.barrier()
+    if not share.main:
+        resume_manifest(parts_dir, settings, "partial scan", hint)
 
     starts = list(range(0, len(prompts), batch_size))
+    mine = share.share(starts)
     parts: list[Run] = []
     done = 0
-    bar = tqdm(total=len(prompts), desc="scan", unit="prompt", disable=not progress)
+    bar = progress_bar(total=sum(len(prompts[s:s + batch_size]) for s in mine),
+                       desc="scan" if share.world == 1 else f"scan (process {share.rank} of {share.world})",
+                       unit="prompt", disable=not progress)
     try:
-        for start in starts:
+        for start in mine:
             part_dir = parts_dir / f"{start:06d}"
             chunk = prompts[start:start + batch_size]
             part = None
@@ -83,11 +98,21 @@ def scan(model: "DiT", prompts: Sequence[str], out: str | Path, *, num_steps: in
         raise
     finally:
         bar.close()
-    merged = concat_runs(parts)
-    merged.meta["resumed_prompts"] = done
-    merged.save(out)
-    shutil.rmtree(parts_dir, ignore_errors=True)
-    return merged
+    if share.world == 1:
+        merged = concat_runs(parts)
+        merged.meta["resumed_prompts"] = done
+        merged.save(out)
+        shutil.rmtree(parts_dir, ignore_errors=True)
+        return merged
+    from accelerate.utils import gather_object
+    done = sum(gather_object([done]))   # a collective: also the barrier after which every part is on disk
+    if share.main:
+        merged = concat_runs([Run.load(parts_dir / f"{start:06d}") for start in starts])
+        merged.meta["resumed_prompts"] = done
+        merged.save(out)
+        shutil.rmtree(parts_dir, ignore_errors=True)
+    share.barrier()   # the merged run is on disk
+    return merged if share.main else Run.load(out)
 
 
 def _describe_edit(edit: Any) -> str | None:

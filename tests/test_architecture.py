@@ -14,10 +14,12 @@ FLOORS = {
     "massact_viz.errors": 0, "massact_viz.version": 0, "massact_viz.specs": 0, "massact_viz.files": 0,
     "massact_viz.prompts": 0, "massact_viz.intervals": 0, "massact_viz.families": 0, "massact_viz.hooks": 0,
     "massact_viz.stats": 0, "massact_viz.run": 0, "massact_viz.dit": 0, "massact_viz.testing": 0, "massact_viz.palette": 0,
+    "massact_viz.progress": 0,
     "massact_viz.shapes.scenes": 0, "massact_viz.shapes.vae": 0, "massact_viz.shapes.model": 0,
     "massact_viz.shapes": 0,
     # 1 engine: running a model with hooks, edits and resumable scans
     "massact_viz.capture": 1, "massact_viz.edits": 1, "massact_viz.scan": 1, "massact_viz.model": 1,
+    "massact_viz.distributed": 1,
     # 2 analysis and metrics over runs and images; the teaching model's trainer (a wing on the core)
     "massact_viz.analysis": 2, "massact_viz.metrics": 2, "massact_viz.shapes.train": 2,
     # 3 probes: localization, disruption, transport, inversion
@@ -25,7 +27,7 @@ FLOORS = {
     # 4 views: figures, widgets, the HTML report
     "massact_viz.plots": 4, "massact_viz.widgets": 4, "massact_viz.report": 4,
     # 5 faces: the command line and the package namespace users import
-    "massact_viz.cli": 5, "massact_viz": 5,
+    "massact_viz.cli": 5, "massact_viz": 5, "massact_viz.__main__": 5,
 }
 
 

@@ -116,7 +116,7 @@ def test_run_save_load_roundtrip(tmp_path, tiny_model):
     assert torch.equal(back.previews, run.previews)
     assert all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(back.images, run.images))
     meta = back.meta
-    for key in ("model", "family", "dtype", "size", "steps", "seeds", "prompts", "scheduler", "versions"):
+    for key in ("model", "family", "dtype", "size", "num_steps", "seeds", "prompts", "scheduler", "versions"):
         assert key in meta
     assert meta["versions"]["torch"] == torch.__version__
     # saving again over the same directory replaces it atomically
@@ -523,6 +523,20 @@ def _reseal(run_dir, doc, tensors=None):
         doc["sha256"]["tensors.safetensors"] = _sha256(run_dir / "tensors.safetensors")
     doc["sha256"]["run.json"] = _doc_digest(doc)
     (run_dir / "run.json").write_text(json.dumps(doc))
+
+
+def test_runs_saved_with_the_old_steps_key_load_as_num_steps(tmp_path, tiny_model):
+    run_dir = tiny_model("flux").run("a cat", num_steps=2, size=SIZE, progress=False).save(tmp_path / "r")
+    doc = json.loads((run_dir / "run.json").read_text())
+    assert doc["meta"]["num_steps"] == 2 and "steps" not in doc["meta"]
+    doc["meta"]["steps"] = doc["meta"].pop("num_steps")   # as runs were written before the name was one
+    _reseal(run_dir, doc)
+    back = mv.Run.load(run_dir)
+    assert back.meta["num_steps"] == 2 and "steps" not in back.meta
+    doc["index"]["stats"]["steps"] = [0, 2]   # the old key still bounds the captured steps
+    _reseal(run_dir, doc)
+    with pytest.raises(mv.RunFileError, match="of a 2-step run"):
+        mv.Run.load(run_dir)
 
 
 def test_a_hand_edited_run_json_is_refused(tmp_path, tiny_model):

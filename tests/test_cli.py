@@ -127,6 +127,7 @@ def test_report_is_self_contained_and_escaped(tmp_path):
     assert "<script>alert(1)</script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "<script src" not in page and 'src="http' not in page and "data:image/png;base64," in page
     assert page.count("Plotly.newPlot") >= 4  # heatmap, curves, against step, stability
+    assert len(page) < 3_000_000, f"{len(page)} characters: plotly.js should travel packed"
     run = mv.Run.load(run_dir)
     top, scores = run.stats.top_k(3, layer="single.1")
     row = page.split("<tr><td>single.1</td><td>image</td>")[1].split("</tr>")[0]

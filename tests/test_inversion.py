@@ -194,7 +194,7 @@ def test_teacher_forced_source_run(tiny_model, shapes, own, tmp_path):
     assert len(inputs) == TINY_STEPS
     for s in range(TINY_STEPS):  # the transformer saw the inverted trajectory, step by step
         assert torch.allclose(inputs[s], inv.latents[s], atol=1e-6), s
-    assert run.meta["prompts"] == [TINY_P] and run.meta["steps"] == TINY_STEPS and run.meta["seeds"] == [2]
+    assert run.meta["prompts"] == [TINY_P] and run.meta["num_steps"] == TINY_STEPS and run.meta["seeds"] == [2]
     src = run.meta["source_image"]
     assert src["method"] == "euler" and len(src["image_sha256"]) == 64 and src["error"]["mse"] == inv.error["mse"]
     assert sorted(k for k in run.raw if not k.startswith("input/")) == \

@@ -191,9 +191,16 @@ def test_figures_share_the_template(run, heat):
 def test_save_html_json_and_bad_suffix(tmp_path, heat):
     p = plots.save_figure(heat, tmp_path / "sub" / "heat.html")
     text = p.read_text()
-    assert len(text) > 3_000_000 and "Plotly.newPlot" in text  # the plotly.js bundle is inlined
-    # every script is inline: no CDN, no remote src (the bundle itself only names cdn.plot.ly as
-    # plotly.js's default topojson URL for geo maps, which these figures never load)
+    # the plotly.js bundle travels inside, packed (gzip + base64: about 2 MB instead of 4.8), and unpacks to
+    # exactly the library plotly ships
+    import base64
+    import gzip
+
+    from plotly.offline import get_plotlyjs
+    packed = re.search(r'atob\("([A-Za-z0-9+/=]+)"\)', text).group(1)
+    assert gzip.decompress(base64.b64decode(packed)).decode() == get_plotlyjs()
+    assert 1_500_000 < len(text) < 2_500_000 and "Plotly.newPlot" in text
+    # every script is inline: no CDN, no remote src
     assert re.findall(r"<script[^>]*>", text) and not re.search(r"<script[^>]*\bsrc=", text)
     assert not re.search(r"src=[\"']https?://", text)
     j = plots.save_figure(heat, tmp_path / "heat.json")
@@ -278,7 +285,8 @@ def test_image_row_and_interpolation_curves():
     fig = plots.interpolation_curves([it])
     assert [t.name for t in fig.data] == ["toward_source", "ssim_target"]
     assert list(fig.data[0].y) == [0.1, 0.5] and list(fig.data[0].x) == ["1", "4"]
-    assert it.strip(16).size[1] == 16
+    assert it.labels == ["target", "k=1", "k=4", "source"] and it.images == [red, red, red, blue]
+    assert plots.image_row(it.images, it.labels, height=16).size[1] == 16 + 14
 
 
 def test_report_reads_without_the_code(tiny_model):
@@ -293,6 +301,12 @@ def test_report_reads_without_the_code(tiny_model):
     assert rows and all(j != "" for _, _, j in rows)   # the Jaccard cell says n/a or a number, never blank
     assert any(st == "text" and j != "n/a" for _, st, j in rows)
     fig = plots.layer_curves(run.stats)
-    assert fig.layout.yaxis.type == "log" and fig.layout.yaxis.dtick == 1   # no "2 3 .. 9" minor labels
+    ax = fig.layout.yaxis   # every label a whole number: no "2 3 .. 9" digits that make 0.3 read as 3
+    ys = np.concatenate([np.asarray(t.y, float) for t in fig.data])
+    assert ax.type == "log" and (ax.dtick == 1 or list(ax.ticktext) == [f"{t:g}" for t in ax.tickvals])
+    if ax.dtick != 1:   # less than two decades: 1-2-5 labels, at least two of them inside the data
+        assert sum(np.nanmin(ys) <= t <= np.nanmax(ys) for t in ax.tickvals) >= 2, (list(ax.tickvals), ys)
+    assert plots._log_ticks([0.001, 10.0]) == {"dtick": 1}
+    assert plots._log_ticks([0.3, 3.0])["ticktext"] == ["0.2", "0.5", "1", "2", "5"]
     one = plots.magnitude_vs_step(run.stats, [0, 1], layer=0)
     assert [t.name for t in one.data] == ["channel 0", "channel 1"]   # one prompt: no repeated prompt labels

@@ -98,7 +98,13 @@ def test_channel_explorer_state_slider_and_spatial_map(run, tmp_path):
     assert len(v.curve()) == L and np.isclose(v.curve()[L - 1], st.get("abs_mean", step=1)[L - 1, 7])
     # mean over steps: the last raw step is used
     v.step = None
-    assert v.spatial_step == 1
+    assert v.spatial_step == 1 and v.spatial_note == ""
+    # a step without a raw slice of the layer: the nearest raw step's map, and the note says which
+    v.layer, v.step = "single.3", 0
+    assert v.spatial_step == 1 and v.spatial_map() is not None
+    assert "step 0" in v.spatial_note and "nearest raw step, 1" in v.spatial_note
+    v.layer = "double.1"
+    assert v.spatial_step == 0 and v.spatial_note == ""
     # a layer without raw slices: no map, and the note says what to capture
     v.layer = "double.0"
     assert v.spatial_map() is None and "mv.Raw('double.0'" in v.spatial_note

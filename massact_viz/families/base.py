@@ -78,6 +78,9 @@ class Family:
     #: per-step previews, the latent-blend control and image inversion need it
     decodes_latents: bool = False
     notes: str = ""
+    #: the tiny random-weight pipeline of this family that tests build offline (:class:`~massact_viz.families.tiny.TinyRecipe`,
+    #: built by :func:`massact_viz.testing.tiny_pipeline`); None: no tiny recipe
+    tiny: Any = None
 
     # ---------------------------------------------------------------- blocks
     def matches(self, pipe: Any) -> bool:

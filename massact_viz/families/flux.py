@@ -9,7 +9,10 @@ unconditional one, per step. The transformer gets no text mask: T5 pads to
 """
 from __future__ import annotations
 
+from typing import Any
+
 from ..errors import MassActError
+from . import tiny
 from .base import BlockGroup, Family, tokenizer_mask
 
 
@@ -32,6 +35,36 @@ class FluxFamily(Family):
         return pipe._unpack_latents(latents, height, width, pipe.vae_scale_factor)
 
 
+
+_TINY_HEAD_DIM = 16
+
+
+def _tiny(seed: int, layers: int, single: int, heads: int) -> tuple[type, dict[str, Any]]:
+    import diffusers
+
+    transformer = tiny.seeded(
+        seed,
+        lambda: diffusers.FluxTransformer2DModel(
+            patch_size=1, in_channels=4, num_layers=layers, num_single_layers=single, attention_head_dim=16,
+            num_attention_heads=heads, joint_attention_dim=tiny.TEXT_DIM, pooled_projection_dim=tiny.TEXT_DIM,
+            guidance_embeds=True, axes_dims_rope=[4, 4, 8],
+        ),
+    )  # fmt: skip
+    clip_tok = tiny.clip_tokenizer()
+    t5_tok, t5 = tiny.t5_pair(seed)
+    return diffusers.FluxPipeline, {
+        "scheduler": tiny.flow_scheduler(),
+        "vae": tiny.kl_vae(seed, 1, shift_factor=0.0609, scaling_factor=1.5035),
+        "text_encoder": tiny.clip_encoder(seed, "CLIPTextModel", len(clip_tok)),
+        "tokenizer": clip_tok,
+        "text_encoder_2": t5,
+        "tokenizer_2": t5_tok,
+        "transformer": transformer,
+        "image_encoder": None,
+        "feature_extractor": None,
+    }
+
+
 FLUX = FluxFamily(
     name="flux",
     title="FLUX.1",
@@ -45,4 +78,6 @@ FLUX = FluxFamily(
     cfg_needs_negative_prompt=True,
     decodes_latents=True,
     notes="guidance-distilled; true CFG (true_cfg_scale>1 + negative_prompt) = a second call per step",
+    tiny=tiny.TinyRecipe(_tiny, head_dim=_TINY_HEAD_DIM, layers=(2, 4),
+                         call_kwargs={"guidance_scale": 3.5}),
 )

@@ -10,7 +10,38 @@ statistics count every text token (documented limitation).
 """
 from __future__ import annotations
 
+from typing import Any
+
+from . import tiny
 from .base import BlockGroup, Family
+
+_TINY_HEAD_DIM = 16
+
+
+def _tiny(seed: int, layers: int, single: int, heads: int) -> tuple[type, dict[str, Any]]:
+    import diffusers
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    tok = tiny.qwen_tokenizer()
+    text_config = Qwen3Config(num_hidden_layers=3, head_dim=8, **tiny.qwen_text_kwargs(tok))
+    text_width = 3 * text_config.hidden_size  # the pipeline stacks 3 hidden-state layers
+    transformer = tiny.seeded(
+        seed,
+        lambda: diffusers.Flux2Transformer2DModel(
+            patch_size=1, in_channels=4, num_layers=layers, num_single_layers=single, attention_head_dim=16,
+            num_attention_heads=heads, joint_attention_dim=text_width, timestep_guidance_channels=256,
+            axes_dims_rope=[4, 4, 4, 4], guidance_embeds=False,
+        ),
+    )  # fmt: skip
+    return diffusers.Flux2KleinPipeline, {
+        "scheduler": tiny.flow_scheduler(),
+        "vae": tiny.kl_vae(seed, 1, "AutoencoderKLFlux2"),
+        "text_encoder": tiny.seeded(seed, lambda: Qwen3ForCausalLM(text_config)),
+        "tokenizer": tok,
+        "transformer": transformer,
+        "is_distilled": False,
+    }
+
 
 FLUX2 = Family(
     name="flux2",
@@ -21,4 +52,7 @@ FLUX2 = Family(
     pipeline_packing=2,
     cfg="separate",
     notes="text-stream statistics include padding tokens (no mask reaches the transformer)",
+    # the tiny Qwen3 encoder has 3 layers: text_encoder_out_layers names them all
+    tiny=tiny.TinyRecipe(_tiny, head_dim=_TINY_HEAD_DIM, layers=(2, 4),
+                         call_kwargs={"guidance_scale": 4.0, "text_encoder_out_layers": (1, 2, 3)}),
 )

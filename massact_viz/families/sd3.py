@@ -7,8 +7,11 @@ tokens; the padding mask is rebuilt from the tokenizers.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
+from . import tiny
 from .base import BlockGroup, Family, tokenizer_mask
 
 
@@ -27,6 +30,38 @@ class SD3Family(Family):
         return torch.cat([clip, t5], dim=1)
 
 
+
+_TINY_HEAD_DIM = 8
+
+
+def _tiny(seed: int, layers: int, single: None, heads: int) -> tuple[type, dict[str, Any]]:
+    import diffusers
+
+    width = heads * _TINY_HEAD_DIM
+    clip_tok = tiny.clip_tokenizer()
+    t5_tok, t5 = tiny.t5_pair(seed)
+    return diffusers.StableDiffusion3Pipeline, {
+        "transformer": tiny.seeded(
+            seed,
+            lambda: diffusers.SD3Transformer2DModel(
+                sample_size=32, patch_size=2, in_channels=4, num_layers=layers, attention_head_dim=_TINY_HEAD_DIM,
+                num_attention_heads=heads, caption_projection_dim=width, joint_attention_dim=tiny.TEXT_DIM,
+                pooled_projection_dim=2 * tiny.TEXT_DIM, out_channels=4,
+            ),
+        ),
+        "scheduler": tiny.flow_scheduler(),
+        "vae": tiny.kl_vae(seed, 4, shift_factor=0.0609, scaling_factor=1.5035),
+        "text_encoder": tiny.clip_encoder(seed, "CLIPTextModelWithProjection", len(clip_tok)),
+        "tokenizer": clip_tok,
+        "text_encoder_2": tiny.clip_encoder(seed + 1, "CLIPTextModelWithProjection", len(clip_tok)),
+        "tokenizer_2": tiny.clip_tokenizer(),
+        "text_encoder_3": t5,
+        "tokenizer_3": t5_tok,
+        "image_encoder": None,
+        "feature_extractor": None,
+    }  # fmt: skip
+
+
 SD3 = SD3Family(
     name="sd3",
     title="Stable Diffusion 3",
@@ -35,4 +70,6 @@ SD3 = SD3Family(
     conditioning_kwargs=("encoder_hidden_states", "pooled_projections"),
     cfg="batched",
     decodes_latents=True,
+    tiny=tiny.TinyRecipe(_tiny, head_dim=_TINY_HEAD_DIM, layers=(2, None),
+                         call_kwargs={"guidance_scale": 7.0}),
 )

@@ -32,6 +32,7 @@ from ..errors import MassActError, RunFileError, check_k
 from ..metrics import direction_arrow, get_metric
 from ..files import atomic_write, read_result, resume_manifest
 from ..run import Run
+from ..progress import progress_bar
 
 if TYPE_CHECKING:
     from ..model import Model
@@ -325,7 +326,6 @@ def disrupt(model: "Model", prompts: str | Sequence[str], *, ks: Sequence[int] =
     ``images`` keys are ``(layer_set, set, k, draw)``. A ``{layer: channels}`` user set keeps its own layers.
     Other keywords (``size``, ``guidance``, ``batch_size``, pipeline kwargs) go to ``Model.run``.
     """
-    from tqdm.auto import tqdm
 
     prompts = check_prompts(prompts)
     num_steps = model.resolve_num_steps(num_steps)
@@ -422,7 +422,7 @@ def disrupt(model: "Model", prompts: str | Sequence[str], *, ks: Sequence[int] =
             baseline.save(out / "baseline")
 
     table, images = [], {}
-    bar = tqdm(configs, desc="disrupt", unit="config", disable=not progress)
+    bar = progress_bar(configs, desc="disrupt", unit="config", disable=not progress)
     try:
         for lname, name, spec, k, d in bar:
             key = _key(name, k, d, lname)

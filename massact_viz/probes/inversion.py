@@ -75,6 +75,7 @@ from ..errors import MassActError
 from ..families import families
 from ..run import Run
 from ..specs import check_size
+from ..progress import progress_bar
 
 if TYPE_CHECKING:
     from ..model import Model
@@ -460,7 +461,6 @@ def invert(model: "Model", image: Any, prompt: str = "", *, num_steps: int | Non
     distance ``|x'_s - x_s| / |x_s|`` between the regenerated and the inverted latent at each step
     ``s = 0 .. T`` and ``noise_std`` the standard deviation of ``latents[0]`` (about 1 for Gaussian noise).
     """
-    from tqdm.auto import tqdm
 
     steps, (h, w) = _check_common(model, prompt, num_steps, seed, size, method, guidance, iterations)
     iters = FIXED_POINT_ITERATIONS if iterations is None else iterations
@@ -486,7 +486,7 @@ def invert(model: "Model", image: Any, prompt: str = "", *, num_steps: int | Non
         vel.check()
         x = x0
         zero = torch.zeros((), dtype=probe.timesteps.dtype, device=probe.timesteps.device)
-        for s in tqdm(range(steps - 1, -1, -1), desc="inverting", unit="step", disable=not progress, leave=False):
+        for s in progress_bar(range(steps - 1, -1, -1), desc="inverting", unit="step", disable=not progress, leave=False):
             t = probe.timesteps[s + 1] if s + 1 < steps else zero  # the noise level x sits at
             d = sig[s] - sig[s + 1]
             y = x + d * vel(x, t)
@@ -504,10 +504,9 @@ def invert(model: "Model", image: Any, prompt: str = "", *, num_steps: int | Non
 
 
 def _regenerate(model: "Model", inv: Inversion, g_run: float | None, progress: bool) -> None:
-    from tqdm.auto import tqdm
 
     seen: list[torch.Tensor] = [inv.latents[0]]
-    bar = tqdm(total=inv.num_steps, desc="regenerating", unit="step", disable=not progress, leave=False)
+    bar = progress_bar(total=inv.num_steps, desc="regenerating", unit="step", disable=not progress, leave=False)
 
     def record(pipe, i, t, kw):
         seen.append(kw["latents"].detach().float().cpu().clone())
@@ -549,7 +548,6 @@ def image_source_run(model: "Model", image: Any, prompt: str = "", *, layers: An
     ``capture_kw``: what to keep, as :func:`~massact_viz.probes.sources.source_capture` takes it
     (``channels``, ``branch``, ``conditioning``, ``stats``, ``raw``, ``previews``).
     """
-    from tqdm.auto import tqdm
 
     from .sources import source_capture
 
@@ -577,7 +575,7 @@ def image_source_run(model: "Model", image: Any, prompt: str = "", *, layers: An
     # latents, so a transport can fill each branch of a CFG target from its match.
     both = capture_kw.get("branch", "both") == "both"
     run_guidance = guidance if (both and guidance is not None) else None if both else _run_guidance(model, guidance)
-    bar = tqdm(total=n, desc="teacher-forced source", unit="step", disable=not progress, leave=False)
+    bar = progress_bar(total=n, desc="teacher-forced source", unit="step", disable=not progress, leave=False)
 
     def force(pipe, i, t, kw):
         bar.update()

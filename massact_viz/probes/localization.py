@@ -35,6 +35,7 @@ import numpy as np
 from ..errors import MassActError, RunFileError, check_index
 from ..specs import resolve_steps
 from ..files import atomic_write, read_result
+from ..progress import progress_bar
 
 METHODS = ("kmeans", "hdbscan")
 #: How a cluster becomes the foreground. ``max_sum`` / ``min_sum``: the cluster with the highest / lowest
@@ -556,8 +557,7 @@ def localize(model, prompts: str | Sequence[str], masks: Any, *, layers: Any = N
     if rank == "mean":  # rank over every prompt first: statistics only, no raw slices
         cap = Capture(layers=[b.name for b in blocks], steps=step_list, streams=["image"], sun=False)
         mean_stats = model.run(prompts, seed=seed, capture=cap, progress=False, **run_kwargs).stats
-    from tqdm.auto import tqdm
-    bar = tqdm(total=len(prompts), desc="localize: prompts clustered", unit="prompt", disable=not progress)
+    bar = progress_bar(total=len(prompts), desc="localize: prompts clustered", unit="prompt", disable=not progress)
     for start in range(0, len(prompts), chunk):
         part = prompts[start:start + chunk]
         cap = Capture(layers=[b.name for b in blocks], steps=step_list, streams=["image"], sun=False,

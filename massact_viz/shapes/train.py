@@ -458,9 +458,9 @@ def _train(args: TrainArgs) -> dict:
         old_handler = signal.signal(signal.SIGINT, _on_sigint)
     pbar = None
     if args.progress:
-        from tqdm.auto import tqdm
+        from ..progress import progress_bar
 
-        pbar = tqdm(total=args.steps, initial=step, desc="shapes", unit="step", dynamic_ncols=True)
+        pbar = progress_bar(total=args.steps, initial=step, desc="shapes training steps", unit="step")
     size = cfg.image_size
     try:
         while not stop["flag"]:

@@ -30,8 +30,10 @@ class ChannelExplorer(View):
     ``run`` is a :class:`~massact_viz.Run` (or a ``ChannelStats``: no image, no spatial map).
     Synced traits: ``layer`` (name), ``step`` (a captured step, or None for the mean over steps),
     ``stat``, ``channel`` (-1: none), ``k``; read-only state: ``spatial`` (float32 bytes, rows x cols,
-    the clicked channel over the image tokens of image ``image or 0``), ``spatial_note`` (why there is
-    no map: capture raw slices with ``mv.Capture(raw=[mv.Raw(layer, step)])``).
+    the clicked channel over the image tokens of image ``image or 0``), ``spatial_step`` (the step the
+    map comes from: the selected step, the nearest step with a raw slice when it has none, the last raw
+    step for the mean over steps), ``spatial_note`` (why there is no map: capture raw slices with
+    ``mv.Capture(raw=[mv.Raw(layer, step)])``; or which step the map shows instead of the selected one).
     """
 
     _esm = esm("channel_explorer")
@@ -190,9 +192,15 @@ class ChannelExplorer(View):
                 f"{self.steps[-1] if step is None else step})])).")
         if not have:
             return None, None, f"no spatial map: the run has no raw image-stream slice of {layer}. {hint}"
-        use = (have[-1] if step is None else step)
-        if use not in have:
-            return None, None, f"no spatial map: no raw slice of {layer} at step {step} (raw steps: {have}). {hint}"
+        shown = ""
+        if step is None:
+            use = have[-1]
+        elif step in have:
+            use = step
+        else:  # the nearest step that has one (the later one on a tie), and the map says so
+            use = min(have, key=lambda s: (abs(s - step), -s))
+            shown = (f"the heatmap shows step {step}, which has no raw slice of {layer}; "
+                     f"this map is the nearest raw step, {use}.")
         x = run.raw[f"{layer}/step{use}/image"]
         spec = specs.get((layer, use, "image"), {})
         chans = spec.get("channels")
@@ -205,7 +213,7 @@ class ChannelExplorer(View):
                                    f"{list(chans)[:12]} of {layer} at step {use}. {hint}")
             col = list(chans).index(self.channel)
         i = self._image or 0
-        return x[i, :, col].float().numpy(), use, ""
+        return x[i, :, col].float().numpy(), use, shown
 
     def _update_spatial(self) -> None:
         if self.channel < 0:

@@ -1,4 +1,6 @@
-"""TokenClusterMap: the generated image with the cluster labels of its tokens overlaid.
+"""TokenClusterMap: the generated image with its foreground cluster outlined, beside the cluster labels of
+its tokens in solid colours (the colours every view gives cluster c; the image is dimmed outside the
+foreground, never tinted, so the picture stays visible).
 
 Clustering is :func:`massact_viz.probes.localization.cluster_tokens` on the image tokens of one
 (layer, step) restricted to a channel set from :func:`massact_viz.analysis.select` (top / bottom /
@@ -27,7 +29,7 @@ from ..errors import MassActError, check_index
 from ..probes import localization as loc
 from ..stats import STATISTICS, ChannelStats, reduce_channels
 from ..palette import PALETTE_RGB
-from .base import EMPTY_RGB, View, enlarge, esc, esm, label, png_b64, thumb
+from .base import EMPTY_RGB, MARK, View, esc, esm, label, png_b64, thumb
 
 SETS = ("top", "bottom", "random")
 PRECOMPUTE_MAX_CONFIGS = 128
@@ -53,7 +55,8 @@ class TokenClusterMap(View):
     ``{"layer/stepS/image" or (layer, step): (tokens, channels) or (images, tokens, channels)}``, or one
     (tokens, channels) array. ``mask``: pixel-size or token-size bool mask (array, PIL image or file) for IoU.
 
-    Synced traits: ``layer``, ``step``, ``k``, ``K``, ``channel_set``, ``opacity``, ``selected`` (token
+    Synced traits: ``layer``, ``step``, ``k``, ``K``, ``channel_set``, ``opacity`` (how strongly the image
+    outside the foreground cluster is dimmed, 0..1: the "dim background" slider), ``selected`` (token
     indices); state: ``labels`` (uint8 bytes per token: cluster id + 1, 0 = noise), ``fg_cluster``,
     ``channels``, ``values`` (float32 bytes tokens x k), ``iou`` (None without a mask).
     """
@@ -348,31 +351,56 @@ class TokenClusterMap(View):
         from PIL import Image, ImageDraw
         rows, cols = self.grid
         lab = self.current["labels"].reshape(rows, cols)
-        colours = np.array([EMPTY_RGB] + PALETTE_RGB, dtype=np.float64)
-        over = colours[np.where(lab < 0, 0, 1 + lab % len(PALETTE_RGB))]
+        colours = np.array([EMPTY_RGB] + PALETTE_RGB, dtype=np.uint8)
+        side = 256
+        clusters = Image.fromarray(colours[np.where(lab < 0, 0, 1 + lab % len(PALETTE_RGB))]).resize((side, side), Image.NEAREST)
+        fg = lab == self.fg_cluster if self.fg_cluster >= 0 else np.zeros_like(lab, dtype=bool)
         if self._picture is not None:
-            big = enlarge(self._picture, 256)
-            over_im = Image.fromarray(over.astype(np.uint8)).resize(big.size, Image.NEAREST)
-            mixed = Image.blend(big, over_im, self.opacity)
+            picture = self._picture.convert("RGB").resize((side, side), Image.BICUBIC)
+            if self.fg_cluster >= 0 and self.opacity > 0:  # dim outside the foreground, as the live view does
+                dim = Image.fromarray(np.where(fg, 0, 255).astype(np.uint8)).resize((side, side), Image.NEAREST)
+                dark = Image.new("RGB", picture.size, (20, 20, 20))
+                picture = Image.composite(Image.blend(picture, dark, self.opacity), picture, dim)
         else:
-            mixed = enlarge(Image.fromarray(over.astype(np.uint8)), 256)
-        sel = set(self.selected)
-        if sel:
-            d0 = ImageDraw.Draw(mixed)
-            sy, sx = mixed.size[1] / rows, mixed.size[0] / cols
-            for t in sel:
+            picture = None
+        sy, sx = side / rows, side / cols
+        panels = [p for p in (picture, clusters) if p is not None]
+        for panel in panels:
+            d0 = ImageDraw.Draw(panel)
+            for r in range(rows):  # the foreground's boundary, black under white
+                for c in range(cols):
+                    if not fg[r, c]:
+                        continue
+                    segs = []
+                    if r == 0 or not fg[r - 1, c]:
+                        segs.append([c * sx, r * sy, (c + 1) * sx, r * sy])
+                    if r == rows - 1 or not fg[r + 1, c]:
+                        segs.append([c * sx, (r + 1) * sy, (c + 1) * sx, (r + 1) * sy])
+                    if c == 0 or not fg[r, c - 1]:
+                        segs.append([c * sx, r * sy, c * sx, (r + 1) * sy])
+                    if c == cols - 1 or not fg[r, c + 1]:
+                        segs.append([(c + 1) * sx, r * sy, (c + 1) * sx, (r + 1) * sy])
+                    for seg in segs:
+                        d0.line(seg, fill=(0, 0, 0), width=3)
+                        d0.line(seg, fill=(255, 255, 255), width=1)
+            for t in self.selected:
                 r, c = divmod(t, cols)
-                d0.rectangle([c * sx, r * sy, (c + 1) * sx - 1, (r + 1) * sy - 1], outline=(255, 255, 255))
+                d0.rectangle([c * sx + 1, r * sy + 1, (c + 1) * sx - 2, (r + 1) * sy - 2], outline=MARK, width=2)
         legend = loc.cluster_legend(self.K, self.fg_cluster)
-        out = Image.new("RGB", (mixed.size[0] + 10, mixed.size[1] + 38 + 14 * len(legend)), "white")
-        out.paste(mixed, (5, 30))
+        top = 44
+        out = Image.new("RGB", (10 + len(panels) * (side + 10), top + side + 8 + 14 * len(legend)), "white")
         d = ImageDraw.Draw(out)
-        label(d, (5, 2), f"{self.layer} step {self.step} {self.channel_set}-{self.k} K={self.K}")
-        label(d, (5, 15), f"channels {self.channels[:8]}" + ("" if self.iou is None else f"  IoU {self.iou:.3f}"))
-        for c, text in enumerate(legend):   # the overlay's colours, named as every view names them
-            y0 = mixed.size[1] + 34 + 14 * c
+        label(d, (5, 2), f"{self.layer} step {self.step} {self.channel_set}-{self.k} channels {self.channels[:8]}, "
+                         f"K={self.K}" + ("" if self.iou is None else f", IoU {self.iou:.3f}"))
+        captions = (["image: foreground outlined, the rest dimmed"] if picture is not None else []) + \
+            [f"token clusters ({rows} x {cols} tokens)"]
+        for i, (panel, cap) in enumerate(zip(panels, captions)):
+            out.paste(panel, (5 + i * (side + 10), top))
+            label(d, (5 + i * (side + 10), top - 14), cap)
+        for c, text in enumerate(legend):   # the clusters' colours, named as every view names them
+            y0 = top + side + 4 + 14 * c
             d.rectangle([5, y0 + 2, 15, y0 + 12], fill=PALETTE_RGB[c % len(PALETTE_RGB)])
-            label(d, (19, y0), text)
+            label(d, (19, y0), text + (" (outlined)" if c == self.fg_cluster else ""))
         return out
 
     def static_html_body(self) -> str:

@@ -12,12 +12,13 @@ the widget tour in Notebook 7. Screenshots land in test-artifacts/browser/.
 Skipped only where no chromium is installed (``make`` installs Debian's; ``$MASSACT_CHROMIUM``
 overrides the path).
 """
+import re
 import shutil
 from pathlib import Path
 
 import pytest
 
-from harness import (HARMLESS_NOTEBOOK7, Server, browser_page, chromium_path, fingerprint, move_slider, open_notebook,
+from harness import (HARMLESS_NOTEBOOK7, JS_PANEL, Server, browser_page, chromium_path, fingerprint, move_slider, open_notebook,
                      real_errors, run_all, run_cells, screenshot_notebook, view_root)
 
 pytestmark = pytest.mark.skipif(chromium_path() is None,
@@ -36,6 +37,17 @@ VIEWS = {
     "disruption_grid": ("input.mv-image", "img"),
 }
 
+
+# what each view must label in text (DOM or SVG text): axes, ticks, colour bars, legends, captions
+LABELS = {
+    "channel_explorer": (".mv-axis-x", ".mv-axis-y", ".mv-colorbar .mv-tick", ".mv-curve-svg .mv-axis-y",
+                         ".mv-curve-svg .mv-tick", ".mv-curve-svg .mv-legend-item", ".mv-spatial-caption",
+                         ".mv-colorbar-spatial .mv-tick"),
+    "token_cluster_map": (".mv-legend-item", ".mv-caption"),
+    "projection_view": (".mv-axis-x", ".mv-axis-y", ".mv-legend-item"),
+    "transport_timeline": (".mv-timeline th", ".mv-at-step-label", "details.mv-metrics td"),
+    "disruption_grid": (".mv-grid th", ".mv-prompt"),
+}
 
 # the data-view of each kind of view's root (massact_viz/widgets/js)
 TOUR_KINDS = {"channel-explorer", "token-cluster-map", "projection-view", "transport-timeline", "disruption-grid"}
@@ -59,6 +71,57 @@ def rendered(page, name, timeout=60_000):
     wait(page, "(el) => [...el.querySelectorAll('img')].every(i => i.complete)", v.element_handle(),
          f"{name}: its images did not load")
     return v
+
+
+def check_labels(view, name, selectors):
+    """Each selector matches an element with text in ``view``."""
+    for sel in selectors:
+        texts = view.evaluate("(el, sel) => [...el.querySelectorAll(sel)].map(e => e.textContent.trim())", sel)
+        assert any(texts), f"{name}: no labelled {sel} (found {texts})"
+
+
+JS_MOVE_NTH = """(root, i) => {
+  const r = [...root.querySelectorAll('input[type=range]')][i];
+  const lo = +r.min || 0, hi = +r.max, st = +r.step || 1;
+  let v = +r.value + st; if (v > hi) v = lo;
+  r.value = String(v);
+  r.dispatchEvent(new Event('input', {bubbles: true}));
+  r.dispatchEvent(new Event('change', {bubbles: true}));
+  return r.className + '=' + r.value;
+}"""
+
+
+JS_SHOWN_TEXT = """(root) => { const c = root.cloneNode(true);
+  c.querySelectorAll('.mv-controls, .mv-hover').forEach(e => e.remove()); return c.textContent; }"""
+
+
+def shown(view):
+    """What a view shows: its drawing and its text outside the controls (captions, legends, tables)."""
+    return drawn(fingerprint(view)), view.evaluate(JS_SHOWN_TEXT)
+
+
+def check_sliders(page, view, name):
+    """Every visible slider of ``view`` changes what it shows (drawing or captions); a disabled one says
+    why beside it. Returns the number of sliders moved."""
+    moved = 0
+    ranges = view.locator("input[type=range]")
+    for i in range(ranges.count()):
+        r = ranges.nth(i)
+        if not r.is_visible():
+            continue
+        if r.is_disabled():
+            why = r.evaluate("(e) => (e.closest('label').querySelector('.mv-disabled-why') || {}).textContent || ''")
+            assert why.strip(), f"{name}: slider {i} is disabled without a reason"
+            continue
+        page.wait_for_timeout(300)  # images of the last move decode
+        before, draws = shown(view), int(view.get_attribute("data-draws"))
+        what = view.evaluate(JS_MOVE_NTH, i)
+        wait(page, "([el, n]) => +el.dataset.draws > n", [view.element_handle(), draws],
+             f"{name}: moving {what} did not redraw", timeout=20_000)
+        page.wait_for_timeout(400)
+        assert shown(view) != before, f"{name}: moving {what} changed nothing the view shows"
+        moved += 1
+    return moved
 
 
 def drawn(fp):
@@ -104,6 +167,10 @@ def test_widgets_tour_in_jupyterlab(lab):
                 assert fp["nonblank"] > 0, f"{name}: every canvas / image is blank (one colour)"
             before[name] = fp
             v.screenshot(path=str(ARTIFACTS / f"{name}.png"))
+
+        # every view labels what it shows
+        for name, sels in LABELS.items():
+            check_labels(view_root(page, name), name, sels)
 
         # the cluster views name their colours and the projection its axes
         for name in ("token_cluster_map", "projection_view"):
@@ -160,6 +227,11 @@ def test_widgets_tour_in_jupyterlab(lab):
              "the projection's selection did not reach the cluster map", timeout=20_000)
         assert drawn(fingerprint(cmap)) != drawn(map_before), "the cluster map did not draw the linked selection"
         cmap.screenshot(path=str(ARTIFACTS / "token_cluster_map_linked.png"))
+
+        # every visible slider of every view changes what it draws (or is greyed with its reason)
+        for name in VIEWS:
+            assert check_sliders(page, view_root(page, name), name) >= (0 if VIEWS[name][0] is None else 1), name
+
         screenshot_notebook(page, ARTIFACTS / "widgets_tour_lab.png")
         assert real_errors(page) == [], f"JavaScript errors: {real_errors(page)}"
 
@@ -186,8 +258,25 @@ def test_quickstart_tour_in_jupyterlab(lab):
             fp = fingerprint(v)
             assert fp["nonblank"] > 0 or fp["svg"].count("<circle") > 10, f"the tour's {kind} is blank"
         assert "top-1/median" in page.locator(".jp-Notebook").inner_text()
+        for i, kind in enumerate(kinds):
+            check_sliders(page, views.nth(i), f"the tour's {kind}")
         screenshot_notebook(page, ARTIFACTS / "quickstart_lab.png")
         assert real_errors(page) == [], f"JavaScript errors: {real_errors(page)}"
+        page.evaluate("() => window.jupyterapp.commands.execute('docmanager:save')")
+        page.wait_for_function(f"() => {{ const w = {JS_PANEL}; return !w.context.model.dirty; }}", timeout=30_000)
+
+    # reopened (the kernel still running, as after closing the tab): every output renders, no widget is missing
+    with browser_page(log=ARTIFACTS / "js_errors_quickstart_reopened.txt") as page:
+        open_notebook(page, lab, "00_quickstart.ipynb")
+        views = page.locator(".jp-OutputArea-output .massact-view")
+        wait(page, "(n) => document.querySelectorAll('.jp-OutputArea-output .massact-view').length >= n",
+             len(kinds), "the reopened notebook does not show its views", timeout=60_000)
+        page.wait_for_timeout(2000)
+        text = page.locator(".jp-Notebook").inner_text()
+        assert "Error displaying widget" not in text, "a reopened output refers to a widget that is gone"
+        assert re.search(r"[a-z)]: 100% [0-9]+/[0-9]+", text), "the finished progress bars do not say what they counted"
+        screenshot_notebook(page, ARTIFACTS / "quickstart_lab_reopened.png")
+        assert real_errors(page) == [], f"JavaScript errors in the reopened notebook: {real_errors(page)}"
 
 
 def test_views_in_notebook7(root):
@@ -213,3 +302,22 @@ def test_views_in_notebook7(root):
         screenshot_notebook(page, ARTIFACTS / "widgets_tour_notebook7.png")
         errors = real_errors(page, allow=HARMLESS_NOTEBOOK7)
         assert errors == [], f"JavaScript errors: {errors}"
+
+
+def test_report_draws_its_figures_from_the_packed_plotlyjs(tmp_path):
+    """The HTML report (plotly.js inside, packed) opened from disk: every figure draws, no error, no fetch."""
+    from massact_viz.cli import main
+    run_dir, out = tmp_path / "run", tmp_path / "report.html"
+    assert main(["scan", "--model", "tiny:flux", "--prompt", "a red fox", "--prompt", "a cat", "--num-steps", "3",
+                 "--size", "32", "--out", str(run_dir), "--json"]) == 0
+    assert main(["report", str(run_dir), "--out", str(out)]) == 0
+    with browser_page(log=ARTIFACTS / "js_errors_report.txt") as page:
+        requests = []
+        page.on("request", lambda r: not r.url.startswith(("file:", "data:", "blob:")) and requests.append(r.url))
+        page.goto(out.as_uri())
+        n = out.read_text().count('class="plotly-graph-div"')
+        wait(page, "(n) => document.querySelectorAll('.plotly-graph-div .main-svg').length >= n", n,
+             "the report's figures were not drawn", timeout=60_000)
+        assert page.locator("#mv-plotly-status").count() == 0, page.locator("#mv-plotly-status").inner_text()
+        page.screenshot(path=str(ARTIFACTS / "report.png"), full_page=True)
+        assert real_errors(page) == [] and requests == [], (real_errors(page), requests)

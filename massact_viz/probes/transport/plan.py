@@ -335,9 +335,9 @@ def _check_source_run(model: "Model", plan: TransportPlan, run: Run) -> None:
     from ..sources import SourceCache
 
     meta = run.meta
-    if meta.get("prompts") != [plan.source] or meta.get("steps") != plan.num_steps or \
+    if meta.get("prompts") != [plan.source] or meta.get("num_steps") != plan.num_steps or \
             (meta.get("seeds") or [None])[0] != plan.seed:
-        raise MassActError(f"source_run was made for prompts {meta.get('prompts')}, {meta.get('steps')} steps, "
+        raise MassActError(f"source_run was made for prompts {meta.get('prompts')}, {meta.get('num_steps')} steps, "
                            f"seeds {meta.get('seeds')}; transport() needs [{plan.source!r}], {plan.num_steps}, "
                            f"seed {plan.seed}.")
     if plan.channels in ("source", "union") and (run.stats is None or not set(plan.layers) <= set(run.stats.layers)):

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from ...errors import MassActError, check_k
 from ...run import Run
+from ...progress import progress_bar
 from .execution import RowEdit, cache_bytes, cache_source, choose, row_edits, run_baseline, run_row, \
     warn_if_identical
 from .plan import MAX_CACHE_GB, TransportPlan, check_alpha, plan_transport
@@ -91,12 +92,11 @@ def transport(model: "Model", source: str, target: str, *, channels: Any = "sour
 
 def execute(model: "Model", plan: TransportPlan, progress: bool = True) -> TransportResult:
     """Run a validated :class:`TransportPlan` (what :func:`transport` does after planning)."""
-    from tqdm.auto import tqdm
 
     n_rows = 1 + sum(c in ("random-k", "bottom-k", "full-swap") for c in plan.controls)
     n_base = 1 if plan.mode == "batched" else 2 - (plan.source_run is not None)
     n_cache = 1 if plan.mode == "cached" and plan.source_run is None else 0
-    bar = tqdm(total=n_base + n_cache + n_rows, desc="transport (generations)", unit="run",
+    bar = progress_bar(total=n_base + n_cache + n_rows, desc="transport (generations)", unit="run",
                disable=not progress, leave=False)
     base = run_baseline(model, plan, progress, bar)
     rows = row_edits(model, plan, base)
@@ -149,18 +149,15 @@ class Interpolation:
     settings: dict = field(default_factory=dict)
     metrics: list = field(default_factory=list)   # per frame: transport_metrics()'s "transported" row
 
-    def strip(self, height: int = 128):
-        """One image: target, the frames, source, side by side at ``height`` pixels."""
-        from PIL import Image
+    @property
+    def images(self) -> list:
+        """Target, the frames, source: what ``plots.image_row(it.images, it.labels)`` shows."""
+        return [self.target_image, *self.frames, self.source_image]
 
-        ims = [self.target_image, *self.frames, self.source_image]
-        w = [round(im.width * height / im.height) for im in ims]
-        out = Image.new("RGB", (sum(w) + 4 * (len(ims) - 1), height), "white")
-        x = 0
-        for im, wi in zip(ims, w):
-            out.paste(im.resize((wi, height), Image.NEAREST), (x, 0))
-            x += wi + 4
-        return out
+    @property
+    def labels(self) -> list[str]:
+        """A caption per image of :attr:`images` (``"target"``, ``"k=4"`` / ``"alpha=0.5"``, ``"source"``)."""
+        return ["target", *[f"{self.over}={v}" for v in self.values], "source"]
 
 
 _INTERPOLATE_ARGS = ("tokens", "alpha", "layers", "steps", "stream", "mode", "branch", "conditioning", "stat",
@@ -178,7 +175,6 @@ def interpolate(model: "Model", source: str, target: str, *, over: str = "k", va
     when sweeping ``k``). Returns frames from the target toward the source with
     :func:`transport_metrics`' scores of each frame.
     """
-    from tqdm.auto import tqdm
 
     if over not in ("k", "alpha"):
         raise MassActError(f"over must be 'k' or 'alpha', got {over!r}.")
@@ -216,8 +212,8 @@ def interpolate(model: "Model", source: str, target: str, *, over: str = "k", va
     if base.inversion is not None:  # scored against the reference image, as transport() does
         settings["source_image"] = base.inversion.summary()
     frames, scores = [], []
-    for v, row in tqdm(list(zip(values, frames_rows)), desc=f"interpolate over {over} (frames)",
-                       disable=not progress):
+    for v, row in progress_bar(list(zip(values, frames_rows)), desc=f"interpolate over {over}", unit="frame",
+                               disable=not progress):
         ims, _ = run_row(model, plan, row, cache)
         frames.append(ims[0])
         r = TransportResult(base.source_images, base.target_images, ims, dict(row.channels), settings)

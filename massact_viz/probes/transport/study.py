@@ -20,6 +20,7 @@ import numpy as np
 from ...errors import MassActError
 from ...prompts import read_lines
 from ...intervals import Comparison, Interval, compare, mean_interval
+from ...progress import progress_bar
 
 if TYPE_CHECKING:
     from ...model import Model
@@ -119,7 +120,6 @@ def transport_study(model: "Model", pairs: Any, *, seeds: int | Sequence[int] = 
     ``seeds``: how many noise seeds per pair (0, 1, ...) or the list of them. Other keywords are
     :func:`transport`'s (``k``, ``controls``, ``steps``, ...; ``previews`` defaults to False here).
     Every setting is validated on the first pair before anything runs."""
-    from tqdm.auto import tqdm
 
     from .probe import transport
     from .plan import plan_transport
@@ -139,7 +139,8 @@ def transport_study(model: "Model", pairs: Any, *, seeds: int | Sequence[int] = 
                    **{k: v for k, v in transport_kwargs.items() if k in _TRANSPORT_KEYS})  # fail before work
     values: dict[str, dict[str, np.ndarray]] = {}
     example, results, settings = None, [], {}
-    bar = tqdm(total=len(triples) * len(seed_list), desc="transport study (pair x seed)", disable=not progress)
+    bar = progress_bar(total=len(triples) * len(seed_list), desc="transport study (pairs x seeds)", unit="run",
+                       disable=not progress)
     try:
         for i, (src, tgt, _) in enumerate(triples):
             for j, seed in enumerate(seed_list):

@@ -48,14 +48,48 @@ function mvImage(b64, parent, style = "") {
   return img;
 }
 
-// a labelled range input; returns {wrap, input, out}
-function mvSlider(parent, labelText, min, max, value, step = 1) {
+// a labelled range input; returns {wrap, input, out, hint}. A slider with one position (max <= min)
+// is drawn disabled, greyed, with ``oneReason`` beside it saying why it cannot move.
+function mvSlider(parent, labelText, min, max, value, step = 1, oneReason = "only one value") {
   const wrap = mvEl("label", { cls: "mv-ctl", style: "display:inline-flex;align-items:center;gap:4px;margin-right:12px" }, parent);
-  mvEl("span", { text: labelText }, wrap);
-  const input = mvEl("input", { attrs: { type: "range", min, max, step } }, wrap);
+  mvEl("span", { text: labelText, style: "white-space:nowrap" }, wrap);
+  const input = mvEl("input", { attrs: { type: "range", min, max: Math.max(min, max), step } }, wrap);
   input.value = String(value);
   const out = mvEl("span", { cls: "mv-val", style: "min-width:3em;font-variant-numeric:tabular-nums" }, wrap);
-  return { wrap, input, out };
+  const hint = mvEl("span", { cls: "mv-disabled-why", style: "color:#777;font-size:11px" }, wrap);
+  if (max <= min) mvDisable({ wrap, input, hint }, oneReason);
+  return { wrap, input, out, hint };
+}
+
+// grey out a control and say why it cannot change anything (the reason is text, never markup)
+function mvDisable(sl, reason) {
+  sl.input.disabled = true;
+  sl.wrap.style.opacity = "0.6";
+  sl.wrap.title = reason;
+  sl.hint.textContent = "(" + reason + ")";
+}
+
+function mvEnable(sl) {
+  sl.input.disabled = false;
+  sl.wrap.style.opacity = "";
+  sl.wrap.title = "";
+  sl.hint.textContent = "";
+}
+
+// decade ticks (log10 positions) between lo and hi, at most ``most`` of them (every 2nd, 5th ... decade)
+function mvDecades(lo, hi, most = 6) {
+  const a = Math.ceil(lo - 1e-9), b = Math.floor(hi + 1e-9);
+  if (b < a) return [];
+  const every = Math.max(1, Math.ceil((b - a + 1) / most));
+  const out = [];
+  for (let d = a; d <= b; d++) if ((d - a) % every === 0) out.push(d);
+  return out;
+}
+
+// 10^d as a short label: 0.01, 0.1, 1, 10, 100, 1e3 ...
+function mvPow10(d) {
+  if (d >= -2 && d <= 2) return String(Math.round(Math.pow(10, d) * 100) / 100);
+  return "1e" + d;
 }
 
 function mvSelect(parent, labelText, options, value) {

@@ -46,7 +46,7 @@ function render({ model, el }) {
   } else {
     mvEl("div", { cls: "mv-note", style: "color:#777", text: "no per-step previews in this result: final images only (run transport(..., previews=True))." }, root);
   }
-  mvEl("div", { text: "final images", style: "font-weight:600;margin-top:8px" }, root);
+  mvEl("div", { text: "final images (decoded after the last step)", style: "font-weight:600;margin-top:8px" }, root);
   const fin = mvEl("div", { cls: "mv-finals", style: "display:flex;gap:8px;flex-wrap:wrap" }, root);
   const metrics = model.get("metrics"), explain = model.get("metric_notes");
   const HEADLINE = [["toward_source", "toward source"], ["ssim_target", "structure kept"]];
@@ -103,7 +103,7 @@ function render({ model, el }) {
       scrub.input.value = String(j); scrub.out.textContent = String(psteps[j]);
       cells.forEach((rc) => rc.forEach((td, jj) => { td.style.borderColor = jj === j ? MV_MARK : "transparent"; }));
       bigs.forEach((im, i) => { im.src = "data:image/png;base64," + rows[i].frames[j]; });
-      bigs.cap.textContent = `step ${psteps[j]}`;
+      bigs.cap.textContent = `predicted clean image at step ${psteps[j]} (last step: ${psteps[psteps.length - 1]})`;
       keepInView();
     }
     root.dataset.lastDrawMs = (performance.now() - t0).toFixed(2);

@@ -1,0 +1,120 @@
+"""Scans shared over processes (torchrun / accelerate launch, gloo on this CPU): the merged run is the
+single-process run bit for bit, and a process that dies loses only its unfinished unit."""
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import massact_viz as mv
+from massact_viz.distributed import Ranks, launched
+
+PROMPTS = ["a red fox", "a cat", "a dog on grass", "a blue house", "a tree"]   # 5 units: 3 for rank 0, 2 for rank 1
+ARGS = ["--model", "tiny:flux", "--num-steps", "2", "--size", "32", "--batch-size", "1"]
+
+
+def _env():
+    return dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+
+
+def _launch(args, n, timeout=300):
+    """``python -m torch.distributed.run --nproc-per-node n ...`` (n > 1) or plain python (n == 1)."""
+    head = [sys.executable] if n == 1 else [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                                            f"--nproc-per-node={n}"]
+    return subprocess.run(head + args, env=_env(), capture_output=True, text=True, timeout=timeout)
+
+
+def _same_run(a, b):
+    ra, rb = mv.Run.load(a), mv.Run.load(b)
+    assert ra.prompts == rb.prompts == PROMPTS and ra.meta["seeds"] == rb.meta["seeds"] == [0, 1, 2, 3, 4]
+    ta, tb = load_file(str(a / "tensors.safetensors")), load_file(str(b / "tensors.safetensors"))
+    assert ta.keys() == tb.keys() and all(torch.equal(ta[k], tb[k]) for k in ta), "statistics differ"
+    assert all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(ra.images, rb.images)), "images differ"
+
+
+@pytest.fixture(scope="module")
+def prompts_file(tmp_path_factory):
+    p = tmp_path_factory.mktemp("prompts") / "p.txt"
+    p.write_text("\n".join(PROMPTS) + "\n")
+    return p
+
+
+@pytest.fixture(scope="module")
+def single(prompts_file, tmp_path_factory):
+    out = tmp_path_factory.mktemp("one") / "run"
+    r = _launch(["-m", "massact_viz", "scan", *ARGS, "--prompts", str(prompts_file), "--out", str(out), "--json"], 1)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return out
+
+
+def test_ranks_share_units_in_strides():
+    assert Ranks().share(range(5)) == [0, 1, 2, 3, 4] and Ranks().main
+    assert Ranks(0, 2).share(range(5)) == [0, 2, 4] and Ranks(1, 2).share(range(5)) == [1, 3]
+    assert sorted(u for r in range(3) for u in Ranks(r, 3).share(range(7))) == list(range(7))
+
+
+def test_launched_reads_the_launcher_environment(monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert not launched()
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert launched()
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert not launched()
+
+
+def test_two_processes_give_the_one_process_run_bit_for_bit(prompts_file, single, tmp_path):
+    out = tmp_path / "run"
+    r = _launch(["-m", "massact_viz", "scan", *ARGS, "--prompts", str(prompts_file), "--out", str(out), "--json"], 2)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.count('"run"') == 1, "only the main process reports"
+    assert not (tmp_path / "run.parts").exists()
+    _same_run(single, out)
+
+
+SCRIPT = """
+import os, sys
+from pathlib import Path
+import torch
+import massact_viz as mv
+
+out, marker = Path(sys.argv[1]), Path(sys.argv[2])
+prompts = {prompts!r}
+
+def die_once(site):
+    # process 1 dies in its second unit (its first part is saved), the first time only
+    if os.environ.get("RANK") == "1" and (out.parent / "run.parts" / "000001").exists() and not marker.exists():
+        marker.touch()
+        os._exit(17)
+
+model = mv.load("tiny:flux")
+model.scan(prompts, out, num_steps=2, size=(32, 32), batch_size=1, edit=die_once, progress=False)
+"""
+
+
+def test_a_lost_process_loses_only_its_unit_and_the_relaunch_matches(single, tmp_path):
+    script, out, marker = tmp_path / "job.py", tmp_path / "run", tmp_path / "died"
+    script.write_text(textwrap.dedent(SCRIPT.format(prompts=PROMPTS)))
+    first = _launch([str(script), str(out), str(marker)], 2)
+    assert first.returncode != 0 and marker.exists(), first.stderr[-3000:]
+    parts = tmp_path / "run.parts"
+    kept = sorted(p.name for p in parts.iterdir() if p.is_dir())
+    assert "000001" in kept and "000003" not in kept, kept   # process 1's finished unit kept, its next one lost
+    assert not out.exists()
+    again = _launch([str(script), str(out), str(marker)], 2)   # the same command: finishes the rest
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert not parts.exists()
+    _same_run(single, out)
+    assert mv.Run.load(out).meta["resumed_prompts"] == len(kept)
+
+
+def test_a_relaunch_with_other_arguments_is_refused(prompts_file, tmp_path):
+    out = tmp_path / "run"
+    parts = tmp_path / "run.parts"
+    parts.mkdir()
+    (parts / "manifest.json").write_text('{"model": "tiny:flux", "n": 99}')
+    r = _launch(["-m", "massact_viz", "scan", *ARGS, "--prompts", str(prompts_file), "--out", str(out)], 2)
+    assert r.returncode != 0 and "started with other settings" in r.stderr, r.stderr[-2000:]
