@@ -163,6 +163,9 @@ def cmd_disrupt(args) -> int:
                   value=args.value, layers=parse_layer_words(args.layers), stream=args.stream, seed=args.seed,
                   num_steps=args.num_steps, size=parse_size(args.size), out=args.out, progress=not args.json,
                   layer_sets=layer_sets)
+    from .distributed import ranks
+    if not ranks().main:   # launched on several processes: the main one reports
+        return 0
     if args.json:
         print(strict_json({"out": args.out, "table": res.table, "summary": res.summary()}, indent=1))
     else:

@@ -118,3 +118,19 @@ def test_a_relaunch_with_other_arguments_is_refused(prompts_file, tmp_path):
     (parts / "manifest.json").write_text('{"model": "tiny:flux", "n": 99}')
     r = _launch(["-m", "massact_viz", "scan", *ARGS, "--prompts", str(prompts_file), "--out", str(out)], 2)
     assert r.returncode != 0 and "started with other settings" in r.stderr, r.stderr[-2000:]
+
+
+def test_disrupt_on_two_processes_gives_the_one_process_result(prompts_file, tmp_path):
+    args = ["-m", "massact_viz", "probe", "disrupt", "--model", "tiny:flux", "--prompts", str(prompts_file),
+            "--num-steps", "2", "--size", "32", "--ks", "1", "2", "--draws", "2", "--json"]   # 1 + 1 + 2x2 = 8 configs
+    one, two = tmp_path / "one", tmp_path / "two"
+    r1 = _launch(args + ["--out", str(one)], 1)
+    r2 = _launch(args + ["--out", str(two)], 2)
+    assert r1.returncode == 0, r1.stderr[-2000:]
+    assert r2.returncode == 0, r2.stderr[-3000:]
+    import json
+    j1, j2 = json.loads(r1.stdout), json.loads(r2.stdout)
+    assert j1["table"] == j2["table"] and j1["summary"] == j2["summary"] and len(j1["table"]) == 8
+    pngs = sorted(p.relative_to(one) for p in one.rglob("*.png"))
+    assert pngs and pngs == sorted(p.relative_to(two) for p in two.rglob("*.png"))
+    assert all((one / p).read_bytes() == (two / p).read_bytes() for p in pngs), "images differ"

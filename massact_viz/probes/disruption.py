@@ -32,6 +32,7 @@ from ..errors import MassActError, RunFileError, check_k
 from ..metrics import direction_arrow, get_metric
 from ..files import atomic_write, read_result, resume_manifest
 from ..run import Run
+from ..distributed import Ranks, launched, ranks
 from ..progress import progress_bar
 
 if TYPE_CHECKING:
@@ -310,7 +311,8 @@ def disrupt(model: "Model", prompts: str | Sequence[str], *, ks: Sequence[int] =
             tokens: Any = None, branch: str = "both", stat: str = "abs_mean", seed: int = 0,
             num_steps: int | None = None, metrics: Sequence[str] = ("mse", "psnr", "ssim"),
             out: str | os.PathLike | None = None, progress: bool = True,
-            layer_sets: Mapping[str, Any] | None = None, **run_kwargs: Any) -> DisruptionResult:
+            layer_sets: Mapping[str, Any] | None = None, distributed: bool | None = None,
+            **run_kwargs: Any) -> DisruptionResult:
     """Edit channel sets and compare each edited image with the unedited one (same seed).
 
     ``sets``: kinds ``"top"``, ``"bottom"``, ``"random"`` (chosen per layer and stream from the
@@ -325,9 +327,15 @@ def disrupt(model: "Model", prompts: str | Sequence[str], *, ks: Sequence[int] =
     the same baseline (which captures the union of the layers); rows get a ``layer_set`` field and
     ``images`` keys are ``(layer_set, set, k, draw)``. A ``{layer: channels}`` user set keeps its own layers.
     Other keywords (``size``, ``guidance``, ``batch_size``, pipeline kwargs) go to ``Model.run``.
+    ``distributed``: share the configurations with the other launched processes (None: when launched as
+    one of several by ``accelerate launch`` or ``torchrun``; needs ``out``, the folder they share); the
+    main process computes the baseline and merges, and every process returns the same result.
     """
 
     prompts = check_prompts(prompts)
+    share = ranks() if distributed or (distributed is None and launched()) else Ranks()
+    if share.world > 1 and out is None:
+        raise MassActError("disrupt() on several processes needs out=: the folder where they share their work.")
     num_steps = model.resolve_num_steps(num_steps)
     size = run_kwargs.get("size")
     for reserved in ("num_steps", "seed", "capture", "edit", "progress"):
@@ -398,9 +406,13 @@ def disrupt(model: "Model", prompts: str | Sequence[str], *, ks: Sequence[int] =
         settings["layers"], settings["edit_layers"] = "layer_sets", "layer_sets"
     out = Path(out) if out is not None else None
     if out is not None:
-        resume_manifest(out, settings, "disruption sweep",
-                        "Resume it with the same arguments (model, prompts, seed, steps, op, layers, stream...; "
-                        "ks, random draws and layer sets may grow), or choose another out= to start over.")
+        hint = ("Resume it with the same arguments (model, prompts, seed, steps, op, layers, stream...; "
+                "ks, random draws and layer sets may grow), or choose another out= to start over.")
+        if share.main:   # the main process starts (or checks) the job, then the others check it
+            resume_manifest(out, settings, "disruption sweep", hint)
+        share.barrier()
+        if not share.main:
+            resume_manifest(out, settings, "disruption sweep", hint)
     ls_desc = {lname: describe_layers(lspec) for lname, lspec in lsets.items()}
     if layer_sets is not None:
         settings["edit_layers"] = edit_layers
@@ -408,7 +420,10 @@ def disrupt(model: "Model", prompts: str | Sequence[str], *, ks: Sequence[int] =
 
     run_kw = dict(run_kwargs, num_steps=num_steps, seed=seed, progress=False)
     baseline = None
-    if out is not None and (out / "baseline" / "run.json").exists():
+    if not share.main:   # the main process makes (or checks) the baseline; the others read it
+        share.barrier()
+        baseline = Run.load(out / "baseline")
+    elif out is not None and (out / "baseline" / "run.json").exists():
         try:
             baseline = Run.load(out / "baseline")
         except RunFileError:
@@ -420,48 +435,69 @@ def disrupt(model: "Model", prompts: str | Sequence[str], *, ks: Sequence[int] =
         baseline = model.run(prompts, capture=Capture(layers=edit_layers, steps=edit_steps), **run_kw)
         if out is not None:
             baseline.save(out / "baseline")
+    if share.main:
+        share.barrier()   # the baseline is on disk for the others
 
-    table, images = [], {}
-    bar = progress_bar(configs, desc="disrupt", unit="config", disable=not progress)
+    def one(config):
+        """The table row and images of one configuration: read from ``out`` when done, else run and saved."""
+        lname, name, spec, k, d = config
+        key = _key(name, k, d, lname)
+        loaded = _read_config(out / "configs" / key) if out is not None else None
+        if loaded is not None and len(loaded[1]) != len(prompts):
+            loaded = None  # damaged: recompute
+        if loaded is not None and lname is not None and loaded[2].get("edit_layers") != ls_layers[lname]:
+            raise MassActError(f"{out}: layer set {lname!r} was run on layers {loaded[2].get('edit_layers')}, "
+                               f"now {ls_layers[lname]}; give the changed set another name or choose "
+                               f"another out=.")
+        if loaded is not None:
+            ims = loaded[1]
+        else:
+            edit = spec if not isinstance(spec, str) else _set_edit(
+                baseline, spec, k, d, streams, stat, ls_layers[lname], model, op=op, value=value, steps=steps,
+                tokens=tokens, branch=branch)
+            ims = model.run(prompts, capture=Capture.nothing(), edit=edit, **run_kw).images
+        row = {} if lname is None else {"layer_set": lname}
+        row.update({"set": name, "k": k, "draw": d, "op": op,
+                    "layers": settings["layers"] if lname is None else ls_desc[lname],
+                    "steps": settings["steps"], "stream": stream})
+        per = {}
+        for m in metrics:
+            vals = [get_metric(m)(im, ref, prompt=p) for im, ref, p in zip(ims, baseline.images, prompts)]
+            row[m] = float(sum(vals) / len(vals))
+            per[m] = [float(v) for v in vals]
+        row["per_prompt"] = per
+        if out is not None and loaded is None:
+            _write_config(out / "configs" / key, row, ims,
+                          None if lname is None else {"edit_layers": ls_layers[lname]})
+        return row, ims
+
+    mine = share.share(range(len(configs)))
+    desc = "disrupt" if share.world == 1 else f"disrupt (process {share.rank} of {share.world})"
+    done = {}
+    bar = progress_bar(mine, desc=desc, unit="config", disable=not progress)
     try:
-        for lname, name, spec, k, d in bar:
-            key = _key(name, k, d, lname)
-            bar.set_postfix_str(key, refresh=False)
-            loaded = _read_config(out / "configs" / key) if out is not None else None
-            if loaded is not None and len(loaded[1]) != len(prompts):
-                loaded = None  # damaged: recompute
-            if loaded is not None and lname is not None and loaded[2].get("edit_layers") != ls_layers[lname]:
-                raise MassActError(f"{out}: layer set {lname!r} was run on layers {loaded[2].get('edit_layers')}, "
-                                   f"now {ls_layers[lname]}; give the changed set another name or choose "
-                                   f"another out=.")
-            if loaded is not None:
-                ims = loaded[1]
-            else:
-                edit = spec if not isinstance(spec, str) else _set_edit(
-                    baseline, spec, k, d, streams, stat, ls_layers[lname], model, op=op, value=value, steps=steps,
-                    tokens=tokens, branch=branch)
-                ims = model.run(prompts, capture=Capture.nothing(), edit=edit, **run_kw).images
-            row = {} if lname is None else {"layer_set": lname}
-            row.update({"set": name, "k": k, "draw": d, "op": op,
-                        "layers": settings["layers"] if lname is None else ls_desc[lname],
-                        "steps": settings["steps"], "stream": stream})
-            per = {}
-            for m in metrics:
-                vals = [get_metric(m)(im, ref, prompt=p) for im, ref, p in zip(ims, baseline.images, prompts)]
-                row[m] = float(sum(vals) / len(vals))
-                per[m] = [float(v) for v in vals]
-            row["per_prompt"] = per
-            if out is not None and loaded is None:
-                _write_config(out / "configs" / key, row, ims,
-                              None if lname is None else {"edit_layers": ls_layers[lname]})
-            table.append(row)
-            images[(name, k, d) if lname is None else (lname, name, k, d)] = ims
+        for i in bar:
+            lname, name, _, k, d = configs[i]
+            bar.set_postfix_str(_key(name, k, d, lname), refresh=False)
+            done[i] = one(configs[i])
     finally:
         bar.close()
     settings["metrics"] = list(metrics)
+    if share.world > 1:
+        share.barrier()   # every configuration is on disk
+        if not share.main:
+            share.barrier()   # the main process has merged
+            return DisruptionResult.load(out)
+    table, images = [], {}
+    for i, config in enumerate(configs):   # in order; the other processes' configurations are read from out
+        row, ims = done[i] if i in done else one(config)
+        lname, name, _, k, d = config
+        table.append(row)
+        images[(name, k, d) if lname is None else (lname, name, k, d)] = ims
     result = DisruptionResult(table, images, baseline, settings)
     if out is not None:
         result.save(out)
+    share.barrier()   # the merged result is on disk
     return result
 
 
