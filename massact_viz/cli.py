@@ -41,6 +41,9 @@ def check_args(args) -> None:
         check_num_steps(args.num_steps)
     if getattr(args, "k", None) is not None and args.k < 1:
         raise MassActError("--k must be at least 1.")
+    for name in ("chunk", "batch_size"):
+        if getattr(args, name, None) is not None and getattr(args, name) < 1:
+            raise MassActError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}.")
     if getattr(args, "seed", 0) < 0:
         raise MassActError(f"--seed must be a non-negative integer, got {args.seed}.")
     for name, must in (("guidance", "a finite number"), ("blend", "a number in [0, 1]"),
@@ -187,8 +190,11 @@ def cmd_localize(args) -> int:
     model = _load(args)
     res = localize(model, prompts_from_args(args), masks, layers=parse_layer_words(args.layers), k=args.k,
                    sets=tuple(args.sets), seed=args.seed, num_steps=args.num_steps, size=parse_size(args.size),
-                   method=args.method, progress=not args.json,
+                   method=args.method, chunk=args.chunk, progress=not args.json,
                    **({} if args.foreground is None else {"foreground": args.foreground}))
+    from .distributed import ranks
+    if not ranks().main:   # launched on several processes: the main one saves and reports
+        return 0
     path = res.save(args.out)
     if args.json:
         print(strict_json({"out": str(path), "curves": res.curves(), "best_top_layer": res.best_layer("top"),
@@ -222,14 +228,23 @@ def _window(text: str | None):
 
 def cmd_transport(args) -> int:
     from .probes.transport import transport
-    if (args.source is None) == (args.source_image is None):
-        raise MassActError("give exactly one of --source TEXT (text-conditioned) or --source-image FILE "
-                           "(image-conditioned).")
+    if args.source is None and args.source_image is None and args.pairs is None:
+        raise MassActError("give one of --source TEXT (text-conditioned), --source-image FILE (image-conditioned) "
+                           "or --pairs FILE (a study over source/target pairs).")
+    if (args.target is None) != (args.pairs is not None):
+        raise MassActError("--target goes with --source or --source-image; --pairs reads the targets from its file.")
+    if args.seeds < 1:
+        raise MassActError(f"--seeds must be at least 1, got {args.seeds}.")
     if args.source_image is not None and not Path(args.source_image).is_file():
         raise MassActError(f"--source-image {args.source_image} is not a file.")
     out = Path(args.out)
-    if out.exists() and any(out.iterdir()) and not (out / "transport.json").exists():
-        raise MassActError(f"{out} exists and is not a transport directory; choose a new or empty one.")
+    own = "study.json" if args.pairs is not None else "transport.json"
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / own).exists())):
+        raise MassActError(f"{out} exists and is not a transport {'study ' if args.pairs else ''}directory; "
+                           f"choose a new or empty one.")
+    if args.pairs is not None:
+        from .probes.transport import read_pairs
+        read_pairs(args.pairs)   # a malformed file: one line, before the model loads
     model = _load(args)
     kw = dict(channels=_channels_arg(args.channels), alpha=args.alpha, layers=parse_layer_words(args.layers),
               steps=_window(args.window), stream=args.stream, mode=args.mode, seed=args.seed, num_steps=args.num_steps,
@@ -240,6 +255,8 @@ def cmd_transport(args) -> int:
     for name in ("branch", "conditioning", "k"):
         if getattr(args, name) is not None:
             kw[name] = getattr(args, name)
+    if args.pairs is not None:
+        return _transport_study(model, args, kw, out)
     if args.source_image is not None:
         res = transport(model, args.source_prompt, args.target, source_image=args.source_image,
                         inversion=args.inversion, **kw)
@@ -256,6 +273,25 @@ def cmd_transport(args) -> int:
         for row, m in res.metrics.items():
             print(f"| {row} | " + " | ".join("-" if m.get(c) is None else f"{m[c]:.3f}" for c in cols) + " |")
         print(f"saved {path} (source.png, target.png, transported.png, controls, previews, transport.json)")
+    return 0
+
+
+def _transport_study(model, args, kw, out: Path) -> int:
+    """``probe transport --pairs FILE``: the same transport on every pair and seed, shared over launched processes."""
+    from .distributed import ranks
+    from .files import atomic_write
+    from .probes.transport import transport_study
+    kw.pop("seed")
+    study = transport_study(model, args.pairs, seeds=args.seeds, progress=not args.json, **kw)
+    if not ranks().main:   # launched on several processes: the main one saves and reports
+        return 0
+    out.mkdir(parents=True, exist_ok=True)
+    path = atomic_write(out / "study.json", strict_json(study.to_dict(), indent=1) + "\n")
+    if args.json:
+        print(strict_json({"out": str(path), **study.to_dict()}, indent=1))
+    else:
+        print(study.markdown())
+        print(f"saved {path}")
     return 0
 
 
@@ -333,6 +369,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="which cluster is the object: border (default: not the cluster holding the image's outer "
                          "ring), max_sum (the paper's: larger summed normalised activation), min_sum, minority")
     sp.add_argument("--layers", nargs="*", help="layers (default: all)")
+    sp.add_argument("--chunk", type=int, default=8,
+                    help="prompts generated at a time (bounds the raw slices held; the unit shared between processes)")
     sp.add_argument("--out", required=True, help="JSON file for the result")
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(fn=cmd_localize)
@@ -342,13 +380,16 @@ def build_parser() -> argparse.ArgumentParser:
     src = sp.add_mutually_exclusive_group()
     src.add_argument("--source", help="source prompt (text-conditioned transport)")
     src.add_argument("--source-image", help="reference image (image-conditioned transport via inversion)")
+    src.add_argument("--pairs", help="a study: every source/target pair of a TSV file (data/prompts/shapes_pairs.tsv "
+                                     "layout, or a shipped name) x --seeds; writes OUT/study.json")
     sp.add_argument("--source-prompt", default="",
                     help="with --source-image: a caption of the reference, the prompt it is inverted with "
                          "(default: none, the null caption)")
     sp.add_argument("--inversion", default="fixed-point", choices=["fixed-point", "euler", "noise"],
                     help="with --source-image: inverse Euler corrected by fixed-point iterations (default), plain "
                          "inverse Euler, or forward noising")
-    sp.add_argument("--target", required=True, help="target prompt")
+    sp.add_argument("--target", help="target prompt (with --source or --source-image)")
+    sp.add_argument("--seeds", type=int, default=1, help="with --pairs: noise seeds per pair (0, 1, ...)")
     sp.add_argument("--channels", default="source", help="source | target | union | comma list (default source)")
     sp.add_argument("--k", type=int, default=None,
                     help="channels per layer for source/target/union (default 4: the fewest that beat random-k on the teaching model; BENCHMARKS.md)")

@@ -6,8 +6,9 @@ several nodes through accelerate's config or SLURM); nothing here schedules anyt
 units are every ``world``-th one from its rank (units of similar cost, so ranks finish together);
 each writes its finished units atomically into the job's resumable parts folder, so a process that
 dies loses only the unit it was running and the same command, launched again (with any number of
-processes), finishes the rest. After a barrier the main process merges. Shared today: ``scan`` (units:
-batches of prompts) and ``disrupt`` (units: channel-set configurations).
+processes), finishes the rest. After a barrier the main process merges. Shared this way: ``scan`` (units:
+batches of prompts) and ``disrupt`` (units: channel-set configurations). ``localize`` (chunks of prompts)
+and ``transport_study`` (pair x seed) share their units and gather the scores in memory (not resumable).
 """
 from __future__ import annotations
 

@@ -193,7 +193,7 @@ def test_probe_transport_text_and_image(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("extra, message", [
-    ([], "exactly one of --source"),
+    ([], "give one of --source"),
     (["--source-image", "nope.png", "--source-prompt", "x"], "not a file"),
     (["--source", "a dog", "--window", "a:b"], "--window takes"),
     (["--source", "a dog", "--channels", "1,x"], "--channels takes"),
@@ -265,3 +265,24 @@ def test_layers_take_indices_names_and_kinds_on_the_command_line(tmp_path, capsy
                  "--layers", "0", "single", "--out", str(tmp_path / "r"), "--json"]) == 0
     layers = {r["layer"] for r in json.loads(capsys.readouterr().out)["layers"]}
     assert layers == {"double.0", "single.0", "single.1", "single.2", "single.3"}  # tiny:flux: 2 double, 4 single
+
+
+def test_transport_study_from_a_pairs_file(tmp_path, capsys):
+    pairs = tmp_path / "pairs.tsv"
+    pairs.write_text("source\ttarget\na red fox\ta blue house\na cat\ta tree\n")
+    out = tmp_path / "study"
+    assert main(["probe", "transport", "--model", "tiny:flux", "--pairs", str(pairs), "--num-steps", "2", "--size", "32",
+                 "--k", "2", "--out", str(out), "--json"]) == 0
+    doc = json.loads((out / "study.json").read_text())
+    assert doc["pairs"] == [["a red fox", "a blue house", ""], ["a cat", "a tree", ""]] and doc["seeds"] == [0]
+    assert len(doc["values"]["transported"]["toward_source"]) == 2
+    capsys.readouterr()
+    # bad input: one line each, before the model loads
+    assert main(["probe", "transport", "--pairs", str(pairs), "--target", "x", "--out", str(tmp_path / "a")]) == 2
+    assert "--pairs reads the targets" in capsys.readouterr().err
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("only one column\n")
+    assert main(["probe", "transport", "--pairs", str(bad), "--out", str(tmp_path / "b")]) == 2
+    assert "massact-viz: error:" in capsys.readouterr().err
+    assert main(["probe", "transport", "--target", "x", "--out", str(tmp_path / "c")]) == 2
+    assert "give one of --source" in capsys.readouterr().err

@@ -134,3 +134,29 @@ def test_disrupt_on_two_processes_gives_the_one_process_result(prompts_file, tmp
     pngs = sorted(p.relative_to(one) for p in one.rglob("*.png"))
     assert pngs and pngs == sorted(p.relative_to(two) for p in two.rglob("*.png"))
     assert all((one / p).read_bytes() == (two / p).read_bytes() for p in pngs), "images differ"
+
+
+def test_localize_on_two_processes_gives_the_one_process_result(tmp_path):
+    captions = tmp_path / "captions.txt"
+    captions.write_text("a red circle on a blue background\na green square on a yellow background\n"
+                        "a blue triangle on a white background\n")
+    args = ["-m", "massact_viz", "probe", "localize", "--model", "shapes", "--prompts", str(captions),
+            "--num-steps", "4", "--layers", "double", "--k", "4", "--chunk", "1", "--json"]   # 3 units
+    r1 = _launch(args + ["--out", str(tmp_path / "one.json")], 1)
+    r2 = _launch(args + ["--out", str(tmp_path / "two.json")], 2)
+    assert r1.returncode == 0, r1.stderr[-2000:]
+    assert r2.returncode == 0, r2.stderr[-3000:]
+    assert (tmp_path / "one.json").read_bytes() == (tmp_path / "two.json").read_bytes()
+
+
+def test_transport_study_on_two_processes_gives_the_one_process_study(tmp_path):
+    pairs = tmp_path / "pairs.tsv"
+    pairs.write_text("source\ttarget\na red fox\ta blue house\na cat\ta tree\na dog on grass\ta red fox\n")
+    args = ["-m", "massact_viz", "probe", "transport", "--model", "tiny:flux", "--pairs", str(pairs), "--seeds", "2",
+            "--num-steps", "2", "--size", "32", "--k", "2", "--controls", "random-k", "--json"]   # 6 units
+    r1 = _launch(args + ["--out", str(tmp_path / "one")], 1)
+    r2 = _launch(args + ["--out", str(tmp_path / "two")], 2)
+    assert r1.returncode == 0, r1.stderr[-2000:]
+    assert r2.returncode == 0, r2.stderr[-3000:]
+    assert r2.stdout.count('"pairs"') == 1, "only the main process reports"
+    assert (tmp_path / "one" / "study.json").read_bytes() == (tmp_path / "two" / "study.json").read_bytes()

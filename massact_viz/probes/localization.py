@@ -35,6 +35,7 @@ import numpy as np
 from ..errors import MassActError, RunFileError, check_index
 from ..specs import resolve_steps
 from ..files import atomic_write, read_result
+from ..distributed import Ranks, launched, ranks
 from ..progress import progress_bar
 
 METHODS = ("kmeans", "hdbscan")
@@ -496,7 +497,7 @@ class LocalizationResult:
 def localize(model, prompts: str | Sequence[str], masks: Any, *, layers: Any = None, steps: Any = -1,
              k: int = 4, sets: Sequence[str] = SETS, random_draws: int = 3, seed: int = 0, stat: str = "abs_mean",
              rank: str = "image", k_clusters: int = 2, method: str = "kmeans", foreground: Any = DEFAULT_FOREGROUND,
-             chunk: int = 8, num_steps: int | None = None, progress: bool = True,
+             chunk: int = 8, num_steps: int | None = None, progress: bool = True, distributed: bool | None = None,
              **run_kwargs: Any) -> LocalizationResult:
     """Sweep the localization probe over layers, steps and channel sets on ``model``.
 
@@ -516,6 +517,10 @@ def localize(model, prompts: str | Sequence[str], masks: Any, *, layers: Any = N
     * ``num_steps``: denoising steps of the generation (``Model.run``'s ``num_steps=``; None: the
       model's default). Other ``run_kwargs`` go to :meth:`Model.run` (``size=``, ``guidance=``,
       ...). Prompts run ``chunk`` at a time so raw slices stay bounded.
+    * ``distributed``: share the chunks with the other launched processes (None: when launched as one of
+      several by ``accelerate launch`` or ``torchrun``); their scores are gathered, so every process returns
+      the single-process result. (Not resumable: a lost process means running the sweep again; with
+      ``rank="mean"`` every process first runs the statistics of all prompts.)
     """
     from ..capture import Capture, Raw
     from ..analysis import select
@@ -557,8 +562,12 @@ def localize(model, prompts: str | Sequence[str], masks: Any, *, layers: Any = N
     if rank == "mean":  # rank over every prompt first: statistics only, no raw slices
         cap = Capture(layers=[b.name for b in blocks], steps=step_list, streams=["image"], sun=False)
         mean_stats = model.run(prompts, seed=seed, capture=cap, progress=False, **run_kwargs).stats
-    bar = progress_bar(total=len(prompts), desc="localize: prompts clustered", unit="prompt", disable=not progress)
-    for start in range(0, len(prompts), chunk):
+    share = ranks() if distributed or (distributed is None and launched()) else Ranks()
+    mine = share.share(range(0, len(prompts), chunk))
+    bar = progress_bar(total=sum(len(prompts[s:s + chunk]) for s in mine), unit="prompt", disable=not progress,
+                       desc="localize: prompts clustered" + ("" if share.world == 1 else
+                                                             f" (process {share.rank} of {share.world})"))
+    for start in mine:
         part = prompts[start:start + chunk]
         cap = Capture(layers=[b.name for b in blocks], steps=step_list, streams=["image"], sun=False,
                       stats=rank == "image", raw=[Raw(b.name, s) for b in blocks for s in step_list])
@@ -590,6 +599,15 @@ def localize(model, prompts: str | Sequence[str], masks: Any, *, layers: Any = N
                             chans[f"{s}/{b.name}/step{st}/{i}"] = [int(c) for c in draws[0]]
         bar.update(len(part))
     bar.close()
+    if share.world > 1:   # every process gets every process's prompts (a collective: also the barrier)
+        from accelerate.utils import gather_object
+        merged: dict[str, list[int]] = {}
+        for got_starts, got_iou, got_chans in gather_object([(list(mine), iou_arr, chans)]):
+            for s0 in got_starts:
+                iou_arr[..., s0:s0 + chunk] = got_iou[..., s0:s0 + chunk]
+            merged.update(got_chans)
+        chans = {key: merged[key] for i in range(len(prompts)) for b in blocks for st in step_list for s in sets
+                 if (key := f"{s}/{b.name}/step{st}/{i}") in merged}   # the single process's order
     params = {"k": k, "random_draws": random_draws, "seed": seed, "stat": stat, "rank": rank,
               "k_clusters": k_clusters, "method": method,
               "foreground": foreground if isinstance(foreground, str) else getattr(foreground, "__name__", "custom"),

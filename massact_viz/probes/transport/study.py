@@ -20,6 +20,7 @@ import numpy as np
 from ...errors import MassActError
 from ...prompts import read_lines
 from ...intervals import Comparison, Interval, compare, mean_interval
+from ...distributed import Ranks, launched, ranks
 from ...progress import progress_bar
 
 if TYPE_CHECKING:
@@ -113,13 +114,17 @@ class TransportStudy:
 
 
 def transport_study(model: "Model", pairs: Any, *, seeds: int | Sequence[int] = 1, progress: bool = True,
-                    keep_results: bool = False, **transport_kwargs: Any) -> TransportStudy:
+                    keep_results: bool = False, distributed: bool | None = None,
+                    **transport_kwargs: Any) -> TransportStudy:
     """Run :func:`~massact_viz.probes.transport.transport` with the same settings on every pair and seed.
 
     ``pairs``: a TSV file (``data/prompts/shapes_pairs.tsv`` layout) or a list of ``(source, target[, note])``;
     ``seeds``: how many noise seeds per pair (0, 1, ...) or the list of them. Other keywords are
     :func:`transport`'s (``k``, ``controls``, ``steps``, ...; ``previews`` defaults to False here).
-    Every setting is validated on the first pair before anything runs."""
+    Every setting is validated on the first pair before anything runs.
+    ``distributed``: share the (pair, seed) units with the other launched processes (None: when launched as
+    one of several by ``accelerate launch`` or ``torchrun``); their metrics are gathered, so every process
+    returns the single-process study (``example`` and ``results`` hold only the units a process ran)."""
 
     from .probe import transport
     from .plan import plan_transport
@@ -137,27 +142,38 @@ def transport_study(model: "Model", pairs: Any, *, seeds: int | Sequence[int] = 
     run_kwargs = {k: v for k, v in transport_kwargs.items() if k not in _TRANSPORT_KEYS}
     plan_transport(model, triples[0][0], triples[0][1], run_kwargs=run_kwargs,
                    **{k: v for k, v in transport_kwargs.items() if k in _TRANSPORT_KEYS})  # fail before work
-    values: dict[str, dict[str, np.ndarray]] = {}
-    example, results, settings = None, [], {}
-    bar = progress_bar(total=len(triples) * len(seed_list), desc="transport study (pairs x seeds)", unit="run",
-                       disable=not progress)
+    share = ranks() if distributed or (distributed is None and launched()) else Ranks()
+    units = [(i, j) for i in range(len(triples)) for j in range(len(seed_list))]
+    example, results, settings, metrics = None, [], {}, {}
+    desc = "transport study (pairs x seeds)" + ("" if share.world == 1 else f", process {share.rank} of {share.world}")
+    mine = share.share(units)
+    bar = progress_bar(total=len(mine), desc=desc, unit="run", disable=not progress)
     try:
-        for i, (src, tgt, _) in enumerate(triples):
-            for j, seed in enumerate(seed_list):
-                r: TransportResult = transport(model, src, tgt, seed=seed, progress=False, **transport_kwargs)
-                if example is None:
-                    example, settings = r, {k: v for k, v in r.settings.items()
-                                            if k not in ("source", "target", "seed", "tokens", "control_channels")}
-                if keep_results:
-                    results.append(r)
-                for row, ms in r.metrics.items():
-                    for m, v in ms.items():
-                        arr = values.setdefault(row, {}).setdefault(
-                            m, np.full((len(triples), len(seed_list)), np.nan))
-                        arr[i, j] = np.nan if v is None else float(v)
-                bar.update()
+        for i, j in mine:
+            src, tgt, _ = triples[i]
+            r: TransportResult = transport(model, src, tgt, seed=seed_list[j], progress=False, **transport_kwargs)
+            if example is None:
+                example = r
+            if (i, j) == units[0]:
+                settings = {k: v for k, v in r.settings.items()
+                            if k not in ("source", "target", "seed", "tokens", "control_channels")}
+            if keep_results:
+                results.append(r)
+            metrics[(i, j)] = r.metrics
+            bar.update()
     finally:
         bar.close()
+    if share.world > 1:   # every process gets every unit's metrics (a collective: also the barrier)
+        from accelerate.utils import gather_object
+        for got_settings, got_metrics in gather_object([(settings, metrics)]):
+            settings = settings or got_settings
+            metrics.update(got_metrics)
+    values: dict[str, dict[str, np.ndarray]] = {}
+    for i, j in units:   # in the single process's order
+        for row, ms in metrics[(i, j)].items():
+            for m, v in ms.items():
+                arr = values.setdefault(row, {}).setdefault(m, np.full((len(triples), len(seed_list)), np.nan))
+                arr[i, j] = np.nan if v is None else float(v)
     return TransportStudy(triples, seed_list, settings, values, example, results)
 
 
