@@ -35,15 +35,6 @@ def _layer_name(stats: ChannelStats, layer: str | int) -> str:
     return stats.layers[stats.layer_index(layer)]
 
 
-def _rows(stats: ChannelStats, t: torch.Tensor, step: int | None, image: int | None) -> torch.Tensor:
-    """Restrict a (images, steps, ...) tensor to one image and/or one step (dims kept)."""
-    if image is not None:
-        t = t[[check_index(image, t.shape[0], "image", f"This capture has {t.shape[0]} images.")]]
-    if step is not None:
-        t = t[:, [stats.step_index(step)]]
-    return t
-
-
 def _check_seed(seed: int) -> int:
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise MassActError(f"seed must be an integer, got {seed!r}.")
@@ -202,7 +193,7 @@ def sun_counts(stats: ChannelStats, *, stream: str = "image", step: int | None =
     """
     as_stats(stats)
     _require_sun(stats)
-    t = _rows(stats, stats.values["sun_count"][:, :, :, stats.stream_index(stream)], step, image)
+    t = stats.rows(stats.values["sun_count"][:, :, :, stats.stream_index(stream)], step=step, image=image)
     return torch.nanmean(t.sum(dim=-1).flatten(0, 1), dim=0)  # (L,)
 
 
@@ -220,8 +211,8 @@ def element_ratio(stats: ChannelStats, *, stream: str = "image", step: int | Non
     as_stats(stats)
     _require_sun(stats)
     si = stats.stream_index(stream)
-    top1 = _rows(stats, stats.values["max_abs"][:, :, :, si], step, image).amax(dim=-1)  # (P, S, L)
-    med = _rows(stats, stats.median_abs[:, :, :, si], step, image)
+    top1 = stats.rows(stats.values["max_abs"][:, :, :, si], step=step, image=image).amax(dim=-1)  # (P, S, L)
+    med = stats.rows(stats.median_abs[:, :, :, si], step=step, image=image)
     return torch.nanmean((top1 / med).flatten(0, 1), dim=0)
 
 
@@ -257,12 +248,12 @@ def stability(stats: ChannelStats, k: int, *, over: str = "steps", layer: str | 
         if over == "steps":
             if step is not None:
                 raise MassActError("stability(over='steps') compares the steps: leave step=None.")
-            t = _rows(stats, t, None, image)
+            t = stats.rows(t, image=image)
             v = torch.nanmean(t, dim=0)  # (S, D)
         else:
             if image is not None:
                 raise MassActError("stability(over='images') compares the images: leave image=None.")
-            t = _rows(stats, t, step, None)
+            t = stats.rows(t, step=step)
             v = torch.nanmean(t, dim=1)  # (P, D)
         if not torch.isfinite(v).all():
             _require_finite(v, _layer_name(stats, layer), stream)

@@ -57,6 +57,15 @@ class ChannelStats:
             return self.layers.index(layer)
         return check_index(layer, len(self.layers), "layer", f"Names: {_preview(self.layers)}.")
 
+    def rows(self, t: torch.Tensor, *, image: int | None = None, step: int | None = None) -> torch.Tensor:
+        """Keep one image and/or one captured step of an ``(images, steps, ...)`` tensor of these statistics
+        (dimensions kept)."""
+        if image is not None:
+            t = t[[check_index(image, t.shape[0], "image", f"This capture has {t.shape[0]} images.")]]
+        if step is not None:
+            t = t[:, [self.step_index(step)]]
+        return t
+
     def step_index(self, step: int) -> int:
         """Position of denoising step ``step`` among the captured steps (negative: from the end)."""
         if isinstance(step, bool) or not isinstance(step, int):

@@ -19,7 +19,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 def _browser():
     try:
-        return plots._find_browser()
+        return plots.saving._find_browser()
     except MassActError:
         return None
 
@@ -306,7 +306,7 @@ def test_report_reads_without_the_code(tiny_model):
     assert ax.type == "log" and (ax.dtick == 1 or list(ax.ticktext) == [f"{t:g}" for t in ax.tickvals])
     if ax.dtick != 1:   # less than two decades: 1-2-5 labels, at least two of them inside the data
         assert sum(np.nanmin(ys) <= t <= np.nanmax(ys) for t in ax.tickvals) >= 2, (list(ax.tickvals), ys)
-    assert plots._log_ticks([0.001, 10.0]) == {"dtick": 1}
-    assert plots._log_ticks([0.3, 3.0])["ticktext"] == ["0.2", "0.5", "1", "2", "5"]
+    assert plots.style._log_ticks([0.001, 10.0]) == {"dtick": 1}
+    assert plots.style._log_ticks([0.3, 3.0])["ticktext"] == ["0.2", "0.5", "1", "2", "5"]
     one = plots.magnitude_vs_step(run.stats, [0, 1], layer=0)
     assert [t.name for t in one.data] == ["channel 0", "channel 1"]   # one prompt: no repeated prompt labels

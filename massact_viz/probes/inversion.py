@@ -429,15 +429,12 @@ class _Velocity:
 
 
 # ------------------------------------------------------------------------------------------ invert
-def _pixels(im) -> np.ndarray:
-    return np.asarray(im.convert("RGB"), dtype=np.float64) / 255.0
-
-
 def _image_error(a, b) -> dict[str, float]:
-    x, y = _pixels(a), _pixels(b)
-    mse = float(((x - y) ** 2).mean())
-    return {"mse": mse, "psnr": float("inf") if mse == 0 else float(10 * math.log10(1.0 / mse)),
-            "mean_abs_uint8": float(np.abs(x - y).mean() * 255.0)}
+    """How far image ``a`` is from ``b``: :mod:`massact_viz.metrics`' mse and psnr, and the mean |difference|
+    in uint8 levels."""
+    from ..metrics import mse, psnr, to_array
+    return {"mse": mse(a, b), "psnr": psnr(a, b),
+            "mean_abs_uint8": float(np.abs(to_array(a.convert("RGB")) - to_array(b.convert("RGB"))).mean() * 255.0)}
 
 
 def invert(model: "Model", image: Any, prompt: str = "", *, num_steps: int | None = None, size: Any = None,

@@ -141,12 +141,6 @@ def payload_bytes(view: "View") -> int:
     return total
 
 
-def check_choice(value: Any, choices, what: str, hint: str = "") -> Any:
-    if value not in list(choices):
-        raise MassActError(f"{what} {value!r} is not available; choose one of {list(choices)}. {hint}".strip())
-    return value
-
-
 class View(anywidget.AnyWidget):
     """Base of the massact_viz views: static fallbacks in the MIME bundle, ``save``, payload size.
 

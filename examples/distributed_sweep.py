@@ -1,0 +1,25 @@
+"""A scan and a disruption sweep shared over processes, from Python (no notebook):
+
+    torchrun --standalone --nproc-per-node 2 examples/distributed_sweep.py               # 2 CPU processes
+    accelerate launch --multi_gpu --num_processes 8 examples/distributed_sweep.py        # 8 GPUs
+
+Every process loads the model on its own device, runs its share of the units and returns the merged
+result (bit-identical to one process's). Run the same command again after a failure: finished units
+are kept in runs/sweep-*.
+"""
+import torch
+
+import massact_viz as mv
+from massact_viz.distributed import ranks
+from massact_viz.probes import disrupt
+
+me = ranks()   # rank, world and this process's device (cuda:LOCAL_RANK or cpu)
+torch.set_num_threads(1)
+model = mv.load("shapes", device=me.device)
+prompts = mv.read_prompts("shapes_captions.txt")[:16]
+
+run = model.scan(prompts, "runs/sweep-scan", num_steps=8, batch_size=2)   # shared when launched
+sweep = disrupt(model, prompts[:4], ks=(1, 4), num_steps=8, out="runs/sweep-disrupt", progress=me.main)
+if me.main:
+    print(run)
+    print(sweep.to_markdown(summary=True))
