@@ -1,6 +1,8 @@
 """Named hook sites on DiT blocks, keyed by (layer, denoising step, branch).
 
-This is the one place where massact_viz touches module forwards. :func:`attach` installs a
+This is the one place where massact_viz touches module forwards: :func:`attach` for the blocks (what
+captures and edits use) and :func:`record_calls` for the transformer's own inputs and outputs (what image
+inversion reads to learn a pipeline's guidance). :func:`attach` installs a
 pre-hook on the transformer (it tracks the denoising step from the ``timestep`` argument, the call
 index within the step, the text length and the text mask) and a forward hook on each chosen
 block. For every block output it calls ``fn(site)`` with a :class:`Site`: views of the image and
@@ -200,3 +202,28 @@ def attach(pipe: Any, family: Family, blocks: Sequence[Block], fn: Callable[[Sit
         else:
             del sched.step  # back to the class's method
 
+
+@contextlib.contextmanager
+def record_calls(transformer: torch.nn.Module) -> Iterator[tuple[list[dict], list[torch.Tensor]]]:
+    """Within the block, every call of ``transformer`` appends its keyword arguments to ``calls`` and a
+    detached copy of its output tensor to ``outputs`` (yielded as ``(calls, outputs)``); the hooks are
+    removed on exit. Positional arguments are refused: the pipelines massact_viz knows pass keywords."""
+    calls: list[dict] = []
+    outputs: list[torch.Tensor] = []
+
+    def pre(module, args, kwargs):
+        if args:
+            raise MassActError("the pipeline calls its transformer with positional arguments; image inversion "
+                               "only knows pipelines that pass keyword arguments (FluxPipeline, SD3).")
+        calls.append(dict(kwargs))
+
+    def post(module, args, kwargs, output):
+        outputs.append((output[0] if isinstance(output, (tuple, list)) else output.sample).detach().clone())
+
+    handles = [transformer.register_forward_pre_hook(pre, with_kwargs=True),
+               transformer.register_forward_hook(post, with_kwargs=True)]
+    try:
+        yield calls, outputs
+    finally:
+        for h in handles:
+            h.remove()

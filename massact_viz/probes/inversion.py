@@ -73,6 +73,7 @@ from ..capture import Capture
 from ..edits import resolve_scope
 from ..errors import MassActError
 from ..families import families
+from ..hooks import record_calls
 from ..run import Run
 from ..specs import check_size
 from ..progress import progress_bar
@@ -316,19 +317,7 @@ class _Probe:
 
 @torch.no_grad()
 def _probe(model: "Model", prompt: str, steps: int, seed: int, size: tuple[int, int], g_run: float | None) -> _Probe:
-    tr = model.pipe.transformer
-    calls: list[dict] = []
-    outputs: list[torch.Tensor] = []
     info: dict[str, Any] = {}
-
-    def pre(module, args, kwargs):
-        if args:
-            raise MassActError("the pipeline calls its transformer with positional arguments; image inversion "
-                               "only knows pipelines that pass keyword arguments (FluxPipeline, SD3).")
-        calls.append(dict(kwargs))
-
-    def post(module, args, kwargs, output):
-        outputs.append((output[0] if isinstance(output, (tuple, list)) else output.sample).detach().clone())
 
     def stop(pipe, i, t, kw):
         sched = pipe.scheduler
@@ -336,17 +325,14 @@ def _probe(model: "Model", prompt: str, steps: int, seed: int, size: tuple[int, 
                     x1=kw["latents"].detach().float().clone())
         raise _Stop
 
-    handles = [tr.register_forward_pre_hook(pre, with_kwargs=True), tr.register_forward_hook(post, with_kwargs=True)]
-    try:
-        model.run(prompt, num_steps=steps, seed=seed, size=size, guidance=g_run, capture=Capture.nothing(),
-                  progress=False, callback_on_step_end=stop, **_prompt_kwargs(model, prompt))
-        raise MassActError("the pipeline never called callback_on_step_end; image inversion needs a diffusers "
-                           "pipeline that supports it (FluxPipeline, StableDiffusion3Pipeline).")
-    except _Stop:
-        pass
-    finally:
-        for h in handles:
-            h.remove()
+    with record_calls(model.pipe.transformer) as (calls, outputs):
+        try:
+            model.run(prompt, num_steps=steps, seed=seed, size=size, guidance=g_run, capture=Capture.nothing(),
+                      progress=False, callback_on_step_end=stop, **_prompt_kwargs(model, prompt))
+            raise MassActError("the pipeline never called callback_on_step_end; image inversion needs a diffusers "
+                               "pipeline that supports it (FluxPipeline, StableDiffusion3Pipeline).")
+        except _Stop:
+            pass
     sig, ts = info["sigmas"], info["timesteps"]
     if len(sig) != steps + 1 or len(ts) != steps or float(sig[-1]) != 0.0 or not bool((sig[1:] < sig[:-1]).all()):
         raise MassActError(f"the scheduler's sigmas {sig.tolist()} are not {steps} decreasing noise levels ending at "
