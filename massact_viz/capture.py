@@ -350,7 +350,7 @@ def run_capture(model: "DiT", prompts: Sequence[str], *, num_steps: int, seed: i
             if inputs is not None:
                 inputs.begin()
             with attach(pipe, fam, hooks_on, on_site, n_images=len(chunk), n_image_tokens=grid[0] * grid[1],
-                        prompts=chunk, call_kwargs=kw,
+                        prompts=chunk,
                         on_scheduler_step=_record_x0(x0) if capture.previews else None,
                         on_call=on_call if (inputs is not None or edit_call is not None) else None) as state:
                 out = pipe(**kw)

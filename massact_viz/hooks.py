@@ -116,7 +116,7 @@ class Site:
 
 @contextlib.contextmanager
 def attach(pipe: Any, family: Family, blocks: Sequence[Block], fn: Callable[[Site], None], *,
-           n_images: int, n_image_tokens: int, prompts: Sequence[str] = (), call_kwargs: dict | None = None,
+           n_images: int, n_image_tokens: int, prompts: Sequence[str] = (),
            on_scheduler_step: Callable[[Any, torch.Tensor, torch.Tensor], None] | None = None,
            on_call: Callable[[CallState, dict], dict | None] | None = None,
            ) -> Iterator[CallState]:
@@ -129,7 +129,6 @@ def attach(pipe: Any, family: Family, blocks: Sequence[Block], fn: Callable[[Sit
     """
     tr, sched = pipe.transformer, pipe.scheduler
     state = CallState(n_images=n_images, n_image_tokens=n_image_tokens)
-    call_kwargs = call_kwargs or {}
 
     def pre_hook(module, args, kwargs):
         hidden = kwargs.get("hidden_states", args[0] if args else None)
@@ -171,7 +170,7 @@ def attach(pipe: Any, family: Family, blocks: Sequence[Block], fn: Callable[[Sit
             return m.bool() if m.shape == (st.batch, st.text_len) else None
         key = (st.batch, st.text_len)
         if key not in st._mask_cache:
-            m = family.text_mask(pipe, list(prompts), st.text_len, call_kwargs) if prompts else None
+            m = family.text_mask(pipe, list(prompts), st.text_len) if prompts else None
             if m is not None and m.shape == (len(prompts), st.text_len) and len(prompts) == st.n_images:
                 m = m.to(device)
                 if st.batch == 2 * st.n_images:  # uncond rows: negative prompts, counted whole

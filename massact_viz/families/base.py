@@ -159,7 +159,7 @@ class Family:
                 f"(batch, tokens, channels). The {self.title} adapter may not match this diffusers version.")
         return {"image": image[:, :n_image], "text": text}
 
-    def text_mask(self, pipe: Any, prompts: Sequence[str], n_text: int, call_kwargs: dict) -> torch.Tensor | None:
+    def text_mask(self, pipe: Any, prompts: Sequence[str], n_text: int) -> torch.Tensor | None:
         """Padding mask (len(prompts), n_text) for families whose transformer gets no mask kwarg.
 
         The base version knows no tokenizer layout and returns None (all text tokens count).

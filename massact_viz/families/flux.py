@@ -17,7 +17,7 @@ from .base import BlockGroup, Family, tokenizer_mask
 
 
 class FluxFamily(Family):
-    def text_mask(self, pipe, prompts, n_text, call_kwargs):
+    def text_mask(self, pipe, prompts, n_text):
         tok = getattr(pipe, "tokenizer_2", None)
         return None if tok is None else tokenizer_mask(tok, prompts, n_text)
 

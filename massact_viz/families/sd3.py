@@ -16,7 +16,7 @@ from .base import BlockGroup, Family, tokenizer_mask
 
 
 class SD3Family(Family):
-    def text_mask(self, pipe, prompts, n_text, call_kwargs):
+    def text_mask(self, pipe, prompts, n_text):
         clip_len = int(getattr(pipe, "tokenizer_max_length", 77))
         if n_text < clip_len or getattr(pipe, "tokenizer", None) is None:
             return None
