@@ -12,6 +12,7 @@ import json
 import sys
 from pathlib import Path
 
+from .analysis import KINDS
 from .errors import MassActError, check_k
 from .files import strict_json
 from .run import check_output_file, check_run_dir
@@ -346,7 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
                                          "(resumable: rerun the same command)")
     common(sp)
     sp.add_argument("--ks", type=int, nargs="+", default=[1, 4, 8])
-    sp.add_argument("--sets", nargs="+", default=["top", "bottom", "random"], choices=["top", "bottom", "random"])
+    sp.add_argument("--sets", nargs="+", default=list(KINDS), choices=list(KINDS))
     sp.add_argument("--draws", type=int, default=3, help="random-k draws")
     sp.add_argument("--op", default="zero", choices=["zero", "mean", "scale"])
     sp.add_argument("--value", type=float, help="factor for --op scale")
@@ -363,7 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--masks", default="shapes",
                     help="'shapes' (teaching model: masks from the image colours) or a directory of .npy/.png masks")
     sp.add_argument("--k", type=int, default=4)
-    sp.add_argument("--sets", nargs="+", default=["top", "bottom", "random", "all"])
+    sp.add_argument("--sets", nargs="+", default=list(KINDS) + ["all"], choices=list(KINDS) + ["all"])
     sp.add_argument("--method", default="kmeans", choices=["kmeans", "hdbscan"])
     sp.add_argument("--foreground", default=None, choices=["border", "max_sum", "min_sum", "minority"],
                     help="which cluster is the object: border (default: not the cluster holding the image's outer "

@@ -35,6 +35,7 @@ import numpy as np
 from ..errors import MassActError, RunFileError, check_index
 from ..specs import resolve_steps
 from ..files import atomic_write, read_result
+from ..analysis import KINDS
 from ..distributed import Ranks, launched, ranks
 from ..progress import progress_bar
 
@@ -46,7 +47,7 @@ METHODS = ("kmeans", "hdbscan")
 FOREGROUND_RULES = ("max_sum", "min_sum", "border", "minority")
 #: The default rule, chosen by measurement on the embedded model (BENCHMARKS.md "Defaults by measurement").
 DEFAULT_FOREGROUND = "border"
-SETS = ("top", "bottom", "random", "all")
+SETS = KINDS + ("all",)   # the selection kinds of analysis.select, and every channel
 PROJECTIONS = ("umap", "pca")
 FORMAT = "massact_viz.localization"
 

@@ -24,14 +24,14 @@ import numpy as np
 import torch
 import traitlets
 
-from ..analysis import select
+from ..analysis import KINDS, select
 from ..errors import MassActError, check_index
 from ..probes import localization as loc
 from ..stats import STATISTICS, ChannelStats, reduce_channels
 from ..palette import PALETTE_RGB
 from .base import EMPTY_RGB, MARK, View, esc, esm, label, png_b64, thumb
 
-SETS = ("top", "bottom", "random")
+SETS = KINDS   # the channel sets a map offers: analysis.select's kinds
 PRECOMPUTE_MAX_CONFIGS = 128
 PRECOMPUTE_MAX_BYTES = 4_000_000
 
