@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One prepared run for a lent GPU machine (a few minutes): continue the teaching model on CUDA from the shipped
-# weights, judge it there, and leave the result under $OUT for re-measuring on the CPU.
+# weights, judge it there, measure FLUX.1 at full size (benchmarks/real_size.py), and leave the results under
+# $OUT for re-measuring on the CPU.
 #
 # The GPU machine has torch but not diffusers; carry its wheel (and importlib_metadata) in .whl/ (git-ignored):
 #   python3 -m pip download --no-deps --only-binary=:all: -d .whl diffusers==0.42.1 importlib_metadata
@@ -31,3 +32,7 @@ python3 -m massact_viz.shapes.train --out "$OUT/shapes" --ckpt-dir "$OUT/ckpt" -
   --device cuda --batch "$BATCH" --lr "$LR" --warmup 200 --lr-schedule cosine --steps "$STEPS" \
   --minutes "$MINUTES" --ckpt-every 2 --eval-n 100 --no-progress 2>&1 | tee "$OUT/train.log"
 ls -la "$OUT/shapes"
+# real-size figures: FLUX.1 at full width and depth (19 + 38 blocks x 3072), 4096 image tokens (what 1024x1024
+# gives), bfloat16: capture overhead against the plain pipeline, transport, localization, peak GPU memory
+python3 benchmarks/real_size.py --device cuda --configs flux-full --size 128 --reps 2 2>&1 | tee "$OUT/real_size.md"
+cp benchmarks/real_size.json "$OUT/real_size.json"
