@@ -45,7 +45,7 @@ def check_args(args) -> None:
     for name in ("chunk", "batch_size"):
         if getattr(args, name, None) is not None and getattr(args, name) < 1:
             raise MassActError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}.")
-    if getattr(args, "seed", 0) < 0:
+    if (getattr(args, "seed", 0) or 0) < 0:
         raise MassActError(f"--seed must be a non-negative integer, got {args.seed}.")
     for name, must in (("guidance", "a finite number"), ("blend", "a number in [0, 1]"),
                        ("value", "a finite numeric value")):
@@ -67,8 +67,10 @@ def _load(args):
     from .distributed import launched, ranks
     from .model import load
     device = args.device
-    if device is None and launched():   # one of several processes: its own GPU (cuda:LOCAL_RANK) or the CPU
-        device = ranks().device
+    if launched() and device in (None, "cuda"):   # one of several processes: its own GPU (cuda:LOCAL_RANK) or the CPU
+        device = ranks(cpu=False if device == "cuda" else None).device
+    elif launched() and device == "cpu":
+        ranks(cpu=True)   # CPU processes (gloo) even on a machine with GPUs
     return load(args.model or default_model(), device=device, dtype=args.dtype, offload=args.offload)
 
 
@@ -90,10 +92,11 @@ def cmd_scan(args) -> int:
     check_k(args.k, model.info()["width"], "--k")   # before the scan, not after it
     cap = Capture(layers=parse_layer_words(args.layers), sun=not args.no_sun, previews=args.previews,
                   max_gb=float("inf") if args.force else None)
+    from .distributed import launched
     run = model.scan(prompts, args.out, num_steps=args.num_steps, seed=args.seed, size=parse_size(args.size),
-                     guidance=args.guidance, capture=cap, batch_size=args.batch_size, progress=not args.json)
-    from .distributed import ranks
-    if not ranks().main:   # launched on several processes: the main one reports
+                     guidance=args.guidance, capture=cap, batch_size=args.batch_size, progress=not args.json,
+                     distributed=launched())
+    if run is None:   # launched on several processes: the main one reports
         return 0
     out = Path(args.out)
     rows = run.stats.summary(k=args.k, stat=args.stat)
@@ -158,6 +161,7 @@ def _layer_sets(items: list[str]) -> dict:
 
 
 def cmd_disrupt(args) -> int:
+    from .distributed import launched
     from .probes.disruption import disrupt
     model = _load(args)
     layer_sets = _layer_sets(args.layer_sets) if args.layer_sets else None
@@ -166,9 +170,8 @@ def cmd_disrupt(args) -> int:
     res = disrupt(model, prompts_from_args(args), ks=args.ks, sets=tuple(args.sets), random_draws=args.draws, op=args.op,
                   value=args.value, layers=parse_layer_words(args.layers), stream=args.stream, seed=args.seed,
                   num_steps=args.num_steps, size=parse_size(args.size), out=args.out, progress=not args.json,
-                  layer_sets=layer_sets)
-    from .distributed import ranks
-    if not ranks().main:   # launched on several processes: the main one reports
+                  layer_sets=layer_sets, distributed=launched())
+    if res is None:   # launched on several processes: the main one reports
         return 0
     if args.json:
         print(strict_json({"out": args.out, "table": res.table, "summary": res.summary()}, indent=1))
@@ -179,6 +182,7 @@ def cmd_disrupt(args) -> int:
 
 
 def cmd_localize(args) -> int:
+    from .distributed import launched, ranks
     from .probes.localization import localize
     check_output_file(args.out, (".json",), "localization result")
     masks = args.masks
@@ -191,9 +195,8 @@ def cmd_localize(args) -> int:
     model = _load(args)
     res = localize(model, prompts_from_args(args), masks, layers=parse_layer_words(args.layers), k=args.k,
                    sets=tuple(args.sets), seed=args.seed, num_steps=args.num_steps, size=parse_size(args.size),
-                   method=args.method, chunk=args.chunk, progress=not args.json,
+                   method=args.method, chunk=args.chunk, progress=not args.json, distributed=launched(),
                    **({} if args.foreground is None else {"foreground": args.foreground}))
-    from .distributed import ranks
     if not ranks().main:   # launched on several processes: the main one saves and reports
         return 0
     path = res.save(args.out)
@@ -236,6 +239,8 @@ def cmd_transport(args) -> int:
         raise MassActError("--target goes with --source or --source-image; --pairs reads the targets from its file.")
     if args.seeds < 1:
         raise MassActError(f"--seeds must be at least 1, got {args.seeds}.")
+    if args.pairs is not None and args.seed is not None:
+        raise MassActError("--pairs runs the noise seeds 0 .. --seeds - 1; give --seeds N instead of --seed.")
     if args.source_image is not None and not Path(args.source_image).is_file():
         raise MassActError(f"--source-image {args.source_image} is not a file.")
     out = Path(args.out)
@@ -248,7 +253,8 @@ def cmd_transport(args) -> int:
         read_pairs(args.pairs)   # a malformed file: one line, before the model loads
     model = _load(args)
     kw = dict(channels=_channels_arg(args.channels), alpha=args.alpha, layers=parse_layer_words(args.layers),
-              steps=_window(args.window), stream=args.stream, mode=args.mode, seed=args.seed, num_steps=args.num_steps,
+              steps=_window(args.window), stream=args.stream, mode=args.mode, seed=args.seed or 0,
+              num_steps=args.num_steps,
               size=parse_size(args.size), controls=args.controls or (), blend=args.blend,
               tokens=None if args.tokens == "all" else args.tokens, mask_layer=args.mask_layer)
     if args.guidance is not None:
@@ -279,11 +285,12 @@ def cmd_transport(args) -> int:
 
 def _transport_study(model, args, kw, out: Path) -> int:
     """``probe transport --pairs FILE``: the same transport on every pair and seed, shared over launched processes."""
-    from .distributed import ranks
+    from .distributed import launched, ranks
     from .files import atomic_write
     from .probes.transport import transport_study
     kw.pop("seed")
-    study = transport_study(model, args.pairs, seeds=args.seeds, progress=not args.json, **kw)
+    study = transport_study(model, args.pairs, seeds=args.seeds, progress=not args.json, distributed=launched(),
+                            **kw)
     if not ranks().main:   # launched on several processes: the main one saves and reports
         return 0
     out.mkdir(parents=True, exist_ok=True)
@@ -414,7 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "transported layers and steps)")
     sp.add_argument("--blend", type=float, default=0.5, help="source weight of the blend controls (default 0.5)")
     sp.add_argument("--num-steps", type=int, help="number of denoising steps (default: the model's own)")
-    sp.add_argument("--seed", type=int, default=0, help="the shared initial noise")
+    sp.add_argument("--seed", type=int, default=None, help="the shared initial noise (default 0; --pairs: use --seeds)")
     sp.add_argument("--guidance", type=float, help="guidance scale (family's own kwarg)")
     sp.add_argument("--out", required=True, help="directory to write")
     sp.add_argument("--json", action="store_true")

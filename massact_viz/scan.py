@@ -7,8 +7,9 @@ because image ``i`` always uses seed ``seed + i`` whatever the batching. When ev
 the parts are merged into one run directory ``out`` and removed.
 
 Launched on several processes (``accelerate launch`` / ``torchrun``, see :mod:`massact_viz.distributed`),
-each process runs every ``world``-th batch into the same parts folder and the main process merges: the
-run is bit-identical to a single process's, and a relaunch after a lost process finishes the rest.
+with ``distributed=True`` each process runs every ``world``-th batch not done yet into the same parts folder
+and the main process merges: the run is bit-identical to a single process's, and a relaunch after a lost
+process finishes the rest.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import torch
 
 from .capture import Capture, plan_capture, run_capture
-from .distributed import Ranks, launched, ranks
+from .distributed import Ranks, ranks
 from .errors import MassActError, RunFileError
 from .files import resume_manifest
 from .run import Run, check_run_dir
@@ -35,13 +36,13 @@ if TYPE_CHECKING:
 def scan(model: "DiT", prompts: Sequence[str], out: str | Path, *, num_steps: int | None = None, seed: int = 0,
          size: tuple[int, int] | None = None, guidance: float | None = None, capture: Capture | None = None,
          negative_prompt: str | None = None, batch_size: int = 8, progress: bool = True,
-         edit: Callable[[Site], None] | None = None, distributed: bool | None = None, **pipe_kwargs: Any) -> Run:
+         edit: Callable[[Site], None] | None = None, distributed: bool = False, **pipe_kwargs: Any) -> Run | None:
     """Capture ``prompts`` in batches into the run directory ``out``, resuming a previous attempt.
 
     Keyword arguments are :meth:`massact_viz.Model.run`'s; an ``edit`` applies to every batch (an
     :class:`~massact_viz.edits.Edit` is validated first; resuming needs the same edit).
-    ``distributed``: share the batches with the other launched processes (None: when launched as one of
-    several by ``accelerate launch`` or ``torchrun``); every process returns the merged run."""
+    ``distributed=True``: share the batches with the other processes launched by ``accelerate launch`` or
+    ``torchrun`` (each given the same arguments); the main process returns the merged run, the others None."""
 
     capture = capture or Capture()
     num_steps = model.resolve_num_steps(num_steps)
@@ -56,7 +57,8 @@ def scan(model: "DiT", prompts: Sequence[str], out: str | Path, *, num_steps: in
                 "guidance": guidance, "negative_prompt": negative_prompt, "batch_size": batch_size,
                 "capture": repr(capture), "edit": _describe_edit(edit),
                 "pipe_kwargs": {k: repr(v) for k, v in sorted(pipe_kwargs.items())}}
-    share = ranks() if distributed or (distributed is None and launched()) else Ranks()
+    share = ranks() if distributed else Ranks()
+    share.agree({"settings": settings, "out": str(out.resolve())}, "scan")
     hint = (f"Resume it with the same arguments (model, prompts, steps, seed, size, batching, capture), "
             f"or delete {parts_dir} (or choose another --out) to start over.")
     if share.main:   # the main process starts (or checks) the job, then the others check it
@@ -66,9 +68,13 @@ def scan(model: "DiT", prompts: Sequence[str], out: str | Path, *, num_steps: in
         resume_manifest(parts_dir, settings, "partial scan", hint)
 
     starts = list(range(0, len(prompts), batch_size))
-    mine = share.share(starts)
+    have: list[int] = []
+    if share.world > 1:   # a relaunch shares out only the batches not done yet; the main process says which
+        have = share.from_main([s for s in starts if (parts_dir / f"{s:06d}" / "run.json").exists()]
+                               if share.main else None)
+    mine = share.share([s for s in starts if s not in have])
     parts: list[Run] = []
-    done = 0
+    done = sum(len(prompts[s:s + batch_size]) for s in have)
     bar = progress_bar(total=sum(len(prompts[s:s + batch_size]) for s in mine),
                        desc="scan" if share.world == 1 else f"scan (process {share.rank} of {share.world})",
                        unit="prompt", disable=not progress)
@@ -93,7 +99,7 @@ def scan(model: "DiT", prompts: Sequence[str], out: str | Path, *, num_steps: in
             parts.append(part)
             bar.update(len(chunk))
     except BaseException:
-        if fresh and parts_dir.is_dir() and not any(p.is_dir() for p in parts_dir.iterdir()):
+        if share.world == 1 and fresh and parts_dir.is_dir() and not any(p.is_dir() for p in parts_dir.iterdir()):
             shutil.rmtree(parts_dir, ignore_errors=True)  # nothing done to resume: leave nothing behind
         raise
     finally:
@@ -104,15 +110,25 @@ def scan(model: "DiT", prompts: Sequence[str], out: str | Path, *, num_steps: in
         merged.save(out)
         shutil.rmtree(parts_dir, ignore_errors=True)
         return merged
-    from accelerate.utils import gather_object
-    done = sum(gather_object([done]))   # a collective: also the barrier after which every part is on disk
+    share.barrier()   # every part is on disk (done: the batches the main process found finished, as on every process)
     if share.main:
-        merged = concat_runs([Run.load(parts_dir / f"{start:06d}") for start in starts])
+        merged = concat_runs([_load_or_redo(parts_dir / f"{start:06d}", lambda s=start: run_capture(
+            model, prompts[s:s + batch_size], num_steps=num_steps, seed=seed + s, size=size, guidance=guidance,
+            negative_prompt=negative_prompt, capture=capture, batch_size=batch_size, progress=False,
+            pipe_kwargs=pipe_kwargs, edit=edit)) for start in starts])
         merged.meta["resumed_prompts"] = done
         merged.save(out)
         shutil.rmtree(parts_dir, ignore_errors=True)
     share.barrier()   # the merged run is on disk
-    return merged if share.main else Run.load(out)
+    return merged if share.main else None
+
+
+def _load_or_redo(part_dir: Path, redo: Callable[[], Run]) -> Run:
+    """A finished part, or (damaged since: e.g. killed mid-write by the OS) the same part computed again."""
+    try:
+        return Run.load(part_dir)
+    except RunFileError:
+        return redo()
 
 
 def _describe_edit(edit: Any) -> str | None:

@@ -91,7 +91,8 @@ def die_once(site):
         os._exit(17)
 
 model = mv.load("tiny:flux")
-model.scan(prompts, out, num_steps=2, size=(32, 32), batch_size=1, edit=die_once, progress=False)
+model.scan(prompts, out, num_steps=2, size=(32, 32), batch_size=1, edit=die_once, progress=False,
+           distributed=True)
 """
 
 
@@ -160,3 +161,34 @@ def test_transport_study_on_two_processes_gives_the_one_process_study(tmp_path):
     assert r2.returncode == 0, r2.stderr[-3000:]
     assert r2.stdout.count('"pairs"') == 1, "only the main process reports"
     assert (tmp_path / "one" / "study.json").read_bytes() == (tmp_path / "two" / "study.json").read_bytes()
+
+
+OWN_WORK = """
+import os, sys
+from pathlib import Path
+import massact_viz as mv
+
+rank, out = int(os.environ["RANK"]), Path(sys.argv[1])
+mine = [["a red fox", "a cat"], ["a dog on grass", "a blue house"]][rank]   # each process its own prompts
+model = mv.load("tiny:flux")
+run = model.scan(mine, out / f"own{rank}", num_steps=2, size=(32, 32), progress=False)   # not shared: its own run
+said = {"own": run.prompts == mine, "refused": False}
+try:
+    model.scan(mine, out / "shared", num_steps=2, size=(32, 32), progress=False, distributed=True)
+except mv.MassActError as e:
+    said["refused"] = "different scans" in str(e)
+(out / f"said{rank}.txt").write_text(repr(said))   # a file each: the two processes' prints would interleave
+from massact_viz.distributed import leave
+leave()
+"""
+
+
+def test_processes_doing_their_own_work_are_left_alone_and_a_mismatched_share_is_refused(tmp_path):
+    script = tmp_path / "own.py"
+    script.write_text(OWN_WORK)
+    r = _launch([str(script), str(tmp_path)], 2)
+    assert r.returncode == 0, r.stderr[-3000:]
+    for rank in (0, 1):
+        assert (tmp_path / f"said{rank}.txt").read_text() == "{'own': True, 'refused': True}", rank
+    assert mv.Run.load(tmp_path / "own1").prompts == ["a dog on grass", "a blue house"]
+    assert not (tmp_path / "shared").exists()

@@ -9,6 +9,7 @@ import atexit
 import base64
 import functools
 import os
+import re
 import warnings
 from pathlib import Path
 
@@ -114,7 +115,12 @@ def _plotlyjs_packed() -> str:
 def figure_fragment(fig: go.Figure) -> str:
     """``fig`` as an HTML fragment for a page that ends with :func:`plotlyjs_loader` (its script waits for it)."""
     frag = fig.to_html(full_html=False, include_plotlyjs=False, validate=False, config={"displaylogo": False})
-    return frag.replace("<script>", f'<script type="{FIGURE_SCRIPT_TYPE}">')
+    # plotly writes its call as <script> (7.x) or <script type="text/javascript"> (6.0): either waits
+    frag, n = re.subn(r'<script(?: type="text/javascript")?>', f'<script type="{FIGURE_SCRIPT_TYPE}">', frag)
+    if n == 0:
+        raise MassActError("this plotly version writes its figures in a form massact_viz does not know; "
+                           "install plotly 6 or 7 (pip install 'plotly>=6,<8').")
+    return frag
 
 
 def plotlyjs_loader() -> str:

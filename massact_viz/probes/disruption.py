@@ -32,7 +32,7 @@ from ..errors import MassActError, RunFileError, check_k
 from ..metrics import direction_arrow, get_metric
 from ..files import atomic_write, read_result, resume_manifest
 from ..run import Run
-from ..distributed import Ranks, launched, ranks
+from ..distributed import Ranks, ranks
 from ..progress import progress_bar
 
 if TYPE_CHECKING:
@@ -311,8 +311,8 @@ def disrupt(model: "Model", prompts: str | Sequence[str], *, ks: Sequence[int] =
             tokens: Any = None, branch: str = "both", stat: str = "abs_mean", seed: int = 0,
             num_steps: int | None = None, metrics: Sequence[str] = ("mse", "psnr", "ssim"),
             out: str | os.PathLike | None = None, progress: bool = True,
-            layer_sets: Mapping[str, Any] | None = None, distributed: bool | None = None,
-            **run_kwargs: Any) -> DisruptionResult:
+            layer_sets: Mapping[str, Any] | None = None, distributed: bool = False,
+            **run_kwargs: Any) -> DisruptionResult | None:
     """Edit channel sets and compare each edited image with the unedited one (same seed).
 
     ``sets``: kinds ``"top"``, ``"bottom"``, ``"random"`` (chosen per layer and stream from the
@@ -327,13 +327,14 @@ def disrupt(model: "Model", prompts: str | Sequence[str], *, ks: Sequence[int] =
     the same baseline (which captures the union of the layers); rows get a ``layer_set`` field and
     ``images`` keys are ``(layer_set, set, k, draw)``. A ``{layer: channels}`` user set keeps its own layers.
     Other keywords (``size``, ``guidance``, ``batch_size``, pipeline kwargs) go to ``Model.run``.
-    ``distributed``: share the configurations with the other launched processes (None: when launched as
-    one of several by ``accelerate launch`` or ``torchrun``; needs ``out``, the folder they share); the
-    main process computes the baseline and merges, and every process returns the same result.
+    ``distributed=True``: share the configurations with the other processes launched by ``accelerate
+    launch`` or ``torchrun`` (each given the same arguments; needs ``out``, the folder they share); the main
+    process computes the baseline, every process runs its share of the configurations not done yet, and the
+    main process merges and returns the result (the others return None).
     """
 
     prompts = check_prompts(prompts)
-    share = ranks() if distributed or (distributed is None and launched()) else Ranks()
+    share = ranks() if distributed else Ranks()
     if share.world > 1 and out is None:
         raise MassActError("disrupt() on several processes needs out=: the folder where they share their work.")
     num_steps = model.resolve_num_steps(num_steps)
@@ -405,6 +406,9 @@ def disrupt(model: "Model", prompts: str | Sequence[str], *, ks: Sequence[int] =
         # checked per configuration instead, and recorded in disruption.json's settings
         settings["layers"], settings["edit_layers"] = "layer_sets", "layer_sets"
     out = Path(out) if out is not None else None
+    share.agree({"settings": settings, "ks": ks, "sets": repr(csets), "draws": random_draws, "metrics": list(metrics),
+                 "layer_sets": {str(k): repr(v) for k, v in lsets.items()},
+                 "out": None if out is None else str(out.resolve())}, "disruption sweep")
     if out is not None:
         hint = ("Resume it with the same arguments (model, prompts, seed, steps, op, layers, stream...; "
                 "ks, random draws and layer sets may grow), or choose another out= to start over.")
@@ -471,7 +475,12 @@ def disrupt(model: "Model", prompts: str | Sequence[str], *, ks: Sequence[int] =
                           None if lname is None else {"edit_layers": ls_layers[lname]})
         return row, ims
 
-    mine = share.share(range(len(configs)))
+    have: list[int] = []
+    if share.world > 1:   # a relaunch shares out only the configurations not done yet; the main process says which
+        have = share.from_main([i for i, (lname, name, _, k, d) in enumerate(configs)
+                                if (out / "configs" / _key(name, k, d, lname) / "row.json").exists()]
+                               if share.main else None)
+    mine = share.share([i for i in range(len(configs)) if i not in have])
     desc = "disrupt" if share.world == 1 else f"disrupt (process {share.rank} of {share.world})"
     done = {}
     bar = progress_bar(mine, desc=desc, unit="config", disable=not progress)
@@ -487,7 +496,7 @@ def disrupt(model: "Model", prompts: str | Sequence[str], *, ks: Sequence[int] =
         share.barrier()   # every configuration is on disk
         if not share.main:
             share.barrier()   # the main process has merged
-            return DisruptionResult.load(out)
+            return None
     table, images = [], {}
     for i, config in enumerate(configs):   # in order; the other processes' configurations are read from out
         row, ims = done[i] if i in done else one(config)

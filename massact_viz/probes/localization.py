@@ -36,7 +36,7 @@ from ..errors import MassActError, RunFileError, check_index
 from ..specs import resolve_steps
 from ..files import atomic_write, read_result
 from ..analysis import KINDS
-from ..distributed import Ranks, launched, ranks
+from ..distributed import Ranks, ranks
 from ..progress import progress_bar
 
 METHODS = ("kmeans", "hdbscan")
@@ -498,7 +498,7 @@ class LocalizationResult:
 def localize(model, prompts: str | Sequence[str], masks: Any, *, layers: Any = None, steps: Any = -1,
              k: int = 4, sets: Sequence[str] = SETS, random_draws: int = 3, seed: int = 0, stat: str = "abs_mean",
              rank: str = "image", k_clusters: int = 2, method: str = "kmeans", foreground: Any = DEFAULT_FOREGROUND,
-             chunk: int = 8, num_steps: int | None = None, progress: bool = True, distributed: bool | None = None,
+             chunk: int = 8, num_steps: int | None = None, progress: bool = True, distributed: bool = False,
              **run_kwargs: Any) -> LocalizationResult:
     """Sweep the localization probe over layers, steps and channel sets on ``model``.
 
@@ -518,8 +518,8 @@ def localize(model, prompts: str | Sequence[str], masks: Any, *, layers: Any = N
     * ``num_steps``: denoising steps of the generation (``Model.run``'s ``num_steps=``; None: the
       model's default). Other ``run_kwargs`` go to :meth:`Model.run` (``size=``, ``guidance=``,
       ...). Prompts run ``chunk`` at a time so raw slices stay bounded.
-    * ``distributed``: share the chunks with the other launched processes (None: when launched as one of
-      several by ``accelerate launch`` or ``torchrun``); their scores are gathered, so every process returns
+    * ``distributed=True``: share the chunks with the other processes launched by ``accelerate launch`` or
+      ``torchrun`` (each given the same arguments); their scores are gathered, so every process returns
       the single-process result. (Not resumable: a lost process means running the sweep again; with
       ``rank="mean"`` every process first runs the statistics of all prompts.)
     """
@@ -563,7 +563,14 @@ def localize(model, prompts: str | Sequence[str], masks: Any, *, layers: Any = N
     if rank == "mean":  # rank over every prompt first: statistics only, no raw slices
         cap = Capture(layers=[b.name for b in blocks], steps=step_list, streams=["image"], sun=False)
         mean_stats = model.run(prompts, seed=seed, capture=cap, progress=False, **run_kwargs).stats
-    share = ranks() if distributed or (distributed is None and launched()) else Ranks()
+    if not (isinstance(masks, str) or callable(masks)) and hasattr(masks, "__len__") and len(masks) != len(prompts):
+        raise MassActError(f"{len(masks)} masks for {len(prompts)} prompts: give one mask per prompt.")
+    share = ranks() if distributed else Ranks()
+    share.agree({"prompts": prompts, "layers": [b.name for b in blocks], "steps": step_list, "k": k, "sets": sets,
+                 "draws": random_draws, "seed": seed, "stat": stat, "rank": rank, "clusters": k_clusters,
+                 "method": method, "foreground": repr(foreground), "chunk": chunk,
+                 "masks": masks if isinstance(masks, str) else repr(type(masks)),
+                 "run_kwargs": repr(sorted(run_kwargs.items()))}, "localization sweep")
     mine = share.share(range(0, len(prompts), chunk))
     bar = progress_bar(total=sum(len(prompts[s:s + chunk]) for s in mine), unit="prompt", disable=not progress,
                        desc="localize: prompts clustered" + ("" if share.world == 1 else
@@ -576,7 +583,8 @@ def localize(model, prompts: str | Sequence[str], masks: Any, *, layers: Any = N
         grid = tuple(run.meta["token_grid"])
         size = tuple(run.meta["size"])
         ppt = (size[0] // grid[0], size[1] // grid[1])
-        gts = _resolve_masks(masks, run.images, part, size, grid)
+        gts = _resolve_masks(masks if isinstance(masks, str) or callable(masks) else list(masks)[start:start + len(part)],
+                             run.images, part, size, grid)
         for j, gt in enumerate(gts):
             i = start + j
             stats, img = (run.stats, j) if rank == "image" else (mean_stats, None)
@@ -601,9 +609,8 @@ def localize(model, prompts: str | Sequence[str], masks: Any, *, layers: Any = N
         bar.update(len(part))
     bar.close()
     if share.world > 1:   # every process gets every process's prompts (a collective: also the barrier)
-        from accelerate.utils import gather_object
         merged: dict[str, list[int]] = {}
-        for got_starts, got_iou, got_chans in gather_object([(list(mine), iou_arr, chans)]):
+        for got_starts, got_iou, got_chans in share.gather((list(mine), iou_arr, chans)):
             for s0 in got_starts:
                 iou_arr[..., s0:s0 + chunk] = got_iou[..., s0:s0 + chunk]
             merged.update(got_chans)

@@ -20,7 +20,7 @@ import numpy as np
 from ...errors import MassActError
 from ...prompts import read_lines
 from ...intervals import Comparison, Interval, compare, mean_interval
-from ...distributed import Ranks, launched, ranks
+from ...distributed import Ranks, ranks
 from ...progress import progress_bar
 
 if TYPE_CHECKING:
@@ -114,7 +114,7 @@ class TransportStudy:
 
 
 def transport_study(model: "Model", pairs: Any, *, seeds: int | Sequence[int] = 1, progress: bool = True,
-                    keep_results: bool = False, distributed: bool | None = None,
+                    keep_results: bool = False, distributed: bool = False,
                     **transport_kwargs: Any) -> TransportStudy:
     """Run :func:`~massact_viz.probes.transport.transport` with the same settings on every pair and seed.
 
@@ -122,8 +122,8 @@ def transport_study(model: "Model", pairs: Any, *, seeds: int | Sequence[int] = 
     ``seeds``: how many noise seeds per pair (0, 1, ...) or the list of them. Other keywords are
     :func:`transport`'s (``k``, ``controls``, ``steps``, ...; ``previews`` defaults to False here).
     Every setting is validated on the first pair before anything runs.
-    ``distributed``: share the (pair, seed) units with the other launched processes (None: when launched as
-    one of several by ``accelerate launch`` or ``torchrun``); their metrics are gathered, so every process
+    ``distributed=True``: share the (pair, seed) units with the other processes launched by ``accelerate
+    launch`` or ``torchrun`` (each given the same arguments); their metrics are gathered, so every process
     returns the single-process study (``example`` and ``results`` hold only the units a process ran)."""
 
     from .probe import transport
@@ -142,7 +142,9 @@ def transport_study(model: "Model", pairs: Any, *, seeds: int | Sequence[int] = 
     run_kwargs = {k: v for k, v in transport_kwargs.items() if k not in _TRANSPORT_KEYS}
     plan_transport(model, triples[0][0], triples[0][1], run_kwargs=run_kwargs,
                    **{k: v for k, v in transport_kwargs.items() if k in _TRANSPORT_KEYS})  # fail before work
-    share = ranks() if distributed or (distributed is None and launched()) else Ranks()
+    share = ranks() if distributed else Ranks()
+    share.agree({"pairs": triples, "seeds": seed_list, "keep": keep_results,
+                 "kwargs": repr(sorted(transport_kwargs.items()))}, "transport study")
     units = [(i, j) for i in range(len(triples)) for j in range(len(seed_list))]
     example, results, settings, metrics = None, [], {}, {}
     desc = "transport study (pairs x seeds)" + ("" if share.world == 1 else f", process {share.rank} of {share.world}")
@@ -164,8 +166,7 @@ def transport_study(model: "Model", pairs: Any, *, seeds: int | Sequence[int] = 
     finally:
         bar.close()
     if share.world > 1:   # every process gets every unit's metrics (a collective: also the barrier)
-        from accelerate.utils import gather_object
-        for got_settings, got_metrics in gather_object([(settings, metrics)]):
+        for got_settings, got_metrics in share.gather((settings, metrics)):
             settings = settings or got_settings
             metrics.update(got_metrics)
     values: dict[str, dict[str, np.ndarray]] = {}

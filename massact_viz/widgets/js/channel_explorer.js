@@ -237,17 +237,21 @@ function render({ model, el }) {
     }
     mvEnable(alphaSl);
     overlay.width = g[1]; overlay.height = g[0];
-    let lo = Infinity, hi = -Infinity;
-    for (const v of sp) { if (v < lo) lo = v; if (v > hi) hi = v; }
+    let lo = Infinity, hi = -Infinity, bad = 0;
+    for (const v of sp) { if (!Number.isFinite(v)) { bad++; continue; } if (v < lo) lo = v; if (v > hi) hi = v; }
+    if (!Number.isFinite(lo)) { lo = 0; hi = 0; }
     const im = ctx.createImageData(g[1], g[0]), a = Math.round(+alphaSl.input.value * 2.55);
     for (let i = 0; i < sp.length; i++) {
+      if (!Number.isFinite(sp[i])) { im.data.set([235, 235, 235, a], i * 4); continue; }   // inf/NaN: grey
       const j = Math.round(hi > lo ? (sp[i] - lo) / (hi - lo) * 255 : 0) * 3;
       im.data.set([MV_VIRIDIS[j], MV_VIRIDIS[j + 1], MV_VIRIDIS[j + 2], a], i * 4);
     }
+    if (bad) note.textContent = (note.textContent ? note.textContent + " " : "") +
+      `${bad} tokens are inf/NaN (grey; float16 overflow? load with dtype='bfloat16' or 'float32').`;
     ctx.putImageData(im, 0, 0);
     alphaSl.out.textContent = alphaSl.input.value + "%";
     spCap.textContent = `channel ${ch} at ${model.get("layer")}, step ${s}, over the image (${g[0]} x ${g[1]} tokens)`;
-    colorBar(spBar, lo, hi, false, `channel ${ch} activation per token`);
+    colorBar(spBar, lo, hi, false, `channel ${ch} activation per token` + (bad ? " (finite values)" : ""));
   }
 
   function cellAt(ev) {

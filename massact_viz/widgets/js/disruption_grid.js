@@ -24,7 +24,7 @@ function render({ model, el }) {
     const cells = model.get("cells"), base = model.get("baseline");
     grid.replaceChildren();
     const head = mvEl("tr", {}, grid);
-    mvEl("th", { text: "channels zeroed \u2193  k \u2192", style: "font-weight:400;color:#555;text-align:left" }, head);
+    mvEl("th", { text: "channel set \u2193  k \u2192", style: "font-weight:400;color:#555;text-align:left" }, head);
     mvEl("th", { text: "baseline" }, head);
     for (const k of ks) mvEl("th", { text: `k=${k}` }, head);
     for (const s of model.get("sets")) {

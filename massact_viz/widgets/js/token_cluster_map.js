@@ -121,7 +121,7 @@ function render({ model, el }) {
       mvEl("span", { text: `cluster ${c}: ` + (c === cur.fg ? "foreground (outlined)" : cur.fg >= 0 ? "background" : "cluster") }, item);
     }
     info.textContent = `${model.get("channel_set")}-${model.get("k")} channels [${cur.channels.join(", ")}], ` +
-      `K=${model.get("K")}, foreground cluster ${cur.fg}` + (cur.iou === null || cur.iou === undefined ? "" : `, IoU vs mask ${cur.iou.toFixed(3)}`) +
+      `K=${model.get("K")}, ` + (cur.fg >= 0 ? `foreground cluster ${cur.fg}` : "no foreground cluster") + (cur.iou === null || cur.iou === undefined ? "" : `, IoU vs mask ${cur.iou.toFixed(3)}`) +
       `, ${model.get("selected").length} tokens selected`;
     root.dataset.lastDrawMs = (performance.now() - t0).toFixed(2);
     root.dataset.draws = String((+root.dataset.draws || 0) + 1);
