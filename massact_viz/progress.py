@@ -8,13 +8,15 @@ when the notebook is reopened. Outside a kernel it is plain tqdm.
 """
 from __future__ import annotations
 
+import functools
 from contextlib import contextmanager
 from typing import Any, Iterable
 
 
+@functools.lru_cache(maxsize=1)
 def _notebook_class():
     """tqdm's notebook bar, extended to turn into text when it closes; None outside a Jupyter kernel
-    (or without ipywidgets)."""
+    (or without ipywidgets). Made once per process: every bar of the process uses the same class."""
     try:
         from IPython import get_ipython
         ip = get_ipython()

@@ -73,6 +73,12 @@ def scan(model: "DiT", prompts: Sequence[str], out: str | Path, *, num_steps: in
         have = share.from_main([s for s in starts if (parts_dir / f"{s:06d}" / "run.json").exists()]
                                if share.main else None)
     mine = share.share([s for s in starts if s not in have])
+    def capture_batch(start: int) -> Run:
+        """The part of the batch that starts at prompt ``start`` (image i uses seed + i, whatever the batching)."""
+        return run_capture(model, prompts[start:start + batch_size], num_steps=num_steps, seed=seed + start, size=size,
+                           guidance=guidance, negative_prompt=negative_prompt, capture=capture, batch_size=batch_size,
+                           progress=False, pipe_kwargs=pipe_kwargs, edit=edit)
+
     parts: list[Run] = []
     done = sum(len(prompts[s:s + batch_size]) for s in have)
     bar = progress_bar(total=sum(len(prompts[s:s + batch_size]) for s in mine),
@@ -90,9 +96,7 @@ def scan(model: "DiT", prompts: Sequence[str], out: str | Path, *, num_steps: in
                     part = None  # a damaged part (e.g. killed mid-write by the OS) is recomputed
                     shutil.rmtree(part_dir)  # inside the scan's own parts folder: the toolkit wrote it
             if part is None:
-                part = run_capture(model, chunk, num_steps=num_steps, seed=seed + start, size=size, guidance=guidance,
-                                   negative_prompt=negative_prompt, capture=capture, batch_size=batch_size,
-                                   progress=False, pipe_kwargs=pipe_kwargs, edit=edit)
+                part = capture_batch(start)
                 part.save(part_dir)
             else:
                 done += len(chunk)
@@ -112,10 +116,8 @@ def scan(model: "DiT", prompts: Sequence[str], out: str | Path, *, num_steps: in
         return merged
     share.barrier()   # every part is on disk (done: the batches the main process found finished, as on every process)
     if share.main:
-        merged = concat_runs([_load_or_redo(parts_dir / f"{start:06d}", lambda s=start: run_capture(
-            model, prompts[s:s + batch_size], num_steps=num_steps, seed=seed + s, size=size, guidance=guidance,
-            negative_prompt=negative_prompt, capture=capture, batch_size=batch_size, progress=False,
-            pipe_kwargs=pipe_kwargs, edit=edit)) for start in starts])
+        merged = concat_runs([_load_or_redo(parts_dir / f"{start:06d}", lambda s=start: capture_batch(s))
+                              for start in starts])
         merged.meta["resumed_prompts"] = done
         merged.save(out)
         shutil.rmtree(parts_dir, ignore_errors=True)

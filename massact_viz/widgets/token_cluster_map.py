@@ -364,25 +364,22 @@ class TokenClusterMap(View):
         else:
             picture = None
         sy, sx = side / rows, side / cols
+        segs = []   # the foreground's boundary: the sides of its tokens that face another cluster or the edge
+        for r, c in zip(*np.nonzero(fg)):
+            if r == 0 or not fg[r - 1, c]:
+                segs.append([c * sx, r * sy, (c + 1) * sx, r * sy])
+            if r == rows - 1 or not fg[r + 1, c]:
+                segs.append([c * sx, (r + 1) * sy, (c + 1) * sx, (r + 1) * sy])
+            if c == 0 or not fg[r, c - 1]:
+                segs.append([c * sx, r * sy, c * sx, (r + 1) * sy])
+            if c == cols - 1 or not fg[r, c + 1]:
+                segs.append([(c + 1) * sx, r * sy, (c + 1) * sx, (r + 1) * sy])
         panels = [p for p in (picture, clusters) if p is not None]
         for panel in panels:
             d0 = ImageDraw.Draw(panel)
-            for r in range(rows):  # the foreground's boundary, black under white
-                for c in range(cols):
-                    if not fg[r, c]:
-                        continue
-                    segs = []
-                    if r == 0 or not fg[r - 1, c]:
-                        segs.append([c * sx, r * sy, (c + 1) * sx, r * sy])
-                    if r == rows - 1 or not fg[r + 1, c]:
-                        segs.append([c * sx, (r + 1) * sy, (c + 1) * sx, (r + 1) * sy])
-                    if c == 0 or not fg[r, c - 1]:
-                        segs.append([c * sx, r * sy, c * sx, (r + 1) * sy])
-                    if c == cols - 1 or not fg[r, c + 1]:
-                        segs.append([(c + 1) * sx, r * sy, (c + 1) * sx, (r + 1) * sy])
-                    for seg in segs:
-                        d0.line(seg, fill=(0, 0, 0), width=3)
-                        d0.line(seg, fill=(255, 255, 255), width=1)
+            for seg in segs:   # black under white
+                d0.line(seg, fill=(0, 0, 0), width=3)
+                d0.line(seg, fill=(255, 255, 255), width=1)
             for t in self.selected:
                 r, c = divmod(t, cols)
                 d0.rectangle([c * sx + 1, r * sy + 1, (c + 1) * sx - 2, (r + 1) * sy - 2], outline=MARK, width=2)

@@ -257,10 +257,10 @@ def fingerprint(locator) -> dict:
     return locator.evaluate(JS_FINGERPRINT)
 
 
-# Move a range input of a view one step (the ``selector``-th match: anywidget views, plain HTML) and
-# fire input + change, as a user's drag does; returns "<class>=<new value>" or None when there is none.
-JS_MOVE_SLIDER = """(root, selector) => {
-  const r = root.querySelector(selector);
+# Move a range input of a view one step (the ``index``-th match of ``selector``: anywidget views, plain HTML)
+# and fire input + change, as a user's drag does; returns "<class>=<new value>" or None when there is none.
+JS_MOVE_SLIDER = """(root, [selector, index]) => {
+  const r = root.querySelectorAll(selector)[index];
   if (!r || r.disabled) return null;
   const lo = +r.min || 0, hi = r.max === '' ? 100 : +r.max, st = +r.step || 1;
   let v = +r.value + st; if (v > hi) v = lo;
@@ -271,9 +271,9 @@ JS_MOVE_SLIDER = """(root, selector) => {
 }"""
 
 
-def move_slider(locator, selector: str = "input[type=range]") -> str | None:
-    moved = locator.evaluate(JS_MOVE_SLIDER, selector)
-    if moved is None and selector == "input[type=range]":  # an ipywidgets slider: noUiSlider answers the keyboard
+def move_slider(locator, selector: str = "input[type=range]", index: int = 0) -> str | None:
+    moved = locator.evaluate(JS_MOVE_SLIDER, [selector, index])
+    if moved is None and selector == "input[type=range]" and index == 0:  # ipywidgets: noUiSlider answers the keyboard
         handle = locator.locator(".noUi-handle").first
         if handle.count():
             handle.focus()

@@ -80,17 +80,6 @@ def check_labels(view, name, selectors):
         assert any(texts), f"{name}: no labelled {sel} (found {texts})"
 
 
-JS_MOVE_NTH = """(root, i) => {
-  const r = [...root.querySelectorAll('input[type=range]')][i];
-  const lo = +r.min || 0, hi = +r.max, st = +r.step || 1;
-  let v = +r.value + st; if (v > hi) v = lo;
-  r.value = String(v);
-  r.dispatchEvent(new Event('input', {bubbles: true}));
-  r.dispatchEvent(new Event('change', {bubbles: true}));
-  return r.className + '=' + r.value;
-}"""
-
-
 JS_SHOWN_TEXT = """(root) => { const c = root.cloneNode(true);
   c.querySelectorAll('.mv-controls, .mv-hover').forEach(e => e.remove()); return c.textContent; }"""
 
@@ -115,7 +104,7 @@ def check_sliders(page, view, name):
             continue
         page.wait_for_timeout(300)  # images of the last move decode
         before, draws = shown(view), int(view.get_attribute("data-draws"))
-        what = view.evaluate(JS_MOVE_NTH, i)
+        what = move_slider(view, index=i)
         wait(page, "([el, n]) => +el.dataset.draws > n", [view.element_handle(), draws],
              f"{name}: moving {what} did not redraw", timeout=20_000)
         page.wait_for_timeout(400)
