@@ -19,7 +19,8 @@ real ones. The tiny VAE keeps 1 pixel per latent pixel, so ``--size S`` gives (S
 (packed 2x2) and (S/2)^2 for the patch-2 families: ``--size 128`` is FLUX's 4096 tokens at 1024x1024.
 
 For each configuration, interleaved repeats of: the plain pipeline call, ``Model.run`` with the full
-statistics capture (every block, both streams, every step, the Sun criterion), a transport (k=4, every block
+statistics capture (every block, both streams, every step, the Sun criterion) on the hooks engine and on the
+nnsight engine (``engine="nnsight"``, the same numbers), a transport (k=4, every block
 and step) and a localization (one prompt, every block, last step, top/bottom/random sets); medians, the
 capture overhead as a ratio against the plain call, and the peak resident memory of a fresh process per
 configuration. Writes ``benchmarks/real_size.json`` and prints a Markdown table.
@@ -70,6 +71,9 @@ def plain():
 def captured():
     model.run(PROMPT, num_steps=steps, size=(size, size), progress=False)
 
+def captured_nnsight():
+    model.run(PROMPT, num_steps=steps, size=(size, size), progress=False, engine="nnsight")
+
 def transported():
     transport(model, "a photo of a dog", PROMPT, k=4, num_steps=steps, size=(size, size), previews=False,
               progress=False)
@@ -85,8 +89,9 @@ def localized():
              sets=("top", "bottom", "random"), random_draws=1, progress=False)
 
 PROMPT = PROMPT_VALUE
-times = {n: [] for n in ("plain", "capture", "transport", "localize")}
-fns = {"plain": plain, "capture": captured, "transport": transported, "localize": localized}
+fns = {"plain": plain, "capture": captured, "capture_nnsight": captured_nnsight, "transport": transported,
+       "localize": localized}
+times = {n: [] for n in fns}
 for n, f in fns.items():   # warm-up
     f()
 for _ in range(reps):
@@ -130,8 +135,9 @@ def main() -> None:
            "cpu_count": os.cpu_count(), "torch_threads": os.environ.get("OMP_NUM_THREADS"), "results": results}
     (HERE / "real_size.json").write_text(json.dumps(doc, indent=1) + "\n")
     print(f"| configuration ({args.size}x{args.size} px, {args.num_steps} steps, {args.device} {dtype}, median of "
-          f"{args.reps}) | parameters | plain s | capture s | capture / plain | transport s | localize s | peak GB |")
-    print("|---|---|---|---|---|---|---|---|")
+          f"{args.reps}) | parameters | plain s | capture s | capture / plain | nnsight engine / plain | transport s "
+          f"| localize s | peak GB |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name, r in results.items():
         if "error" in r:
             print(f"| {name} | failed: {r['error']} |")
@@ -140,8 +146,9 @@ def main() -> None:
         peak = r["peak_gb"] if not isinstance(r["peak_gb"], dict) else r["peak_gb"]["cuda"]
         grid = f", {r['tokens'][0]}x{r['tokens'][1]} tokens" if r.get("tokens") else ""
         print(f"| {name}: {r['blocks']} blocks x {r['width']} channels{grid} | {r['params'] / 1e9:.2f} B | {m['plain']:.2f} | "
-              f"{m['capture']:.2f} | {m['capture'] / m['plain']:.2f}x | {m['transport']:.2f} | {m['localize']:.2f} | "
-              f"{peak:.1f} |")
+              f"{m['capture']:.2f} | {m['capture'] / m['plain']:.2f}x | "
+              + (f"{m['capture_nnsight'] / m['plain']:.2f}x" if "capture_nnsight" in m else "-")
+              + f" | {m['transport']:.2f} | {m['localize']:.2f} | {peak:.1f} |")
 
 
 if __name__ == "__main__":

@@ -14,10 +14,19 @@ Two parts, both with nothing else running on the machine:
   ``train.one_object_eval_captions``) with a 95 % Wilson interval, and the
   fixed-noise validation loss (``train.validation_loss``, 512 scenes).
 
+* ``judge``: an architecture pilot trained with the trainer itself (its own command line, e.g. a finer
+  token grid warm-started from the shipped weights with ``--init-partial``), judged on the same yardstick
+  and recorded beside the shipped weights' own score, with the CPU minutes and images its training took.
+
 Usage::
 
     python benchmarks/shapes_pilots.py --minutes 8            # both parts
     python benchmarks/shapes_pilots.py --part throughput
+    python -m massact_viz.shapes.train --out runs/shapes-g16/out --ckpt-dir runs/shapes-g16/ckpt \
+        --init-from data/shapes --init-partial --config '{"vae_factor": 1}' --batch 32 --lr 3e-4 \
+        --warmup 100 --lr-schedule cosine --steps 1300 --minutes 40 --p-two 0.2 --threads 2 --eval-n 0
+    python benchmarks/shapes_pilots.py --part judge --weights runs/shapes-g16/out \
+        --name "token grid 16x16 (vae_factor 1), partial warm start"
 
 Results go to ``benchmarks/shapes_pilots.json`` (finished rows are kept and skipped on
 a rerun with the same settings) and a Markdown table is printed; the model card
@@ -130,6 +139,25 @@ def run_pilots(results: dict, init: str, minutes: float, n_captions: int, n_val:
         _save(results)
 
 
+def run_judge(results: dict, init: str, weights: str, name: str, n_captions: int, n_val: int) -> None:
+    """Judge a pilot the trainer wrote to ``weights`` (and the starting weights once), under ``architecture``."""
+    rows = results.setdefault("architecture", {})
+    start_cfg = json.loads((Path(init) / "config.json").read_text())
+    start = f"shipped weights (step {start_cfg['training']['step']}, 8x8 tokens)"
+    if start not in rows:
+        rows[start] = {"minutes": 0, "images": 0, "config": start_cfg["config"], "judge": judge(Path(init), n_captions, n_val)}
+        _save(results)
+    cfg = json.loads((Path(weights) / "config.json").read_text())
+    tr = cfg.get("training", {})
+    minutes = tr.get("train_minutes", 0)
+    rows[name] = {"minutes": round(minutes, 1), "images": tr.get("images_seen"),
+                  "images_per_s": round(tr.get("images_seen", 0) / (60 * minutes), 1) if minutes else "-",
+                  "steps": tr.get("step"), "config": cfg["config"], "warm_start": tr.get("warm_start"),
+                  "args": tr.get("args"), "judge": judge(Path(weights), n_captions, n_val)}
+    print(f"{name}: {_row(name, rows[name])}", flush=True)
+    _save(results)
+
+
 def _fmt(x: dict) -> str:
     return f"{100 * x['p']:.0f} % [{100 * x['ci95'][0]:.0f}, {100 * x['ci95'][1]:.0f}]"
 
@@ -156,6 +184,15 @@ def table(results: dict) -> str:
                   "| one-object colour | val loss one / two objects |", "|---|---|---|---|---|---|---|---|"]
         for name, r in p.items():
             lines.append(_row(name, r))
+    if results.get("architecture"):
+        p = results["architecture"]
+        n = next(iter(p.values()))["judge"]["n"]
+        lines += ["", "Architecture pilots (trained by the trainer's own command line, then judged here; CPU "
+                  "minutes are the pilot's training time on this 2-core machine):", "",
+                  f"| pilot | minutes | images/s | images | one-object shape (n = {n}) | circle / square / triangle % "
+                  "| one-object colour | val loss one / two objects |", "|---|---|---|---|---|---|---|---|"]
+        for name, r in p.items():
+            lines.append(_row(name, r))
     return "\n".join(lines)
 
 
@@ -165,7 +202,9 @@ def _save(results: dict) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--part", choices=["throughput", "pilots", "both"], default="both")
+    ap.add_argument("--part", choices=["throughput", "pilots", "both", "judge"], default="both")
+    ap.add_argument("--weights", help="--part judge: the pilot's weights (the trainer's --out)")
+    ap.add_argument("--name", help="--part judge: the pilot's name in the table")
     ap.add_argument("--minutes", type=float, default=8.0, help="wall-clock minutes per pilot")
     ap.add_argument("--throughput-minutes", type=float, default=1.5, help="minutes per throughput setting")
     ap.add_argument("--init", default=str(HERE.parent / "data" / "shapes"), help="starting weights")
@@ -174,8 +213,13 @@ def main() -> None:
     a = ap.parse_args()
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     results["machine"] = {"cpus": os.cpu_count(), "torch": torch.__version__}
-    results["init"] = {"path": os.path.relpath(a.init, HERE.parent),
-                       "step": json.loads((Path(a.init) / "config.json").read_text())["training"]["step"]}
+    if a.part != "judge":   # the lever pilots' starting weights (an architecture pilot records its own)
+        results["init"] = {"path": os.path.relpath(a.init, HERE.parent),
+                           "step": json.loads((Path(a.init) / "config.json").read_text())["training"]["step"]}
+    if a.part == "judge":
+        if not (a.weights and a.name):
+            raise SystemExit("--part judge needs --weights DIR and --name TEXT")
+        run_judge(results, a.init, a.weights, a.name, a.captions, a.val_n)
     if a.part in ("throughput", "both"):
         run_throughput(results, a.init, a.throughput_minutes)
     if a.part in ("pilots", "both"):

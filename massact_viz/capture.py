@@ -17,9 +17,10 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import torch
 
 from .errors import MassActError, check_index
-from .hooks import Site, attach
+from .hooks import CallState, Site, attach, watch_scheduler
+from .nnsight_engine import DANGLING, drive, nnsight_model, pil_images, read_call
 from .run import Run
-from .specs import check_num_steps, check_size, listify, resolve_steps
+from .specs import check_engine, check_num_steps, check_size, listify, resolve_steps
 from .stats import StatsCollector
 from .progress import pipeline_progress, progress_bar
 
@@ -163,6 +164,17 @@ RESERVED_KWARGS = {"height": "size=(h, w)", "width": "size=(h, w)", "num_inferen
                    "num_images_per_prompt": "repeating the prompt"}
 
 
+def check_probe_kwargs(run_kwargs: dict, probe: str, sets: Sequence[str], hint: str = "") -> None:
+    """A probe's keyword arguments for :meth:`Model.run`, checked before any work: one it sets itself (``sets``)
+    or one ``run()`` never takes (:data:`RESERVED_KWARGS`) is refused with one line saying what to use."""
+    for k in sets:
+        if k in run_kwargs:
+            raise MassActError(f"{probe}() sets {k}= itself{'; ' + hint if hint else '.'}")
+    for k in run_kwargs:
+        if k in RESERVED_KWARGS:
+            raise MassActError(f"do not pass {k}= to {probe}(); use {RESERVED_KWARGS[k]} instead.")
+
+
 @dataclass
 class Plan:
     """A validated capture: everything :func:`run_capture` needs, resolved against the model."""
@@ -287,50 +299,110 @@ def previews_available(model: "DiT") -> bool:
             and type(model.pipe.scheduler).__name__ == "FlowMatchEulerDiscreteScheduler")
 
 
+class _Recording:
+    """What one capture keeps while an engine feeds it block sites: statistics, raw slices, kept inputs,
+    and the edit applied before any of them (so what is captured is what the next block sees)."""
+
+    def __init__(self, model: "DiT", plan: Plan, capture: Capture):
+        edit = plan.edit
+        self.collector = StatsCollector([b.name for b in plan.blocks], plan.cap_steps, plan.streams,
+                                        len(plan.prompts), capture.sun) if capture.stats else None
+        self.raws = _RawRecorder(plan.raw_specs)
+        self.inputs = _InputRecorder(list(capture.inputs)) if capture.inputs else None
+        self.edit = edit
+        self._edit_call = getattr(edit, "on_call", None)  # an edit may also change the transformer's inputs
+        hooks_on = list(model.blocks) if edit is not None else list(plan.blocks) if self.collector else []
+        for n, _, _ in plan.raw_specs:  # one site per block, even with raw slices at several steps of it
+            if model.layer(n) not in hooks_on:
+                hooks_on.append(model.layer(n))
+        self.blocks = hooks_on
+
+    def on_site(self, site: Site) -> None:
+        if self.edit is not None:
+            self.edit(site)
+        if self.collector is not None:
+            self.collector(site)
+        if self.raws.specs:
+            self.raws(site)
+
+    @property
+    def on_call(self) -> Callable[[Any, dict], dict | None] | None:
+        if self.inputs is None and self._edit_call is None:
+            return None
+
+        def on_call(state: Any, kwargs: dict) -> dict | None:
+            if self.inputs is not None:
+                self.inputs(state, kwargs)
+            return self._edit_call(state, kwargs) if self._edit_call is not None else None
+        return on_call
+
+    def begin(self, first: int, n: int) -> None:
+        if self.collector is not None:
+            self.collector.begin(first, n)
+        if self.inputs is not None:
+            self.inputs.begin()
+
+    def end(self) -> None:
+        if self.collector is not None:
+            self.collector.end()
+
+    def finish(self, model: "DiT", plan: Plan, capture: Capture, *, images: list, previews: list,
+               steps_seen: int | None, meta: dict) -> Run:
+        """The :class:`Run`: statistics, kept tensors, images and metadata (``meta`` adds to the model's own);
+        warnings for steps not as asked and non-finite statistics."""
+        notes = []
+        if steps_seen is not None and steps_seen != plan.steps:
+            notes.append(f"the pipeline ran {steps_seen} denoising steps, not the {plan.steps} asked for "
+                         f"(its scheduler or strength changed them); step indices refer to the steps that ran.")
+        collector = self.collector
+        stats = collector.result(plan.prompts) if collector is not None else None
+        if collector is not None and collector.overflowed():
+            if model.dtype == torch.float16:
+                notes.append("non-finite statistics: the hidden state overflowed (with float16, massive activations "
+                             "exceed 65504). The run is kept; load with dtype='bfloat16' or 'float32' for usable "
+                             "numbers.")
+            else:
+                notes.append(f"non-finite statistics in a {str(model.dtype).replace('torch.', '')} run: a hidden "
+                             f"state became inf or NaN (from an edit, the latents or the pipeline's inputs, not from "
+                             f"overflow of the dtype). The run is kept and the affected entries are marked non-finite.")
+        for n in notes:
+            warnings.warn(n, MassActWarning, stacklevel=4)
+        pipe = model.pipe
+        full = model.metadata()
+        full.update(prompts=plan.prompts, num_steps=plan.steps, size=[plan.height, plan.width],
+                    token_grid=list(plan.grid), capture=_capture_meta(capture, plan.raw_specs),
+                    edited=self.edit is not None, warnings=notes,
+                    scheduler={"class": type(pipe.scheduler).__name__, "config": dict(pipe.scheduler.config)},
+                    created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), python=platform.python_version())
+        full.update(meta)
+        kept = self.raws.result()
+        if self.inputs is not None:
+            kept.update(self.inputs.result())
+        return Run(images, stats, full, kept, torch.cat(previews, dim=1) if previews else None)
+
+
 def run_capture(model: "DiT", prompts: Sequence[str], *, num_steps: int, seed: int, size: tuple[int, int] | None,
                 guidance: float | None, negative_prompt: str | None, capture: Capture, batch_size: int,
                 progress: bool, pipe_kwargs: dict, edit: Callable[[Site], None] | None = None,
-                seeds: Sequence[int] | None = None, allow_empty_prompt: bool = False) -> Run:
-    """Generate ``prompts`` (in batches) with hooks installed, returning a :class:`Run`.
+                seeds: Sequence[int] | None = None, allow_empty_prompt: bool = False, engine: str = "hooks") -> Run:
+    """Generate ``prompts`` (in batches) on ``engine`` (``"hooks"`` or ``"nnsight"``, see
+    :mod:`massact_viz.nnsight_engine`; the same statistics and images either way), returning a :class:`Run`.
 
     ``seeds`` (one non-negative int per prompt) overrides the default per-image seeds ``seed + i``;
     equal seeds give images the same initial noise (e.g. two prompts from one noise)."""
-
+    check_engine(engine)
     plan = plan_capture(model, prompts, num_steps=num_steps, seed=seed, size=size, guidance=guidance, capture=capture,
                         batch_size=batch_size, pipe_kwargs=pipe_kwargs, allow_empty_prompt=allow_empty_prompt,
                         edit=edit)
-    edit = plan.edit
     seeds = _check_seeds(seeds, len(plan.prompts)) if seeds is not None else \
         [seed + i for i in range(len(plan.prompts))]
-    prompts, height, width, grid, blocks = plan.prompts, plan.height, plan.width, plan.grid, plan.blocks
-    cap_steps, streams, raw_specs = plan.cap_steps, plan.streams, plan.raw_specs
+    prompts, grid = plan.prompts, plan.grid
     fam, pipe = model.family, model.pipe
-    collector = StatsCollector([b.name for b in blocks], cap_steps, streams, len(prompts),
-                               capture.sun) if capture.stats else None
-    raws = _RawRecorder(raw_specs)
-    inputs = _InputRecorder(list(capture.inputs)) if capture.inputs else None
-    edit_call = getattr(edit, "on_call", None)  # an edit may also change the transformer's inputs
-
-    def on_call(state: Any, kwargs: dict) -> dict | None:
-        if inputs is not None:
-            inputs(state, kwargs)
-        return edit_call(state, kwargs) if edit_call is not None else None
-    hooks_on = list(model.blocks) if edit is not None else [b for b in blocks] if collector else []
-    for n, _, _ in raw_specs:  # one hook per block, even with raw slices at several steps of it
-        if model.layer(n) not in hooks_on:
-            hooks_on.append(model.layer(n))
-
-    def on_site(site: Site) -> None:
-        if edit is not None:  # edits first, so what is captured is what the next block sees
-            edit(site)
-        if collector is not None:
-            collector(site)
-        if raw_specs:
-            raws(site)
+    rec = _Recording(model, plan, capture)
 
     base = dict(fam.call_defaults)
     base.update(model.defaults)
-    base.update(num_inference_steps=num_steps, height=height, width=width, output_type="pil")
+    base.update(num_inference_steps=num_steps, height=plan.height, width=plan.width, output_type="pil")
     if guidance is not None:
         base[model.guidance_kwarg] = guidance
     if negative_prompt is not None:
@@ -344,50 +416,162 @@ def run_capture(model: "DiT", prompts: Sequence[str], *, num_steps: int, seed: i
             first = ci * batch_size
             gens = [torch.Generator("cpu").manual_seed(seeds[first + i]) for i in range(len(chunk))]
             kw = dict(base, prompt=chunk if len(chunk) > 1 else chunk[0], generator=gens if len(gens) > 1 else gens[0])
-            if collector is not None:
-                collector.begin(first, len(chunk))
+            rec.begin(first, len(chunk))
             x0: list[torch.Tensor] = []
-            if inputs is not None:
-                inputs.begin()
-            with attach(pipe, fam, hooks_on, on_site, n_images=len(chunk), n_image_tokens=grid[0] * grid[1],
-                        prompts=chunk,
-                        on_scheduler_step=_record_x0(x0) if capture.previews else None,
-                        on_call=on_call if (inputs is not None or edit_call is not None) else None) as state:
-                out = pipe(**kw)
-            if collector is not None:
-                collector.end()
+            on_step = _record_x0(x0) if capture.previews else None
+            if engine == "hooks":
+                with attach(pipe, fam, rec.blocks, rec.on_site, n_images=len(chunk), n_image_tokens=grid[0] * grid[1],
+                            prompts=chunk, on_scheduler_step=on_step, on_call=rec.on_call) as state:
+                    out_images = pipe(**kw).images
+            else:
+                out_images, state = _call_nnsight(model, kw, rec, chunk, grid, on_step)
+            rec.end()
             steps_seen = state.step + 1
-            images.extend(out.images)
+            images.extend(out_images)
             if capture.previews:
-                previews.append(_decode_previews(model, x0, height, width, capture.preview_size, progress))
+                previews.append(_decode_previews(model, x0, plan.height, plan.width, capture.preview_size, progress))
     elapsed = time.perf_counter() - t0
+    return rec.finish(model, plan, capture, images=images, previews=previews, steps_seen=steps_seen,
+                      meta=dict(seeds=list(seeds), seed=seed, guidance=guidance, negative_prompt=negative_prompt,
+                                call_kwargs={k: v for k, v in base.items() if _jsonable(v)}, engine=engine,
+                                seconds=round(elapsed, 3)))
 
-    notes = []
-    if steps_seen is not None and steps_seen != num_steps:
-        notes.append(f"the pipeline ran {steps_seen} denoising steps, not the {num_steps} asked for "
-                     f"(its scheduler or strength changed them); step indices refer to the steps that ran.")
-    stats = collector.result(prompts) if collector is not None else None
-    if collector is not None and collector.overflowed():
-        if model.dtype == torch.float16:
-            notes.append("non-finite statistics: the hidden state overflowed (with float16, massive activations "
-                         "exceed 65504). The run is kept; load with dtype='bfloat16' or 'float32' for usable numbers.")
-        else:
-            notes.append(f"non-finite statistics in a {str(model.dtype).replace('torch.', '')} run: a hidden state "
-                         f"became inf or NaN (from an edit, the latents or the pipeline's inputs, not from overflow "
-                         f"of the dtype). The run is kept and the affected entries are marked non-finite.")
-    for n in notes:
-        warnings.warn(n, MassActWarning, stacklevel=3)
-    meta = model.metadata()
-    meta.update(prompts=prompts, seeds=list(seeds), seed=seed, num_steps=num_steps,
-                size=[height, width], token_grid=list(grid), guidance=guidance, negative_prompt=negative_prompt,
-                call_kwargs={k: v for k, v in base.items() if _jsonable(v)},
-                capture=_capture_meta(capture, raw_specs), edited=edit is not None, warnings=notes, seconds=round(elapsed, 3),
-                scheduler={"class": type(pipe.scheduler).__name__, "config": dict(pipe.scheduler.config)},
-                created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), python=platform.python_version())
-    kept = raws.result()
-    if inputs is not None:
-        kept.update(inputs.result())
-    return Run(images, stats, meta, kept, torch.cat(previews, dim=1) if previews else None)
+
+def _call_nnsight(model: "DiT", kw: dict, rec: _Recording, chunk: list[str], grid: tuple[int, int],
+                  on_step: Callable | None) -> tuple[list, CallState]:
+    """One pipeline call on the nnsight engine: the prompts in one invoke, the recording in its own, the
+    images read in a third (after the pipeline call returns)."""
+    nn = nnsight_model(model)
+    fam, pipe = model.family, model.pipe
+    call_kw = {k: v for k, v in kw.items() if k != "prompt"}
+    state = CallState(n_images=len(chunk), n_image_tokens=grid[0] * grid[1])
+    held: dict = {}
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=DANGLING)   # a one-step run's worker waits past the end
+        with watch_scheduler(pipe.scheduler, before=on_step):
+            with nn.generate(**call_kw) as tracer:
+                with tracer.invoke(kw["prompt"]):
+                    pass
+                with tracer.invoke():
+                    read_call(*nn.inputs, fam, pipe)
+                    drive(tracer, nn, fam, pipe, rec.blocks, rec.on_site, state, prompts=chunk, on_call=rec.on_call)
+                with tracer.invoke():
+                    held["images"] = nn.output.images
+    return pil_images(held["images"]), state
+
+
+class TracedCapture:
+    """A capture recorded inside a user's own nnsight trace (made by :func:`nnsight_capture`). After the
+    trace, :attr:`run` is the :class:`Run` that ``Model.run`` would have returned for the same call, and
+    :attr:`stats` its :class:`~massact_viz.stats.ChannelStats`."""
+
+    def __init__(self, model: "DiT", capture: Capture, edit: Any):
+        self.model, self.capture, self.edit = model, capture, edit
+        self._held: dict | None = None
+        self._final: Any = None
+        self._run: Run | None = None
+
+    def _work(self, tracer: Any, nn: Any) -> None:
+        """The recording worker's body (its own ``tracer.invoke()``): learn the call, plan, record."""
+        model = self.model
+        fam, pipe = model.family, model.pipe
+        call = read_call(*nn.inputs, fam, pipe)
+        plan = plan_capture(model, call.prompts, num_steps=call.num_steps, seed=0, size=(call.height, call.width),
+                            guidance=None, capture=self.capture, batch_size=len(call.prompts), pipe_kwargs={},
+                            edit=self.edit)
+        rec = _Recording(model, plan, self.capture)
+        state = CallState(n_images=len(plan.prompts), n_image_tokens=plan.grid[0] * plan.grid[1])
+        rec.begin(0, len(plan.prompts))
+        self._held = dict(rec=rec, plan=plan, call=call, state=state, t0=time.perf_counter())
+        drive(tracer, nn, fam, pipe, rec.blocks, rec.on_site, state, prompts=plan.prompts, on_call=rec.on_call)
+
+    def _images(self, nn: Any) -> None:
+        """The images worker's body (a later ``tracer.invoke()``): the pipeline call's final images."""
+        self._final = nn.output.images
+
+    @property
+    def run(self) -> Run:
+        if self._run is None:
+            if self._held is None or self._final is None:
+                raise MassActError("this capture has no result yet: read .run (or .stats) after the nnsight trace "
+                                   "it was attached to has finished (after its `with` block), and only if the "
+                                   "traced pipeline call ran to the end.")
+            h, model = self._held, self.model
+            kw = h["call"].kwargs
+            h["rec"].end()
+            gens = kw.get("generator")
+            gens = gens if isinstance(gens, (list, tuple)) else [gens] if gens is not None else []
+            seeds = [int(g.initial_seed()) for g in gens] if len(gens) == len(h["plan"].prompts) else []
+            self._run = h["rec"].finish(
+                model, h["plan"], self.capture, images=pil_images(self._final), previews=[],
+                steps_seen=h["state"].step + 1,
+                meta=dict(seeds=seeds, seed=None, guidance=kw.get(model.guidance_kwarg),
+                          negative_prompt=kw.get("negative_prompt"), engine="nnsight",
+                          call_kwargs={k: v for k, v in kw.items() if k != "prompt" and _jsonable(v)},
+                          seconds=round(time.perf_counter() - h["t0"], 3)))
+        return self._run
+
+    @property
+    def stats(self):
+        """The :class:`~massact_viz.stats.ChannelStats` of :attr:`run`."""
+        return self.run.stats
+
+
+def nnsight_capture(tracer: Any, model: "DiT", capture: Capture | None = None, *, edit: Any = None) -> TracedCapture:
+    """Record this toolkit's statistics (and apply an edit) inside your own nnsight trace of ``model``.
+
+    Call it inside ``with model.nnsight.generate(num_inference_steps=T, ...) as tracer:`` after the
+    ``tracer.invoke(prompts)`` that gives the prompts; it adds one ``tracer.invoke()`` of its own (which
+    sees the whole batch), so it composes with your interventions: invokes act in the order written, so
+    the statistics describe what your earlier invokes left at each block. After the trace, ``.run`` is
+    the :class:`Run` (statistics, raw slices, images) and ``.stats`` its channel statistics, equal to
+    ``model.run(...)`` for the same call. With one denoising step nnsight may warn that the toolkit's worker
+    "was never reached" for a second call: it cannot know there is none until the call ends; nothing is lost. ``capture`` is a :class:`Capture` (previews are not available
+    here); ``edit`` an :class:`~massact_viz.edits.Edit`, ``compose(...)`` or a transport edit::
+
+        with model.nnsight.generate(num_inference_steps=4, generator=g) as tracer:
+            with tracer.invoke(["a red circle"]):
+                for step in tracer.iter[:4]:
+                    model.nnsight.transformer.transformer_blocks[1].output[1][:] *= 1.1   # yours
+            cap = mv.nnsight_capture(tracer, model, mv.Capture(layers=["double.1", "single.3"]))
+        cap.run.stats.ratio()
+    """
+    capture = capture or Capture()
+    if not isinstance(capture, Capture):
+        raise MassActError(f"capture must be a massact_viz Capture, got {capture!r}.")
+    if capture.previews:
+        raise MassActError("per-step previews are not available inside your own nnsight trace (they need the "
+                           "scheduler's guided prediction); use model.run(..., engine='nnsight', "
+                           "capture=Capture(previews=True)) or Capture(previews=False).")
+    if not hasattr(tracer, "invoke"):
+        raise MassActError("nnsight_capture needs the tracer of an nnsight trace: `with model.nnsight.generate("
+                           "num_inference_steps=T) as tracer:`.")
+    if getattr(tracer, "batcher", None) is None:
+        raise MassActError("call nnsight_capture inside the nnsight trace it records (inside its `with` block).")
+    try:
+        direct = bool(tracer.envoy._batch_size(*tracer.args, **tracer.kwargs))
+    except Exception:  # noqa: BLE001 an nnsight internal moved: let nnsight itself refuse a misuse
+        direct = False
+    if direct:
+        raise MassActError("nnsight_capture opens its own tracer.invoke(), which a trace given its prompts directly "
+                           "cannot hold: give the trace no prompt and pass the prompts to an invoke (`with "
+                           "model.nnsight.generate(num_inference_steps=T) as tracer:` then `with tracer.invoke("
+                           "prompts): ...`), then call nnsight_capture after that invoke, not inside it.")
+    handle = TracedCapture(model, capture, edit)
+    nn = nnsight_model(model)
+    try:
+        with tracer.invoke():
+            handle._work(tracer, nn)
+        with tracer.invoke():
+            handle._images(nn)
+    except ValueError as e:
+        if "already running" not in str(e):
+            raise
+        raise MassActError("nnsight_capture was called inside an invoke; call it in the trace's body after your "
+                           "`with tracer.invoke(prompts):` block (it opens invokes of its own).") from e
+    from nnsight import save
+
+    return save(handle)  # the handle survives the trace, as nnsight's own tracer.cache() view does
 
 
 def _check_seeds(seeds: Any, n: int) -> list[int]:

@@ -17,7 +17,7 @@ from .errors import MassActError, check_k
 from .files import strict_json
 from .run import check_output_file, check_run_dir
 from .model import default_model
-from .specs import check_num_steps, check_size, parse_layer_words
+from .specs import ENGINES, check_num_steps, check_size, parse_layer_words
 from .prompts import read_lines
 
 
@@ -32,6 +32,13 @@ def parse_size(text: str | None) -> tuple[int, int] | None:
     if len(vals) not in (1, 2) or min(vals) <= 0:
         raise MassActError(f"--size must look like 1024x1024 (height x width) or 1024, got {text!r}.")
     return check_size((vals[0], vals[-1]))
+
+
+def reports_here() -> bool:
+    """Whether this process saves and prints a command's result: always in a single process; of several
+    launched ones (accelerate launch, torchrun), only the main one. Every command asks this one question."""
+    from .distributed import ranks
+    return ranks().main
 
 
 def check_args(args) -> None:
@@ -71,7 +78,8 @@ def _load(args):
         device = ranks(cpu=False if device == "cuda" else None).device
     elif launched() and device == "cpu":
         ranks(cpu=True)   # CPU processes (gloo) even on a machine with GPUs
-    return load(args.model or default_model(), device=device, dtype=args.dtype, offload=args.offload)
+    return load(args.model or default_model(), device=device, dtype=args.dtype, offload=args.offload,
+                engine=args.engine)
 
 
 def cmd_info(args) -> int:
@@ -96,7 +104,7 @@ def cmd_scan(args) -> int:
     run = model.scan(prompts, args.out, num_steps=args.num_steps, seed=args.seed, size=parse_size(args.size),
                      guidance=args.guidance, capture=cap, batch_size=args.batch_size, progress=not args.json,
                      distributed=launched())
-    if run is None:   # launched on several processes: the main one reports
+    if not reports_here():
         return 0
     out = Path(args.out)
     rows = run.stats.summary(k=args.k, stat=args.stat)
@@ -171,7 +179,7 @@ def cmd_disrupt(args) -> int:
                   value=args.value, layers=parse_layer_words(args.layers), stream=args.stream, seed=args.seed,
                   num_steps=args.num_steps, size=parse_size(args.size), out=args.out, progress=not args.json,
                   layer_sets=layer_sets, distributed=launched())
-    if res is None:   # launched on several processes: the main one reports
+    if not reports_here():
         return 0
     if args.json:
         print(strict_json({"out": args.out, "table": res.table, "summary": res.summary()}, indent=1))
@@ -182,7 +190,7 @@ def cmd_disrupt(args) -> int:
 
 
 def cmd_localize(args) -> int:
-    from .distributed import launched, ranks
+    from .distributed import launched
     from .probes.localization import localize
     check_output_file(args.out, (".json",), "localization result")
     masks = args.masks
@@ -196,10 +204,10 @@ def cmd_localize(args) -> int:
     res = localize(model, prompts_from_args(args), masks, layers=parse_layer_words(args.layers), k=args.k,
                    sets=tuple(args.sets), seed=args.seed, num_steps=args.num_steps, size=parse_size(args.size),
                    method=args.method, chunk=args.chunk, progress=not args.json, distributed=launched(),
-                   **({} if args.foreground is None else {"foreground": args.foreground}))
-    if not ranks().main:   # launched on several processes: the main one saves and reports
+                   out=args.out, **({} if args.foreground is None else {"foreground": args.foreground}))
+    if not reports_here():
         return 0
-    path = res.save(args.out)
+    path = Path(args.out)   # saved by localize (resumable: an interrupted sweep keeps its chunks beside it)
     if args.json:
         print(strict_json({"out": str(path), "curves": res.curves(), "best_top_layer": res.best_layer("top"),
                            "conclusion": res.conclusion(), "table": res.to_table()}, indent=1))
@@ -244,10 +252,10 @@ def cmd_transport(args) -> int:
     if args.source_image is not None and not Path(args.source_image).is_file():
         raise MassActError(f"--source-image {args.source_image} is not a file.")
     out = Path(args.out)
-    own = "study.json" if args.pairs is not None else "transport.json"
+    own = "manifest.json" if args.pairs is not None else "transport.json"   # a study resumes from its manifest
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / own).exists())):
-        raise MassActError(f"{out} exists and is not a transport {'study ' if args.pairs else ''}directory; "
-                           f"choose a new or empty one.")
+        raise MassActError(f"{out} exists and is not a {'resumable transport study' if args.pairs else 'transport'} "
+                           f"directory; choose a new or empty one.")
     if args.pairs is not None:
         from .probes.transport import read_pairs
         read_pairs(args.pairs)   # a malformed file: one line, before the model loads
@@ -284,14 +292,15 @@ def cmd_transport(args) -> int:
 
 
 def _transport_study(model, args, kw, out: Path) -> int:
-    """``probe transport --pairs FILE``: the same transport on every pair and seed, shared over launched processes."""
-    from .distributed import launched, ranks
+    """``probe transport --pairs FILE``: the same transport on every pair and seed, shared over launched processes
+    and resumable in ``--out`` (each finished unit is kept there; the same command again runs only the rest)."""
+    from .distributed import launched
     from .files import atomic_write
     from .probes.transport import transport_study
     kw.pop("seed")
     study = transport_study(model, args.pairs, seeds=args.seeds, progress=not args.json, distributed=launched(),
-                            **kw)
-    if not ranks().main:   # launched on several processes: the main one saves and reports
+                            out=out, **kw)
+    if not reports_here():
         return 0
     out.mkdir(parents=True, exist_ok=True)
     path = atomic_write(out / "study.json", strict_json(study.to_dict(), indent=1) + "\n")
@@ -312,6 +321,9 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--device", help="cuda / cpu (default: cuda if available)")
         sp.add_argument("--dtype", help="bfloat16 / float32 / float16 (default: bf16 on GPU, fp32 on CPU)")
         sp.add_argument("--offload", choices=["model", "sequential"], help="diffusers CPU offload")
+        sp.add_argument("--engine", choices=list(ENGINES), default="hooks",
+                        help="what runs captures and edits: PyTorch hooks or a worker in an nnsight trace (the same "
+                             "numbers either way)")
         sp.add_argument("--size", help="HxW in pixels (default: the pipeline's)")
         if prompts:
             sp.add_argument("--prompt", action="append", help="a prompt (repeatable)")

@@ -7,9 +7,9 @@ units are every ``world``-th one from its rank (units of similar cost, so ranks 
 each writes its finished units atomically into the job's resumable parts folder, so a process that
 dies loses only the unit it was running and the same command, launched again (with any number of
 processes), shares out the units not done yet. After a barrier the main process merges. Shared this way:
-``scan`` (units: batches of prompts) and ``disrupt`` (units: channel-set configurations). ``localize``
-(chunks of prompts) and ``transport_study`` (pair x seed) share their units and gather the scores in
-memory (not resumable).
+``scan`` (units: batches of prompts), ``disrupt`` (channel-set configurations), ``localize`` (chunks of
+prompts; resumable with ``out=``, else the scores are gathered in memory) and ``transport_study``
+(pair x seed; resumable with ``out=``, else gathered).
 
 Sharing is asked for (``distributed=True``; the command line does it when launched as one of several
 processes), never guessed: a script that gives each process its own prompts keeps working. Before any

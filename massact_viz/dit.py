@@ -8,7 +8,7 @@ import torch
 
 from .errors import MassActError, check_index
 from .families import Block, Family, detect
-from .specs import check_size
+from .specs import check_engine, check_size
 
 _CACHE_HOOK_WORDS = ("cache", "fbc_", "pyramid_attention", "layer_skip")  # diffusers/hooks names
 
@@ -25,8 +25,11 @@ class DiT:
 
     def __init__(self, pipe: Any, *, family: Family | None = None, source: str | None = None,
                  dtype: torch.dtype | None = None, device: str | None = None, offload: str | None = None,
-                 revision: str | None = None, defaults: dict[str, Any] | None = None):
+                 revision: str | None = None, defaults: dict[str, Any] | None = None, engine: str = "hooks"):
         self.pipe = pipe
+        #: what runs captures and edits when run() is not told: "hooks" (PyTorch hooks) or "nnsight" (a
+        #: worker in an nnsight trace); the same statistics and images either way (massact_viz.nnsight_engine)
+        self.engine = check_engine(engine)
         #: pipeline kwargs every run starts from (the embedded model's recommended sampling:
         #: steps, true CFG, negative prompt); explicit arguments to run() win
         self.defaults: dict[str, Any] = dict(defaults or {})
@@ -106,6 +109,16 @@ class DiT:
     def guidance_kwarg(self) -> str:
         """The pipeline kwarg that ``guidance=`` sets (true CFG where the defaults use it)."""
         return "true_cfg_scale" if "true_cfg_scale" in self.defaults else self.family.guidance_kwarg
+
+    def calls_per_step(self, **pipe_kwargs: Any) -> int:
+        """How many times one denoising step calls the transformer, for a run with these pipeline kwargs on
+        top of the model's defaults and the pipeline's own: 2 with separate-call CFG (FLUX.1 true CFG,
+        Qwen-Image, undistilled FLUX.2, the embedded model), else 1. In an nnsight trace each call is one ``tracer.iter`` occurrence, so a loop over
+        every call of ``T`` steps is ``tracer.iter[:T * model.calls_per_step()]``."""
+        kw = dict(self.family.call_defaults)
+        kw.update(self.defaults)
+        kw.update(pipe_kwargs)
+        return self.family.calls_per_step(kw, self.pipe)
 
     def resolve_num_steps(self, num_steps: int | None) -> int:
         """``num_steps`` (denoising steps), or the model's recommended number (4 unless its defaults say

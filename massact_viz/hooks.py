@@ -1,10 +1,11 @@
 """Named hook sites on DiT blocks, keyed by (layer, denoising step, branch).
 
-This is the one place where massact_viz touches module forwards: :func:`attach` for the blocks (what
-captures and edits use) and :func:`record_calls` for the transformer's own inputs and outputs (what image
-inversion reads to learn a pipeline's guidance). :func:`attach` installs a
-pre-hook on the transformer (it tracks the denoising step from the ``timestep`` argument, the call
-index within the step, the text length and the text mask) and a forward hook on each chosen
+This is the one place where massact_viz registers PyTorch hooks on module forwards (the "hooks"
+engine; :mod:`massact_viz.nnsight_engine` produces the same sites from inside an nnsight trace):
+:func:`attach` for the blocks (what captures and edits use) and :func:`record_calls` for the
+transformer's own inputs and outputs (what image inversion reads to learn a pipeline's guidance).
+:func:`attach` installs a pre-hook on the transformer (:meth:`CallState.enter`: the denoising step,
+the call index within the step, the text length and the text mask) and a forward hook on each chosen
 block. For every block output it calls ``fn(site)`` with a :class:`Site`: views of the image and
 text streams, the step, and which batch rows are the conditional branch. Statistics capture reads
 the views; edits (zeroing, transport) write into them in place.
@@ -59,6 +60,25 @@ class CallState:
         rows of the second call of a step with separate CFG calls; empty otherwise (the conditional
         call, models without CFG, and extra calls such as skip-layer guidance)."""
         return self.rows("uncond")
+
+    def enter(self, step: int, hidden: torch.Tensor, kwargs: dict, family: Family, pipe: Any,
+              prompts: Sequence[str]) -> None:
+        """Start a transformer call at denoising step ``step`` (its image input ``hidden``, its kwargs): the
+        call index within the step, the batch, the text length and mask. Both engines call this."""
+        if self.step != step:  # the scheduler moved on: a new denoising step
+            self.step, self.call = step, 0
+        else:
+            self.call += 1
+        self.batch = int(hidden.shape[0])
+        if self.call == 0:
+            self.first_batch = self.batch
+        self.latents = hidden
+        enc = kwargs.get("encoder_hidden_states")
+        self.text_len = int(enc.shape[1]) if torch.is_tensor(enc) and enc.dim() == 3 else None
+        self.text_mask = text_mask_for(self, family, pipe, prompts, kwargs, hidden.device)
+        self.text_index = None
+        if self.text_mask is not None and bool((self.text_mask == self.text_mask[:1]).all()):
+            self.text_index = self.text_mask[0].nonzero().squeeze(1)  # one host sync per call, not per block
 
     def rows(self, branch: str) -> slice:
         """Rows of ``branch`` (``"cond"`` or ``"uncond"``) in this call, possibly empty."""
@@ -132,74 +152,88 @@ def attach(pipe: Any, family: Family, blocks: Sequence[Block], fn: Callable[[Sit
 
     def pre_hook(module, args, kwargs):
         hidden = kwargs.get("hidden_states", args[0] if args else None)
-        if state.step != state.scheduler_steps:  # the scheduler moved on: a new denoising step
-            state.step, state.call = state.scheduler_steps, 0
-        else:
-            state.call += 1
-        state.batch = int(hidden.shape[0])
-        if state.call == 0:
-            state.first_batch = state.batch
-        state.latents = hidden
-        enc = kwargs.get("encoder_hidden_states")
-        state.text_len = int(enc.shape[1]) if torch.is_tensor(enc) and enc.dim() == 3 else None
-        state.text_mask = _text_mask(state, kwargs, hidden.device)
-        state.text_index = None
-        if state.text_mask is not None and bool((state.text_mask == state.text_mask[:1]).all()):
-            state.text_index = state.text_mask[0].nonzero().squeeze(1)  # one host sync per call, not per block
+        state.enter(state.scheduler_steps, hidden, kwargs, family, pipe, prompts)
         if on_call is not None:
             new = on_call(state, kwargs)
             if new is not None:
                 return args, new
         return None
 
-    orig_step = sched.step
-    had_own = "step" in vars(sched)
-
-    def scheduler_step(model_output, timestep, sample, *args, **kwargs):
-        if on_scheduler_step is not None:
-            on_scheduler_step(sched, model_output, sample)
-        out = orig_step(model_output, timestep, sample, *args, **kwargs)
+    def count_step() -> None:
         state.scheduler_steps += 1
-        return out
-
-    def _text_mask(st: CallState, kwargs: dict, device: torch.device) -> torch.Tensor | None:
-        if st.text_len is None:
-            return None
-        if family.text_mask_kwarg and torch.is_tensor(kwargs.get(family.text_mask_kwarg)):
-            m = kwargs[family.text_mask_kwarg]
-            return m.bool() if m.shape == (st.batch, st.text_len) else None
-        key = (st.batch, st.text_len)
-        if key not in st._mask_cache:
-            m = family.text_mask(pipe, list(prompts), st.text_len) if prompts else None
-            if m is not None and m.shape == (len(prompts), st.text_len) and len(prompts) == st.n_images:
-                m = m.to(device)
-                if st.batch == 2 * st.n_images:  # uncond rows: negative prompts, counted whole
-                    m = torch.cat([torch.ones_like(m), m], dim=0)
-            else:
-                m = None
-            st._mask_cache[key] = m
-        return st._mask_cache[key].to(device) if st._mask_cache[key] is not None else None
 
     def make_hook(block: Block):
         def hook(module, args, output):
-            views = family.split(output, block, state.text_len, n_image_tokens)
-            fn(Site(block, state, views["image"], views["text"]))
+            fn(block_site(family, block, state, output))
             return None  # never replace the output: edits happen in place on the views
         return hook
 
     handles = [tr.register_forward_pre_hook(pre_hook, with_kwargs=True)]
-    sched.step = scheduler_step
     try:
-        for b in blocks:
-            handles.append(tr.get_submodule(b.path).register_forward_hook(make_hook(b)))
-        yield state
+        with watch_scheduler(sched, before=on_scheduler_step, after=count_step):
+            for b in blocks:
+                handles.append(tr.get_submodule(b.path).register_forward_hook(make_hook(b)))
+            yield state
     finally:
         for h in handles:
             h.remove()
+
+
+def block_site(family: Family, block: Block, state: CallState, output: Any) -> Site:
+    """The :class:`Site` of one block output (views into ``output``, so in-place writes edit the model)."""
+    views = family.split(output, block, state.text_len, state.n_image_tokens)
+    return Site(block, state, views["image"], views["text"])
+
+
+@contextlib.contextmanager
+def watch_scheduler(sched: Any, before: Callable[[Any, torch.Tensor, torch.Tensor], None] | None = None,
+                    after: Callable[[], None] | None = None) -> Iterator[None]:
+    """Within the block, ``before(scheduler, model_output, sample)`` runs before each ``sched.step`` call
+    (the guided prediction and the current latents) and ``after()`` after it; the scheduler is restored on
+    exit. (The scheduler is not a module, so this wraps its method for the duration.)"""
+    orig_step = sched.step
+    had_own = "step" in vars(sched)
+
+    def scheduler_step(model_output, timestep, sample, *args, **kwargs):
+        if before is not None:
+            before(sched, model_output, sample)
+        out = orig_step(model_output, timestep, sample, *args, **kwargs)
+        if after is not None:
+            after()
+        return out
+
+    sched.step = scheduler_step
+    try:
+        yield
+    finally:
         if had_own:
             sched.step = orig_step
         else:
             del sched.step  # back to the class's method
+
+
+def text_mask_for(state: CallState, family: Family, pipe: Any, prompts: Sequence[str], kwargs: dict,
+                  device: torch.device) -> torch.Tensor | None:
+    """The text padding mask ``(batch, text_len)`` of the current call: the transformer's own mask kwarg
+    where the family has one, else rebuilt from the prompts by the family's tokenizer rule (the
+    unconditional rows of a batched-CFG call count whole); None when unknown."""
+    st = state
+    if st.text_len is None:
+        return None
+    if family.text_mask_kwarg and torch.is_tensor(kwargs.get(family.text_mask_kwarg)):
+        m = kwargs[family.text_mask_kwarg]
+        return m.bool() if m.shape == (st.batch, st.text_len) else None
+    key = (st.batch, st.text_len)
+    if key not in st._mask_cache:
+        m = family.text_mask(pipe, list(prompts), st.text_len) if prompts else None
+        if m is not None and m.shape == (len(prompts), st.text_len) and len(prompts) == st.n_images:
+            m = m.to(device)
+            if st.batch == 2 * st.n_images:  # uncond rows: negative prompts, counted whole
+                m = torch.cat([torch.ones_like(m), m], dim=0)
+        else:
+            m = None
+        st._mask_cache[key] = m
+    return st._mask_cache[key].to(device) if st._mask_cache[key] is not None else None
 
 
 @contextlib.contextmanager

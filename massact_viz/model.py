@@ -14,6 +14,8 @@ from .errors import MassActError
 from .files import data_dir
 from .families import detect
 from .hooks import Site
+from .nnsight_engine import nnsight_model
+from .specs import check_engine
 from .run import Run
 
 #: Names that load a model shipped with (or built by) massact_viz instead of a Hub id or directory.
@@ -59,7 +61,7 @@ def default_model() -> str:
 
 
 def load(source: Any, *, device: str | None = None, dtype: str | torch.dtype | None = None,
-         offload: str | None = None, revision: str | None = None) -> "Model":
+         offload: str | None = None, revision: str | None = None, engine: str = "hooks") -> "Model":
     """Load a DiT for tracing.
 
     ``source`` is a Hub id (``"black-forest-labs/FLUX.1-schnell"``), a local pipeline directory
@@ -70,7 +72,9 @@ def load(source: Any, *, device: str | None = None, dtype: str | torch.dtype | N
     ``device`` defaults to CUDA when available, else CPU; ``dtype`` to bfloat16 on GPU and float32 on
     CPU. ``offload="model"`` or ``"sequential"`` uses diffusers' CPU offload instead of moving the
     whole pipeline to the device. ``HF_HUB_OFFLINE=1`` is respected (nothing is downloaded).
+    ``engine`` (``"hooks"`` or ``"nnsight"``) is what runs captures and edits (:attr:`Model.engine`).
     """
+    check_engine(engine)
     device = check_device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     torch_dtype = parse_dtype(dtype, device)
     if torch_dtype == torch.float16 or (dtype is None and _is_fp16_pipeline(source)):
@@ -104,7 +108,7 @@ def load(source: Any, *, device: str | None = None, dtype: str | torch.dtype | N
     else:
         pipe.to(device)
     return Model(pipe, family=family, source=name, dtype=torch_dtype, device=device, offload=offload,
-                 revision=revision, defaults=defaults)
+                 revision=revision, defaults=defaults, engine=engine)
 
 
 def _is_fp16_pipeline(source: Any) -> bool:
@@ -165,14 +169,15 @@ class Model(DiT):
 
     def __init__(self, pipe: Any, **kwargs: Any):
         super().__init__(pipe, **kwargs)
-        self._nnsight = None
+        self._nnsight = None  # built on first use by nnsight_engine.nnsight_model
 
     # ---------------------------------------------------------------- running
     def run(self, prompt: str | Sequence[str], *, num_steps: int | None = None, seed: int = 0,
             size: tuple[int, int] | None = None, guidance: float | None = None,
             negative_prompt: str | None = None, capture: Capture | None = None, batch_size: int = 8,
             progress: bool = True, edit: Callable[[Site], None] | None = None,
-            seeds: Sequence[int] | None = None, allow_empty_prompt: bool = False, **pipe_kwargs: Any) -> Run:
+            seeds: Sequence[int] | None = None, allow_empty_prompt: bool = False, engine: str | None = None,
+            **pipe_kwargs: Any) -> Run:
         """Generate and capture statistics of every block at every step (see :class:`Capture`).
 
         Image ``i`` uses seed ``seed + i``, or ``seeds[i]`` when ``seeds`` (one per prompt) is given.
@@ -189,11 +194,16 @@ class Model(DiT):
 
         Empty prompts are refused unless ``allow_empty_prompt=True`` (``""`` is the null caption, e.g. to
         invert a reference image without a caption).
+
+        ``engine``: ``"hooks"`` (PyTorch hooks) or ``"nnsight"`` (the capture and edit run as a worker in an
+        nnsight trace, :mod:`massact_viz.nnsight_engine`); default :attr:`engine` (``"hooks"`` unless
+        ``load(..., engine=...)`` or ``model.engine = ...`` said otherwise). Both give the same statistics and
+        images; every probe runs on the model's engine.
         """
         return run_capture(self, prompt, num_steps=self.resolve_num_steps(num_steps), seed=seed, size=size, guidance=guidance,
                            negative_prompt=negative_prompt, capture=capture or Capture(),
                            batch_size=batch_size, progress=progress, pipe_kwargs=pipe_kwargs, edit=edit,
-                           seeds=seeds, allow_empty_prompt=allow_empty_prompt)
+                           seeds=seeds, allow_empty_prompt=allow_empty_prompt, engine=engine or self.engine)
 
     def scan(self, prompts: Sequence[str], out: str | os.PathLike, **kwargs: Any) -> Run:
         """:meth:`run` over many prompts in batches, saved to ``out`` and resumable after an interruption
@@ -212,11 +222,4 @@ class Model(DiT):
         Its envoy tree mirrors the pipeline: ``model.nnsight.transformer.transformer_blocks[3].output``.
         Pass ``num_inference_steps`` to every trace (nnsight defaults to 1).
         """
-        if self._nnsight is None:
-            from nnsight import DiffusionModel
-            from nnsight.modeling.diffusion import _PipelineModule
-
-            nn_model = DiffusionModel(_PipelineModule(self.pipe))
-            nn_model.pipeline = self.pipe
-            self._nnsight = nn_model
-        return self._nnsight
+        return nnsight_model(self)

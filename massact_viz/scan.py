@@ -36,7 +36,8 @@ if TYPE_CHECKING:
 def scan(model: "DiT", prompts: Sequence[str], out: str | Path, *, num_steps: int | None = None, seed: int = 0,
          size: tuple[int, int] | None = None, guidance: float | None = None, capture: Capture | None = None,
          negative_prompt: str | None = None, batch_size: int = 8, progress: bool = True,
-         edit: Callable[[Site], None] | None = None, distributed: bool = False, **pipe_kwargs: Any) -> Run | None:
+         edit: Callable[[Site], None] | None = None, distributed: bool = False, engine: str | None = None,
+         **pipe_kwargs: Any) -> Run | None:
     """Capture ``prompts`` in batches into the run directory ``out``, resuming a previous attempt.
 
     Keyword arguments are :meth:`massact_viz.Model.run`'s; an ``edit`` applies to every batch (an
@@ -77,7 +78,7 @@ def scan(model: "DiT", prompts: Sequence[str], out: str | Path, *, num_steps: in
         """The part of the batch that starts at prompt ``start`` (image i uses seed + i, whatever the batching)."""
         return run_capture(model, prompts[start:start + batch_size], num_steps=num_steps, seed=seed + start, size=size,
                            guidance=guidance, negative_prompt=negative_prompt, capture=capture, batch_size=batch_size,
-                           progress=False, pipe_kwargs=pipe_kwargs, edit=edit)
+                           progress=False, pipe_kwargs=pipe_kwargs, edit=edit, engine=engine or model.engine)
 
     parts: list[Run] = []
     done = sum(len(prompts[s:s + batch_size]) for s in have)

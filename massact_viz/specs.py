@@ -47,6 +47,18 @@ def parse_layer_words(words: Any) -> Any:
     return out or None
 
 
+#: the engines a capture or an edit runs on: PyTorch hooks (massact_viz.hooks) or a worker in an nnsight trace
+#: (massact_viz.nnsight_engine); the same statistics and images on both
+ENGINES = ("hooks", "nnsight")
+
+
+def check_engine(engine: Any) -> str:
+    """``engine`` if it is one of :data:`ENGINES`, else a clear error."""
+    if engine not in ENGINES:
+        raise MassActError(f"engine must be one of {ENGINES}, got {engine!r}.")
+    return engine
+
+
 def check_num_steps(steps: Any) -> int:
     """The number of denoising steps: a positive integer up to :data:`MAX_NUM_STEPS`."""
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:

@@ -23,3 +23,20 @@ def tiny_model():
             _MODELS[key] = mv.load(tiny_pipeline(family, **kw))
         return _MODELS[key]
     return get
+
+
+@pytest.fixture
+def interrupt(monkeypatch):
+    """interrupt(obj, name, at) -> calls: ``obj.name`` raises KeyboardInterrupt on its ``at``-th call (a job
+    stopped mid-way); ``calls["n"]`` counts the calls, and setting it past ``at`` lets every later call run."""
+    def patch(obj, name, at):
+        real, calls = getattr(obj, name), {"n": 0}
+
+        def wrapped(*a, **k):
+            calls["n"] += 1
+            if calls["n"] == at:
+                raise KeyboardInterrupt("interrupted")
+            return real(*a, **k)
+        monkeypatch.setattr(obj, name, wrapped)
+        return calls
+    return patch

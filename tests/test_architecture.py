@@ -13,6 +13,7 @@ FLOORS = {
     # 0 core: names, files and the model's description; nothing here runs a pipeline
     "massact_viz.errors": 0, "massact_viz.version": 0, "massact_viz.specs": 0, "massact_viz.files": 0,
     "massact_viz.prompts": 0, "massact_viz.intervals": 0, "massact_viz.families": 0, "massact_viz.hooks": 0,
+    "massact_viz.nnsight_engine": 0,
     "massact_viz.stats": 0, "massact_viz.run": 0, "massact_viz.dit": 0, "massact_viz.testing": 0, "massact_viz.palette": 0,
     "massact_viz.progress": 0,
     "massact_viz.shapes.scenes": 0, "massact_viz.shapes.vae": 0, "massact_viz.shapes.model": 0,

@@ -725,3 +725,19 @@ def test_a_capture_too_big_for_the_machine_is_refused_before_it_runs(tiny_model,
     run = m.run(["a", "b"], num_steps=2, size=SIZE, progress=False)
     kept = sum(t.numel() * t.element_size() for t in run.stats.values.values()) + run.stats.median_abs.numel() * 4
     assert cap_mod.capture_bytes(plan, mv.Capture(), m.width) == kept   # the estimate is the statistics' size
+
+
+def test_probes_refuse_run_arguments_they_set_themselves_before_any_work(tiny_model, monkeypatch):
+    from massact_viz.probes import transport
+    from massact_viz.probes.disruption import disrupt
+    from massact_viz.probes.localization import localize
+    m = tiny_model("flux")
+    monkeypatch.setattr(m, "run", lambda *a, **k: pytest.fail("a probe ran the model before refusing"))
+    cases = [(lambda: disrupt(m, ["a cat"], capture=mv.Capture()), "disrupt\\(\\) sets capture= itself"),
+             (lambda: disrupt(m, ["a cat"], height=64), "do not pass height= to disrupt\\(\\)"),
+             (lambda: transport(m, "a", "b", batch_size=2), "transport\\(\\) sets batch_size= itself"),
+             (lambda: localize(m, ["a cat"], [np.zeros((32, 32), bool)], capture=mv.Capture()), "localize\\(\\) sets capture= itself"),
+             (lambda: localize(m, ["a cat"], [np.zeros((32, 32), bool)], generator=None), "do not pass generator= to localize\\(\\)")]
+    for call, message in cases:
+        with pytest.raises(mv.MassActError, match=message):
+            call()

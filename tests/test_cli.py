@@ -41,6 +41,21 @@ def test_scan_json_and_saved_run(tmp_path, capsys):
     assert top == rows[0]["top_channels"]
 
 
+def test_scan_on_the_nnsight_engine_saves_the_same_statistics(tmp_path, capsys):
+    args = ["scan", "--model", "tiny:sd3", "--prompt", "a cat", "--prompt", "a red house", "--num-steps", "2",
+            "--size", "32", "--json"]
+    assert main(args + ["--out", str(tmp_path / "hooks")]) == 0
+    assert main(args + ["--engine", "nnsight", "--out", str(tmp_path / "nn")]) == 0
+    a, b = mv.Run.load(tmp_path / "hooks"), mv.Run.load(tmp_path / "nn")
+    assert b.meta["engine"] == "nnsight" and a.meta["engine"] == "hooks"
+    for k in a.stats.values:
+        assert a.stats.values[k].nan_to_num(-1).equal(b.stats.values[k].nan_to_num(-1)), k
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(args + ["--engine", "jax", "--out", str(tmp_path / "x")])
+    assert "invalid choice: 'jax'" in capsys.readouterr().err
+
+
 def test_scan_table(tmp_path, capsys):
     assert main(["scan", "--model", "tiny:sd3", "--prompt", "a cat", "--num-steps", "1", "--size", "32",
                  "--out", str(tmp_path / "r")]) == 0

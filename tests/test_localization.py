@@ -202,6 +202,29 @@ def test_pca_projection_shapes_and_cache():
     assert loc.project(x, (8, 8), method="pca", channels=[0]).coords.shape == (64, 2)
 
 
+def test_localize_resumes_from_its_parts_with_the_same_result(tiny_model, tmp_path, interrupt):
+    m = tiny_model("flux")
+    prompts = ["a cat", "a red house", "a tree", "a blue car"]
+    args = dict(k=2, random_draws=2, num_steps=2, progress=False, size=SIZE, chunk=1, layers=[0, -1])
+    ref = loc.localize(m, prompts, _centre_mask, out=tmp_path / "ref.json", **args)
+    assert (tmp_path / "ref.json").exists() and not (tmp_path / "ref.json.parts").exists()
+    calls = interrupt(m, "run", 3)
+    out = tmp_path / "loc.json"
+    with pytest.raises(KeyboardInterrupt):
+        loc.localize(m, prompts, _centre_mask, out=out, **args)
+    assert sorted(p.name for p in (tmp_path / "loc.json.parts").glob("0*.json")) == ["000000.json", "000001.json"]
+    calls["n"] = 10
+    again = loc.localize(m, prompts, _centre_mask, out=out, **args)
+    assert calls["n"] == 12, "only the two chunks not done were run"
+    assert out.read_bytes() == (tmp_path / "ref.json").read_bytes()
+    assert np.array_equal(again.iou, ref.iou) and again.channels == ref.channels
+    with pytest.raises(KeyboardInterrupt):   # interrupted again, then resumed with another k: refused
+        calls["n"] = 2
+        loc.localize(m, prompts, _centre_mask, out=tmp_path / "other.json", **args)
+    with pytest.raises(MassActError, match="started with other settings"):
+        loc.localize(m, prompts, _centre_mask, out=tmp_path / "other.json", **{**args, "k": 3})
+
+
 def test_localize_recovers_a_square_planted_in_one_channel(tiny_model):
     import torch
     m = tiny_model("flux")

@@ -365,3 +365,29 @@ def test_smoke_training_resume_and_generation(tmp_path):
     assert first_warm < 0.9 * np.mean(losses[:5])  # starts from the trained weights, not from scratch
     doc = json.loads((tmp_path / "c" / "config.json").read_text())
     assert doc["training"]["warm_start"]["previous_training"]["step"] == 20
+
+
+def test_partial_warm_start_copies_what_fits_and_keeps_the_rest_fresh(tmp_path):
+    """--init-partial: another architecture (a finer token grid, one more block) starts from the tensors of
+    the given weights whose name and shape match; a different architecture without it is refused."""
+    from safetensors.torch import load_file
+    from massact_viz.shapes import train as T
+
+    common = dict(batch=4, lr=1e-9, warmup=1, eval_n=0, val_n=0, progress=False, threads=1, ema=0.0)
+    T.train(T.TrainArgs(out=str(tmp_path / "a"), ckpt_dir=str(tmp_path / "ca"), steps=1, config=TINY, **common))
+    src = load_file(str(tmp_path / "a" / "model.safetensors"))
+    other = dict(TINY, vae_factor=1, num_single_layers=TINY.get("num_single_layers", 1) + 1)
+    with pytest.raises(ValueError, match="--init-partial"):
+        T.train(T.TrainArgs(out=str(tmp_path / "b"), ckpt_dir=str(tmp_path / "cb"), steps=1, config=other,
+                            init_from=str(tmp_path / "a"), **common))
+    T.train(T.TrainArgs(out=str(tmp_path / "b"), ckpt_dir=str(tmp_path / "cb"), steps=1, config=other,
+                        init_from=str(tmp_path / "a"), init_partial=True, **common))
+    got = load_file(str(tmp_path / "b" / "model.safetensors"))
+    ws = json.loads((tmp_path / "b" / "config.json").read_text())["training"]["warm_start"]
+    fresh = set(ws["fresh_tensors"])
+    assert ws["partial"] and "transformer.x_embedder.weight" in fresh and "transformer.proj_out.weight" in fresh
+    new_block = f"transformer.single_transformer_blocks.{other['num_single_layers'] - 1}.proj_out.weight"
+    assert new_block in fresh and new_block in got
+    same = [k for k in src if k in got and got[k].shape == src[k].shape]
+    assert len(same) > 0.8 * len(src)
+    assert all(torch.allclose(got[k].float(), src[k].float(), atol=1e-3) for k in same)   # lr ~0: copied as is

@@ -353,6 +353,24 @@ def test_transport_study_gives_intervals_over_pairs(flux, tmp_path):
         transport_study(flux, pairs, k=0, **KW)
 
 
+def test_transport_study_resumes_in_its_out_folder_with_the_same_result(flux, tmp_path, interrupt):
+    from massact_viz.probes import transport_study
+    from massact_viz.probes.transport import probe as probe_mod
+    pairs = [(SRC, TGT, "a"), ("a red car", "a blue boat", "b")]
+    args = dict(seeds=2, k=2, controls=["random-k"], progress=False, **KW)
+    ref = transport_study(flux, pairs, **args)
+    calls = interrupt(probe_mod, "transport", 3)
+    with pytest.raises(KeyboardInterrupt):
+        transport_study(flux, pairs, out=tmp_path / "study", **args)
+    assert len(list((tmp_path / "study" / "units").iterdir())) == 2   # two finished units kept
+    calls["n"] = 10   # no more interruptions; count the units the second call runs
+    again = transport_study(flux, pairs, out=tmp_path / "study", **args)
+    assert calls["n"] == 12, "only the two units not done were run"
+    assert again.to_dict() == ref.to_dict()
+    with pytest.raises(MassActError, match="started with other settings"):
+        transport_study(flux, pairs, out=tmp_path / "study", **{**args, "k": 3})
+
+
 def test_metrics_table_renders_as_a_table_with_what_each_column_measures():
     from types import SimpleNamespace
 

@@ -167,12 +167,25 @@ class Family:
         return None
 
     # ---------------------------------------------------------------- guidance
-    def uses_cfg(self, pipe_kwargs: dict[str, Any]) -> bool:
-        """Whether a pipeline call with these kwargs makes unconditional calls (classifier-free guidance)."""
+    def uses_cfg(self, pipe_kwargs: dict[str, Any], pipe: Any = None) -> bool:
+        """Whether a pipeline call with these kwargs makes unconditional calls (classifier-free guidance).
+        With ``pipe``, a scale left out takes the pipeline's own default (FLUX.2 klein and Qwen-Image default
+        to 4, not 1) and a guidance-distilled FLUX.2 (``config.is_distilled``) never runs CFG."""
         if self.cfg == "none" or self.cfg_scale_kwarg is None:
             return False
-        on = float(pipe_kwargs.get(self.cfg_scale_kwarg, 1.0) or 1.0) > 1.0
-        return on and (not self.cfg_needs_negative_prompt or pipe_kwargs.get("negative_prompt") is not None)
+        if pipe is not None and getattr(getattr(pipe, "config", None), "is_distilled", False):
+            return False
+        default = _call_default(pipe, self.cfg_scale_kwarg, 1.0) if pipe is not None else 1.0
+        scale = pipe_kwargs.get(self.cfg_scale_kwarg, default)
+        on = float(1.0 if scale is None else scale) > 1.0
+        negative = pipe_kwargs.get("negative_prompt") is not None or pipe_kwargs.get("negative_prompt_embeds") is not None
+        return on and (not self.cfg_needs_negative_prompt or negative)
+
+    def calls_per_step(self, pipe_kwargs: dict[str, Any], pipe: Any = None) -> int:
+        """Transformer calls per denoising step for a pipeline call with these kwargs: 2 with separate-call
+        CFG (a conditional, then an unconditional call), else 1 (SD3's skip-layer guidance adds calls at
+        some steps only, not counted here)."""
+        return 2 if self.cfg == "separate" and self.uses_cfg(pipe_kwargs, pipe) else 1
 
     # ---------------------------------------------------------------- latents
     @property
@@ -219,6 +232,16 @@ class Family:
         lat = lat.to(vae.device, vae.dtype) / vae.config.scaling_factor + (getattr(vae.config, "shift_factor", None)
                                                                            or 0.0)
         return (vae.decode(lat, return_dict=False)[0].float() / 2 + 0.5).clamp(0, 1)
+
+
+def _call_default(pipe: Any, name: str, fallback: Any) -> Any:
+    """The default of keyword ``name`` in ``pipe.__call__``'s signature, or ``fallback``."""
+    import inspect
+    try:
+        p = inspect.signature(type(pipe).__call__).parameters.get(name)
+    except (TypeError, ValueError):
+        return fallback
+    return fallback if p is None or p.default is inspect.Parameter.empty else p.default
 
 
 def tokenizer_mask(tokenizer: Any, prompts: Sequence[str], length: int) -> torch.Tensor:

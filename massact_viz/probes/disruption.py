@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from ..analysis import KINDS, select
-from ..capture import Capture, check_prompts
+from ..capture import Capture, check_probe_kwargs, check_prompts
 from ..edits import Edit, check_operation, compose, describe_layers, describe_steps, resolve_scope
 from ..errors import MassActError, RunFileError, check_k
 from ..metrics import direction_arrow, get_metric
@@ -339,10 +339,8 @@ def disrupt(model: "Model", prompts: str | Sequence[str], *, ks: Sequence[int] =
         raise MassActError("disrupt() on several processes needs out=: the folder where they share their work.")
     num_steps = model.resolve_num_steps(num_steps)
     size = run_kwargs.get("size")
-    for reserved in ("num_steps", "seed", "capture", "edit", "progress"):
-        if reserved in run_kwargs:
-            raise MassActError(f"disrupt() sets {reserved}= itself; use num_steps= for the denoising steps and "
-                               f"steps= for the edited step window.")
+    check_probe_kwargs(run_kwargs, "disrupt", ("num_steps", "seed", "capture", "edit", "progress"),
+                       "use num_steps= for the denoising steps and steps= for the edited step window.")
     for m in metrics:
         get_metric(m)
     csets = _channel_sets(sets)

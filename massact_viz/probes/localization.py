@@ -26,15 +26,18 @@ import hashlib
 import json
 import math
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from ..capture import check_probe_kwargs
 from ..errors import MassActError, RunFileError, check_index
 from ..specs import resolve_steps
-from ..files import atomic_write, read_result
+from ..files import atomic_write, read_result, resume_manifest
+from ..run import check_output_file
 from ..analysis import KINDS
 from ..distributed import Ranks, ranks
 from ..progress import progress_bar
@@ -495,11 +498,24 @@ class LocalizationResult:
         return check_index(layer, len(self.layers), "layer")
 
 
+def _identity(x: Any) -> Any:
+    """What a resumable sweep's manifest records of a rule or a mask set, the same in every process: a
+    function by its qualified name (not its address), arrays and files by a digest of their contents."""
+    if isinstance(x, str):
+        return x
+    if callable(x):
+        return f"{getattr(x, '__module__', '?')}.{getattr(x, '__qualname__', type(x).__name__)}"
+    h = hashlib.sha256()
+    for m in x:
+        h.update(Path(m).read_bytes() if isinstance(m, (str, os.PathLike)) else np.ascontiguousarray(np.asarray(m)).tobytes())
+    return f"sha256:{h.hexdigest()}"
+
+
 def localize(model, prompts: str | Sequence[str], masks: Any, *, layers: Any = None, steps: Any = -1,
              k: int = 4, sets: Sequence[str] = SETS, random_draws: int = 3, seed: int = 0, stat: str = "abs_mean",
              rank: str = "image", k_clusters: int = 2, method: str = "kmeans", foreground: Any = DEFAULT_FOREGROUND,
              chunk: int = 8, num_steps: int | None = None, progress: bool = True, distributed: bool = False,
-             **run_kwargs: Any) -> LocalizationResult:
+             out: str | os.PathLike | None = None, **run_kwargs: Any) -> LocalizationResult:
     """Sweep the localization probe over layers, steps and channel sets on ``model``.
 
     Generates ``prompts`` (image *i* uses seed ``seed + i``; ``seed`` also seeds K-means and the
@@ -520,8 +536,11 @@ def localize(model, prompts: str | Sequence[str], masks: Any, *, layers: Any = N
       ...). Prompts run ``chunk`` at a time so raw slices stay bounded.
     * ``distributed=True``: share the chunks with the other processes launched by ``accelerate launch`` or
       ``torchrun`` (each given the same arguments); their scores are gathered, so every process returns
-      the single-process result. (Not resumable: a lost process means running the sweep again; with
-      ``rank="mean"`` every process first runs the statistics of all prompts.)
+      the single-process result (with ``rank="mean"`` every process first runs the statistics of all prompts).
+    * ``out``: the result's file (``.json``), saved there at the end; while the sweep runs, each finished
+      chunk's scores are kept in ``<out>.parts/``, so the same call again after an interruption (or a process
+      that died; with any number of processes) runs only the chunks not done and gives the same result.
+      Other arguments are refused with a clear message; the parts folder is removed once the result is saved.
     """
     from ..capture import Capture, Raw
     from ..analysis import select
@@ -546,10 +565,11 @@ def localize(model, prompts: str | Sequence[str], masks: Any, *, layers: Any = N
         raise MassActError(f"rank must be 'image' (per-image ranking) or 'mean' (over prompts), got {rank!r}.")
     if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
         raise MassActError(f"chunk must be a positive integer, got {chunk!r}.")
-    for bad in ("seed", "capture", "prompt"):
-        if bad in run_kwargs:
-            raise MassActError(f"do not pass {bad}= in run_kwargs: localize sets it (seed= is localize's own).")
+    check_probe_kwargs(run_kwargs, "localize", ("capture", "prompt"),
+                       "pass the prompts as localize's first argument and the layers and steps as its own arguments.")
     _check_cluster_args(2 ** 30, k_clusters, method, foreground)
+    if out is not None:
+        out = check_output_file(out, (".json",), "localization result")   # before any work
     blocks = [b for b in model.resolve_layers(layers) if "image" in b.streams]
     if not blocks:
         raise MassActError("none of the chosen layers has an image stream.")
@@ -571,7 +591,28 @@ def localize(model, prompts: str | Sequence[str], masks: Any, *, layers: Any = N
                  "method": method, "foreground": repr(foreground), "chunk": chunk,
                  "masks": masks if isinstance(masks, str) else repr(type(masks)),
                  "run_kwargs": repr(sorted(run_kwargs.items()))}, "localization sweep")
-    mine = share.share(range(0, len(prompts), chunk))
+    parts_dir = None
+    if out is not None:
+        parts_dir = out.parent / f"{out.name}.parts"
+        job = {"prompts": prompts, "layers": [b.name for b in blocks], "steps": step_list, "k": k, "sets": sets,
+               "draws": random_draws, "seed": seed, "stat": stat, "rank": rank, "clusters": k_clusters,
+               "method": method, "foreground": _identity(foreground), "chunk": chunk,
+               "model": getattr(model, "source", None), "dtype": str(getattr(model, "dtype", "")),
+               "masks": _identity(masks), "run_kwargs": repr(sorted(run_kwargs.items()))}
+        hint = f"Resume it with the same arguments, or delete {parts_dir} (or choose another out=) to start over."
+        if share.main:
+            resume_manifest(parts_dir, job, "partial localization sweep", hint)
+        share.barrier()
+        if not share.main:
+            resume_manifest(parts_dir, job, "partial localization sweep", hint)
+    starts = list(range(0, len(prompts), chunk))
+    have = share.from_main([s0 for s0 in starts if (parts_dir / f"{s0:06d}.json").exists()]
+                           if parts_dir is not None and share.main else [])
+    for s0 in have:   # chunks finished before: their scores from disk
+        doc = json.loads((parts_dir / f"{s0:06d}.json").read_text(encoding="utf-8"))
+        iou_arr[..., s0:s0 + chunk] = np.array(doc["iou"], dtype=float)
+        chans.update(doc["chans"])
+    mine = share.share([s0 for s0 in starts if s0 not in have])
     bar = progress_bar(total=sum(len(prompts[s:s + chunk]) for s in mine), unit="prompt", disable=not progress,
                        desc="localize: prompts clustered" + ("" if share.world == 1 else
                                                              f" (process {share.rank} of {share.world})"))
@@ -606,22 +647,34 @@ def localize(model, prompts: str | Sequence[str], masks: Any, *, layers: Any = N
                         iou_arr[si, li, ti, i] = float(np.mean([score(ch) for ch in draws]))
                         if s != "all":
                             chans[f"{s}/{b.name}/step{st}/{i}"] = [int(c) for c in draws[0]]
+        if parts_dir is not None:
+            mine_chans = {key: v for key, v in chans.items() if start <= int(key.rsplit("/", 1)[1]) < start + len(part)}
+            atomic_write(parts_dir / f"{start:06d}.json",
+                         json.dumps({"start": start, "iou": iou_arr[..., start:start + len(part)].tolist(),
+                                     "chans": mine_chans}))
         bar.update(len(part))
     bar.close()
     if share.world > 1:   # every process gets every process's prompts (a collective: also the barrier)
-        merged: dict[str, list[int]] = {}
+        merged: dict[str, list[int]] = dict(chans)
         for got_starts, got_iou, got_chans in share.gather((list(mine), iou_arr, chans)):
             for s0 in got_starts:
                 iou_arr[..., s0:s0 + chunk] = got_iou[..., s0:s0 + chunk]
             merged.update(got_chans)
-        chans = {key: merged[key] for i in range(len(prompts)) for b in blocks for st in step_list for s in sets
-                 if (key := f"{s}/{b.name}/step{st}/{i}") in merged}   # the single process's order
+        chans = merged
+    chans = {key: chans[key] for i in range(len(prompts)) for b in blocks for st in step_list for s in sets
+             if (key := f"{s}/{b.name}/step{st}/{i}") in chans}   # one order, however the chunks were shared
     params = {"k": k, "random_draws": random_draws, "seed": seed, "stat": stat, "rank": rank,
               "k_clusters": k_clusters, "method": method,
               "foreground": foreground if isinstance(foreground, str) else getattr(foreground, "__name__", "custom"),
               "model": getattr(model, "source", None), "total_steps": total,
               "run_kwargs": {kk: v for kk, v in run_kwargs.items() if isinstance(v, (int, float, str, list, tuple))}}
-    return LocalizationResult([b.name for b in blocks], step_list, sets, prompts, iou_arr, params, chans)
+    result = LocalizationResult([b.name for b in blocks], step_list, sets, prompts, iou_arr, params, chans)
+    if out is not None:
+        if share.main:
+            result.save(out)
+            shutil.rmtree(parts_dir)
+        share.barrier()   # the result is on disk before any process returns
+    return result
 
 
 # ----------------------------------------------------------------------------- projections

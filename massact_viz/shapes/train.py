@@ -105,6 +105,7 @@ class TrainArgs:
     config: dict = field(default_factory=dict)  # ShapesConfig overrides
     fresh: bool = False
     init_from: str | None = None  # warm start from shipped weights (a data/shapes-style dir) when no checkpoint exists
+    init_partial: bool = False  # warm start from another architecture: copy the tensors whose name and shape match
     progress: bool = True
     log_every: int = 25
     compile: bool = False  # torch.compile the transformer's training forward (measured: +10 % images/s on CPU, ~3 min to compile)
@@ -376,13 +377,32 @@ def _train(args: TrainArgs) -> dict:
         from safetensors.torch import load_file
         src = Path(args.init_from)
         doc = read_shapes_config(src)
-        if doc["config"] != cfg.to_dict():
-            raise ValueError(f"{src} holds another architecture or seed than this run; pass matching --config/--seed")
         state = {k: v.float() for k, v in load_file(str(src / WEIGHTS_NAME)).items()}
+        fresh_keys: list[str] = []
+        if doc["config"] != cfg.to_dict():
+            if not args.init_partial:
+                raise ValueError(f"{src} holds another architecture or seed than this run; pass matching "
+                                 f"--config/--seed, or --init-partial to copy only the tensors that fit")
+            own = {f"{n}.{k}": v for n, m in mods.items() for k, v in m.state_dict().items()}
+            # a key the file lacks is new (kept fresh) unless it is a tied alias of a key the file has
+            # (an embedding shared by two modules): aliases are never overwritten
+            storage = lambda t: (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape))  # noqa: E731
+            in_file = {storage(own[k]) for k in own if k in state}
+            new_keys = [k for k in own if k not in state and storage(own[k]) not in in_file]
+            fresh_keys = sorted([k for k in own if k in state and state[k].shape != own[k].shape] + new_keys)
+            state = {k: (v if v.shape == own[k].shape else own[k].detach().float()) for k, v in state.items()
+                     if k in own}
+            state.update({k: own[k].detach().float() for k in new_keys})
+            copied = sum(1 for k in own if k in state and k not in fresh_keys)
+            print(f"partial warm start: {copied} tensors copied, {len(fresh_keys)} keep their "
+                  f"fresh initialisation ({', '.join(fresh_keys[:6])}{' ...' if len(fresh_keys) > 6 else ''})",
+                  file=sys.stderr)
         load_shapes_state_dict(mods, state)
         for s_, p_ in zip(ema.shadow, params):
             s_.copy_(p_.detach())
         warm_start = {"from": str(src), "previous_training": doc.get("training")}
+        if doc["config"] != cfg.to_dict():
+            warm_start.update(partial=True, fresh_tensors=fresh_keys, previous_config=doc["config"])
         print(f"warm start from {src} (previous training: {doc.get('training', {}).get('step')} steps)", file=sys.stderr)
     if args.fresh and ckpt_path.exists():
         print(f"--fresh: ignoring existing {ckpt_path}", file=sys.stderr)
@@ -590,6 +610,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--init-from", default=None,
                    help="warm start from shipped weights (e.g. data/shapes) when no checkpoint exists: fresh "
                         "optimizer, same architecture; lets a new machine continue the shipped model")
+    p.add_argument("--init-partial", action="store_true",
+                   help="with --init-from of another architecture (e.g. --config '{\"vae_factor\": 1}'): copy the "
+                        "tensors whose name and shape match, keep the rest freshly initialised")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the transformer for training (CPU: about +10%% images/s after ~3 min of compiling)")
     p.add_argument("--val-n", type=int, default=d.val_n, help="scenes in the fixed validation loss at the end (0 = skip)")
@@ -617,6 +640,7 @@ def main(argv: list[str] | None = None) -> int:
         t_sampling=ns.t_sampling, p_two=ns.p_two, p_style_mention=ns.p_style_mention, device=ns.device,
         threads=ns.threads, ckpt_every=ns.ckpt_every, eval_n=ns.eval_n, eval_every=ns.eval_every,
         save_dtype=ns.save_dtype, config=json.loads(ns.config), fresh=ns.fresh, init_from=ns.init_from,
+        init_partial=ns.init_partial,
         progress=not ns.no_progress, compile=ns.compile, val_n=ns.val_n,
     )
     summary = train(args)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 import torch
 
-from ...capture import previews_available
+from ...capture import check_probe_kwargs, previews_available
 from ...edits import Edit, describe_layers, describe_steps, resolve_scope
 from ...errors import MassActError, check_k
 from ...run import Run
@@ -196,11 +196,9 @@ def plan_transport(model: "Model", source: str, target: str, *, channels: Any = 
                            f"version has only for FLUX.1, SD3 and the embedded model; drop it from controls.")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise MassActError(f"seed must be a non-negative integer, got {seed!r}.")
-    for r in _RESERVED:
-        if r in run_kwargs:
-            raise MassActError(f"transport() sets {r}= itself (one prompt per run in cached mode, the pair as one batch "
-                               f"in batched mode); use seed= for the shared noise, num_steps= for the denoising steps "
-                               f"and steps= for the transported step window.")
+    check_probe_kwargs(run_kwargs, "transport", _RESERVED,
+                       "one prompt per run in cached mode, the pair as one batch in batched mode; use seed= for the "
+                       "shared noise, num_steps= for the denoising steps and steps= for the transported step window.")
     if source_run is not None and mode != "cached":
         raise MassActError("source_run= is for mode='cached'.")
     if previews and not previews_available(model):
@@ -295,10 +293,10 @@ def uses_cfg(model: "Model", run_kwargs: Mapping[str, Any]) -> bool:
     families with guidance > 1, separate-call families with ``true_cfg_scale > 1`` and a negative prompt
     (FLUX.1, Qwen-Image) or ``guidance_scale > 1`` (FLUX.2). An estimate for memory planning only; the hooks
     read the real layout at run time."""
-    kw = {**model.defaults, **run_kwargs}
+    kw = {**model.family.call_defaults, **model.defaults, **run_kwargs}
     if run_kwargs.get("guidance") is not None:
         kw[model.guidance_kwarg] = run_kwargs["guidance"]
-    return model.family.uses_cfg(kw)
+    return model.family.uses_cfg(kw, model.pipe)
 
 
 def text_tokens(model: "Model", run_kwargs: Mapping[str, Any]) -> int:

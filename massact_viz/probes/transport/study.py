@@ -11,13 +11,16 @@ One transport is an anecdote. :func:`transport_study` runs :func:`~massact_viz.p
 """
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
 from ...errors import MassActError
+from ...files import atomic_write, resume_manifest, strict_json
 from ...prompts import read_lines
 from ...intervals import Comparison, Interval, compare, mean_interval
 from ...distributed import Ranks, ranks
@@ -59,7 +62,7 @@ class TransportStudy:
     seeds: list[int]
     settings: dict
     values: dict[str, dict[str, np.ndarray]]  # row -> metric -> (pairs, seeds), NaN where undefined
-    example: Any = None  # the first pair's first TransportResult (images, previews) for display
+    example: Any = None  # the first unit this process ran (images, previews) for display; None if none ran
     results: list = field(default_factory=list)  # every TransportResult when keep_results=True
 
     @property
@@ -114,7 +117,7 @@ class TransportStudy:
 
 
 def transport_study(model: "Model", pairs: Any, *, seeds: int | Sequence[int] = 1, progress: bool = True,
-                    keep_results: bool = False, distributed: bool = False,
+                    keep_results: bool = False, distributed: bool = False, out: str | os.PathLike | None = None,
                     **transport_kwargs: Any) -> TransportStudy:
     """Run :func:`~massact_viz.probes.transport.transport` with the same settings on every pair and seed.
 
@@ -124,7 +127,11 @@ def transport_study(model: "Model", pairs: Any, *, seeds: int | Sequence[int] = 
     Every setting is validated on the first pair before anything runs.
     ``distributed=True``: share the (pair, seed) units with the other processes launched by ``accelerate
     launch`` or ``torchrun`` (each given the same arguments); their metrics are gathered, so every process
-    returns the single-process study (``example`` and ``results`` hold only the units a process ran)."""
+    returns the single-process study (``example`` and ``results`` hold only the units a process ran).
+    ``out``: a folder that makes the study resumable: each finished (pair, seed) unit's metrics are written
+    there atomically (``units/``), and the same call again (after an interruption, or a process that died;
+    with any number of processes) runs only the units not done and returns the same study; other
+    arguments are refused with a clear message."""
 
     from .probe import transport
     from .plan import plan_transport
@@ -143,12 +150,26 @@ def transport_study(model: "Model", pairs: Any, *, seeds: int | Sequence[int] = 
     plan_transport(model, triples[0][0], triples[0][1], run_kwargs=run_kwargs,
                    **{k: v for k, v in transport_kwargs.items() if k in _TRANSPORT_KEYS})  # fail before work
     share = ranks() if distributed else Ranks()
-    share.agree({"pairs": triples, "seeds": seed_list, "keep": keep_results,
-                 "kwargs": repr(sorted(transport_kwargs.items()))}, "transport study")
+    job = {"pairs": triples, "seeds": seed_list, "kwargs": repr(sorted(transport_kwargs.items()))}
+    share.agree({**job, "keep": keep_results, "out": None if out is None else str(Path(out).resolve())},
+                "transport study")
     units = [(i, j) for i in range(len(triples)) for j in range(len(seed_list))]
+    folder = Path(out) if out is not None else None
+    if folder is not None:
+        hint = "Resume it with the same pairs, seeds and transport settings, or choose another out= to start over."
+        job = {**job, "kind": "transport study", "model": model.source, "dtype": str(model.dtype)}
+        if share.main:   # the main process starts (or checks) the job, then the others check it
+            resume_manifest(folder, job, "transport study", hint)
+        share.barrier()
+        if not share.main:
+            resume_manifest(folder, job, "transport study", hint)
     example, results, settings, metrics = None, [], {}, {}
+    have: list = []
+    if folder is not None:   # units finished before (read back), shared out by the main process's view
+        done_now = [u for u in units if _unit_file(folder, u).exists()] if share.main else None
+        have = [tuple(u) for u in share.from_main(done_now)]
     desc = "transport study (pairs x seeds)" + ("" if share.world == 1 else f", process {share.rank} of {share.world}")
-    mine = share.share(units)
+    mine = share.share([u for u in units if u not in have])
     bar = progress_bar(total=len(mine), desc=desc, unit="run", disable=not progress)
     try:
         for i, j in mine:
@@ -156,16 +177,28 @@ def transport_study(model: "Model", pairs: Any, *, seeds: int | Sequence[int] = 
             r: TransportResult = transport(model, src, tgt, seed=seed_list[j], progress=False, **transport_kwargs)
             if example is None:
                 example = r
+            unit_settings = {k: v for k, v in r.settings.items()
+                             if k not in ("source", "target", "seed", "tokens", "control_channels")}
             if (i, j) == units[0]:
-                settings = {k: v for k, v in r.settings.items()
-                            if k not in ("source", "target", "seed", "tokens", "control_channels")}
+                settings = unit_settings
             if keep_results:
                 results.append(r)
             metrics[(i, j)] = r.metrics
+            if folder is not None:
+                atomic_write(_unit_file(folder, (i, j)),
+                             strict_json({"metrics": r.metrics, "settings": unit_settings}) + "\n")
             bar.update()
     finally:
         bar.close()
-    if share.world > 1:   # every process gets every unit's metrics (a collective: also the barrier)
+    if folder is not None:   # every unit is on disk once every process is here: read the others' back
+        share.barrier()
+        for u in units:
+            if u not in metrics:
+                doc = json.loads(_unit_file(folder, u).read_text(encoding="utf-8"))
+                metrics[u] = doc["metrics"]
+                if u == units[0]:
+                    settings = doc["settings"]
+    elif share.world > 1:   # every process gets every unit's metrics (a collective: also the barrier)
         for got_settings, got_metrics in share.gather((settings, metrics)):
             settings = settings or got_settings
             metrics.update(got_metrics)
@@ -176,6 +209,11 @@ def transport_study(model: "Model", pairs: Any, *, seeds: int | Sequence[int] = 
                 arr = values.setdefault(row, {}).setdefault(m, np.full((len(triples), len(seed_list)), np.nan))
                 arr[i, j] = np.nan if v is None else float(v)
     return TransportStudy(triples, seed_list, settings, values, example, results)
+
+
+def _unit_file(folder: Path, unit: tuple[int, int]) -> Path:
+    """Where a resumable study keeps one finished (pair, seed) unit's metrics."""
+    return folder / "units" / f"pair{unit[0]:05d}-seed{unit[1]:03d}.json"
 
 
 _TRANSPORT_KEYS = ("channels", "k", "tokens", "alpha", "layers", "steps", "stream", "mode", "branch", "conditioning",
