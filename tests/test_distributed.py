@@ -102,8 +102,9 @@ def test_a_lost_process_loses_only_its_unit_and_the_relaunch_matches(single, tmp
     first = _launch([str(script), str(out), str(marker)], 2)
     assert first.returncode != 0 and marker.exists(), first.stderr[-3000:]
     parts = tmp_path / "run.parts"
-    kept = sorted(p.name for p in parts.iterdir() if (p / "run.json").exists())   # finished parts (a unit being
-    # written when the launcher stopped the other process is redone, so it does not count)
+    # finished parts: a part appears under its own name only once complete; a unit being written when the launcher
+    # stopped the other process is a hidden temporary folder (".000004.tmp-..."), redone by the relaunch
+    kept = sorted(p.name for p in parts.iterdir() if p.name.isdigit())
     assert "000001" in kept and "000003" not in kept, kept   # process 1's finished unit kept, its next one lost
     assert not out.exists()
     again = _launch([str(script), str(out), str(marker)], 2)   # the same command: finishes the rest
