@@ -234,3 +234,26 @@ def test_misuse_of_nnsight_capture_gets_one_clear_line(tiny_model):
             pass
     with pytest.raises(MassActError, match="inside the nnsight trace"):
         mv.nnsight_capture(tracer, m)
+
+
+def test_transport_edit_inside_a_users_trace_gives_transports_image(tiny_model):
+    """The transport replacement as an edit of one's own: Model.run on either engine and a user's nnsight trace
+    of the target give transport()'s transported image (cached mode, same seed and settings)."""
+    from massact_viz.probes import transport, transport_edit
+    m = tiny_model("flux")
+    src, tgt = "a photo of a dog on grass", "an oil painting of a city at night"
+    args = dict(k=2, num_steps=2, size=SIZE, seed=3)
+    ref = transport(m, src, tgt, previews=False, progress=False, **args)
+    edit = transport_edit(m, src, tgt, **args)
+    for engine in ("hooks", "nnsight"):
+        run = m.run(tgt, seed=3, num_steps=2, size=SIZE, progress=False, edit=edit, engine=engine)
+        assert same_images(run.images, ref.images), engine
+    with m.nnsight.generate(num_inference_steps=2, height=32, width=32,
+                            generator=torch.Generator("cpu").manual_seed(3)) as tracer:
+        with tracer.invoke([tgt]):
+            pass
+        cap = mv.nnsight_capture(tracer, m, edit=edit)
+    assert same_images(cap.run.images, ref.images)
+    assert not same_images(ref.images, ref.target_images)   # the transport changed the target
+    with pytest.raises(MassActError, match="row must be one of"):
+        transport_edit(m, src, tgt, row="pixel-blend", **args)

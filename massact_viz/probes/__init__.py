@@ -10,9 +10,9 @@ from .disruption import DisruptionResult, disrupt
 from .inversion import Inversion, encode_image, image_source_run, invert
 from .sources import SourceCache, source_capture
 from .transport import CONTROLS, Interpolation, TransportPlan, TransportResult, TransportStudy, interpolate, \
-    plan_transport, transport, transport_metrics, transport_study
+    plan_transport, transport, transport_edit, transport_metrics, transport_study
 
-__all__ = ["disrupt", "DisruptionResult", "transport", "plan_transport", "TransportPlan", "source_capture",
+__all__ = ["disrupt", "DisruptionResult", "transport", "transport_edit", "plan_transport", "TransportPlan", "source_capture",
            "SourceCache", "TransportResult", "transport_metrics", "transport_study", "TransportStudy",
            "interpolate", "Interpolation", "CONTROLS",
            "invert", "Inversion", "encode_image", "image_source_run"]

@@ -54,12 +54,12 @@ from ..sources import SourceCache, source_capture
 from .execution import RowEdit, TransportEdit, cache_bytes, cache_source, choose, row_edits, run_baseline, run_row
 from .plan import BRANCHES, CHANNEL_KINDS, CONDITIONING, CONTROLS, MAX_CACHE_GB, MODES, TransportPlan, check_alpha, \
     plan_transport
-from .probe import Interpolation, execute, interpolate, transport
+from .probe import Interpolation, execute, interpolate, transport, transport_edit
 from .results import MetricsTable, TransportResult, judge_row, metrics_table, transport_metrics
 from .study import TransportStudy, read_pairs, transport_study
 
 
-__all__ = ["transport", "execute", "plan_transport", "TransportPlan", "source_capture", "SourceCache",
+__all__ = ["transport", "transport_edit", "execute", "plan_transport", "TransportPlan", "source_capture", "SourceCache",
            "transport_study", "TransportStudy", "read_pairs",
            "TransportResult", "transport_metrics", "metrics_table", "MetricsTable", "judge_row", "interpolate", "Interpolation", "TransportEdit",
            "RowEdit", "CONTROLS", "BRANCHES", "CONDITIONING", "MODES", "CHANNEL_KINDS"]

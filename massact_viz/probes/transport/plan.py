@@ -159,6 +159,13 @@ def _check_channels(model: "Model", channels: Any, k: int, layer_names: list[str
     return {n: tuple(e.channels) for n in layer_names}
 
 
+#: the keywords of :func:`plan_transport` (and :func:`transport`) that are transport settings; the rest go to
+#: ``Model.run``
+PLAN_KEYS = ("channels", "k", "tokens", "alpha", "layers", "steps", "stream", "mode", "branch", "conditioning",
+             "stat", "num_steps", "source_run", "controls", "blend", "previews", "metrics", "source_image",
+             "inversion", "max_cache_gb", "mask_layer", "mask_k", "seed")
+
+
 def plan_transport(model: "Model", source: str, target: str, *, channels: Any = "source", k: int = 4,
                    tokens: Any = None, alpha: float = 1.0, layers: Any = None, steps: Any = None,
                    stream: str = "image", mode: str = "cached", branch: str = "both", conditioning: str = "target",

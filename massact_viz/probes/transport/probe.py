@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING, Any
 from ...errors import MassActError, check_k
 from ...run import Run
 from ...progress import progress_bar
-from .execution import RowEdit, cache_bytes, cache_source, choose, row_edits, run_baseline, run_row, \
+from .execution import RowEdit, TransportEdit, cache_bytes, cache_source, choose, row_edits, run_baseline, run_row, \
     warn_if_identical
-from .plan import MAX_CACHE_GB, TransportPlan, check_alpha, plan_transport
+from .plan import MAX_CACHE_GB, PLAN_KEYS, TransportPlan, check_alpha, plan_transport
 from .results import TransportResult, transport_metrics
 
 if TYPE_CHECKING:
@@ -88,6 +88,32 @@ def transport(model: "Model", source: str, target: str, *, channels: Any = "sour
                           previews=previews, metrics=metrics, source_image=source_image, inversion=inversion,
                           max_cache_gb=max_cache_gb, mask_layer=mask_layer, mask_k=mask_k, run_kwargs=run_kwargs)
     return execute(model, plan, progress=progress)
+
+
+def transport_edit(model: "Model", source: str, target: str, *, row: str = "transported", progress: bool = False,
+                   **kwargs: Any) -> TransportEdit:
+    """The edit :func:`transport` applies to the target's run (cached mode), for a run of your own.
+
+    Plans and runs what the edit needs (the unedited source and target, the channel choice, the cached source
+    activations), then returns it: pass it as ``model.run(target, seed=seed, edit=...)`` with the same
+    settings, or, inside your own nnsight trace of the target prompt (same seed, steps and size), as
+    ``mv.nnsight_capture(tracer, model, edit=...)``, where it composes with your interventions. ``row``:
+    ``"transported"`` or a control row (``"random-k"``, ``"bottom-k"``, ``"full-swap"``). Other keywords
+    are :func:`transport`'s (``k``, ``layers``, ``steps``, ``seed``, ``num_steps``, ``size``, ...)."""
+    if kwargs.get("mode", "cached") != "cached":
+        raise MassActError("transport_edit gives the cached-mode edit (a run of the target alone); drop mode=.")
+    rows_asked = ("transported", "random-k", "bottom-k", "full-swap")
+    if row not in rows_asked:
+        raise MassActError(f"row must be one of {rows_asked}, got {row!r}.")
+    plan_args = {k: v for k, v in kwargs.items() if k in PLAN_KEYS and k not in ("mode", "controls", "previews",
+                                                                                  "metrics")}
+    run_kwargs = {k: v for k, v in kwargs.items() if k not in PLAN_KEYS}
+    plan = plan_transport(model, source, target, mode="cached", previews=False, metrics=False,
+                          controls=() if row == "transported" else (row,), run_kwargs=run_kwargs, **plan_args)
+    base = run_baseline(model, plan, progress)
+    rows = row_edits(model, plan, base)
+    cache = cache_source(model, plan, base, rows, progress)
+    return TransportEdit(rows[row], plan.steps, plan.conditioning, model.family.conditioning_kwargs, cache)
 
 
 def execute(model: "Model", plan: TransportPlan, progress: bool = True) -> TransportResult:

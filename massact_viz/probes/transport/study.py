@@ -25,6 +25,7 @@ from ...prompts import read_lines
 from ...intervals import Comparison, Interval, compare, mean_interval
 from ...distributed import Ranks, ranks
 from ...progress import progress_bar
+from .plan import PLAN_KEYS
 
 if TYPE_CHECKING:
     from ...model import Model
@@ -146,9 +147,9 @@ def transport_study(model: "Model", pairs: Any, *, seeds: int | Sequence[int] = 
     if transport_kwargs.get("source_run") is not None:
         raise MassActError("transport_study() runs a new source for every pair; source_run= serves one source only.")
     transport_kwargs.setdefault("previews", False)
-    run_kwargs = {k: v for k, v in transport_kwargs.items() if k not in _TRANSPORT_KEYS}
+    run_kwargs = {k: v for k, v in transport_kwargs.items() if k not in PLAN_KEYS}
     plan_transport(model, triples[0][0], triples[0][1], run_kwargs=run_kwargs,
-                   **{k: v for k, v in transport_kwargs.items() if k in _TRANSPORT_KEYS})  # fail before work
+                   **{k: v for k, v in transport_kwargs.items() if k in PLAN_KEYS})  # fail before work
     share = ranks() if distributed else Ranks()
     job = {"pairs": triples, "seeds": seed_list, "kwargs": repr(sorted(transport_kwargs.items()))}
     share.agree({**job, "keep": keep_results, "out": None if out is None else str(Path(out).resolve())},
@@ -216,8 +217,5 @@ def _unit_file(folder: Path, unit: tuple[int, int]) -> Path:
     return folder / "units" / f"pair{unit[0]:05d}-seed{unit[1]:03d}.json"
 
 
-_TRANSPORT_KEYS = ("channels", "k", "tokens", "alpha", "layers", "steps", "stream", "mode", "branch", "conditioning",
-                   "stat", "num_steps", "source_run", "controls", "blend", "previews", "metrics", "source_image",
-                   "inversion", "max_cache_gb", "mask_layer", "mask_k")
 
 __all__ = ["transport_study", "TransportStudy", "read_pairs", "TABLE_METRICS"]
