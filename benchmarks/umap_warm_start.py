@@ -21,7 +21,7 @@ t = time.perf_counter()
 import numpy as np
 if sys.argv[1] == "plain":
     import umap  # noqa: F401  (what project() did before import_umap)
-    import massact_viz.probes.localization as loc
+    import massact_viz.probes.localization.projection as loc
     loc.import_umap = lambda: sys.modules["umap"]
 from massact_viz.probes.localization import project
 x = np.random.RandomState(0).randn(256, 16).astype("float32")

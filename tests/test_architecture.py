@@ -104,4 +104,5 @@ def test_the_checker_sees_lazy_and_type_checking_imports():
     edges = _edges(_modules())
     assert "massact_viz.shapes.model" in edges["massact_viz.model"]  # lazy, inside load()
     assert "massact_viz.dit" in edges["massact_viz.capture"]  # under TYPE_CHECKING
-    assert "massact_viz.capture" in edges["massact_viz.probes.localization"]  # relative, inside a function
+    assert "massact_viz.capture" in edges["massact_viz.probes.inversion"]  # relative, inside a function
+    assert "massact_viz.shapes.scenes" in edges["massact_viz.probes.localization.masks"]  # three dots, inside a function

@@ -345,3 +345,27 @@ def test_layers_and_layer_sets_together_are_refused(flux, monkeypatch):
         disrupt(flux, ["a cat"], layer_sets={"a": "double.9"}, **LAYER_SWEEP)
     with pytest.raises(mv.MassActError, match="layer set names"):
         disrupt(flux, ["a cat"], layer_sets={"a@b": "single"}, **LAYER_SWEEP)
+
+
+def test_a_disruption_plan_is_checked_immutable_and_runs_to_disrupt_s_result(flux, monkeypatch):
+    import dataclasses
+
+    from massact_viz.probes import plan_disruption
+    from massact_viz.probes.disruption import execute
+    kw = dict(ks=(1, 2), sets={"top": "top", "random": "random", "mine": [3, 7]}, random_draws=2, num_steps=1,
+              size=SIZE)
+    orig = mv.Model.run
+    monkeypatch.setattr(mv.Model, "run", lambda *a, **k: pytest.fail("planning ran the model"))
+    plan = plan_disruption(flux, ["a red cat", "a blue car"], **kw)
+    assert [c.key for c in plan.configs] == ["top-k1-d0", "top-k2-d0", "random-k1-d0", "random-k1-d1",
+                                             "random-k2-d0", "random-k2-d1", "mine-k2-d0"]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        plan.ks = (4,)
+    with pytest.raises(TypeError):
+        plan.layer_sets[None] = ("double.0",)   # read-only view
+    monkeypatch.setattr(mv.Model, "run", orig)
+    got = execute(flux, plan, progress=False)
+    want = disrupt(flux, ["a red cat", "a blue car"], progress=False, **kw)
+    assert got.table == want.table and got.settings == want.settings
+    assert all(np.array_equal(np.asarray(a), np.asarray(b)) for k in want.images
+               for a, b in zip(got.images[k], want.images[k]))

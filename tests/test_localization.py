@@ -291,3 +291,25 @@ def test_import_umap_leaves_numba_as_it_was():
     umap = loc.import_umap()
     assert hasattr(umap, "UMAP") and numba.njit is njit and numba.jit is jit
     assert loc.import_umap() is umap
+
+
+def test_a_localization_plan_is_checked_immutable_and_runs_to_localize_s_result(tiny_model, monkeypatch):
+    import dataclasses
+
+    import massact_viz as mv
+    m = tiny_model("flux")
+    kw = dict(k=2, steps=[-1], layers=[0, -1], random_draws=2, num_steps=2, size=SIZE)
+    orig = mv.Model.run
+    monkeypatch.setattr(mv.Model, "run", lambda *a, **k: pytest.fail("planning ran the model"))
+    plan = loc.plan_localization(m, ["a cat", "a red house", "a dog"], _centre_mask, chunk=2, **kw)
+    assert plan.layers == (m.blocks[0].name, m.blocks[-1].name) and plan.steps == (1,) and plan.starts == [0, 2]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        plan.k = 3
+    with pytest.raises(TypeError):
+        plan.run_kwargs["size"] = 64          # read-only view
+    with pytest.raises(MassActError, match="2 masks for 3 prompts"):
+        loc.plan_localization(m, ["a", "b", "c"], [np.zeros((4, 4), bool)] * 2, **kw)
+    monkeypatch.setattr(mv.Model, "run", orig)
+    got = loc.execute(m, plan, progress=False)
+    want = loc.localize(m, ["a cat", "a red house", "a dog"], _centre_mask, chunk=2, progress=False, **kw)
+    assert np.array_equal(got.iou, want.iou) and got.channels == want.channels and got.params == want.params

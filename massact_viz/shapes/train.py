@@ -311,10 +311,18 @@ def train(args: TrainArgs) -> dict:
         torch.set_num_threads(prev_threads)
 
 
-def _train(args: TrainArgs) -> dict:
+def _check_args(args: TrainArgs) -> None:
+    if args.lr_schedule not in ("constant", "cosine"):
+        raise ValueError("lr_schedule must be 'constant' or 'cosine'")
+    if args.t_sampling not in ("mixed", "logit-normal", "uniform"):
+        raise ValueError("t_sampling must be 'mixed', 'logit-normal' or 'uniform'")
+    if args.minutes is None and args.steps is None:
+        raise ValueError("give a budget: --minutes and/or --steps")
+
+
+def _set_threads(args: TrainArgs, device: torch.device) -> None:
     n_threads = args.threads or os.cpu_count() or 1
     torch.set_num_threads(n_threads)
-    device = _device(args.device)
     if device.type == "cpu" and n_threads > 1 and hasattr(os, "getloadavg") and os.getloadavg()[0] > 0.5:
         print(f"warning: load average {os.getloadavg()[0]:.1f} before training; on a busy CPU, {n_threads} torch "
               "threads can run several times slower than --threads 1 (OpenMP threads wait on each other)",
@@ -322,252 +330,284 @@ def _train(args: TrainArgs) -> dict:
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    if args.lr_schedule not in ("constant", "cosine"):
-        raise ValueError("lr_schedule must be 'constant' or 'cosine'")
-    if args.t_sampling not in ("mixed", "logit-normal", "uniform"):
-        raise ValueError("t_sampling must be 'mixed', 'logit-normal' or 'uniform'")
-    if args.minutes is None and args.steps is None:
-        raise ValueError("give a budget: --minutes and/or --steps")
-    cfg = ShapesConfig.from_dict({**ShapesConfig(seed=args.seed).to_dict(), **args.config})
-    ckpt_dir = Path(args.ckpt_dir or f"runs/shapes-seed{args.seed}")
-    ckpt_path = ckpt_dir / "ckpt.pt"
-    out_dir = Path(args.out)
-    save_dtype = getattr(torch, args.save_dtype)
 
-    pipe = build_shapes_pipeline(cfg)
-    pipe.to(device)
-    # the training forward may be compiled; EMA, checkpoints and saving use the plain module
-    forward = torch.compile(pipe.transformer, dynamic=False) if args.compile else pipe.transformer
-    mods = trainable_modules(pipe)
-    named = _named_params(mods)
-    params = [p for _, p in named]
-    for m in mods.values():
-        m.train().requires_grad_(True)
-    decay, no_decay = [], []
-    for n, p in named:
-        (decay if p.ndim >= 2 and "embed" not in n and "shared" not in n else no_decay).append(p)
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=args.lr, betas=tuple(args.betas), eps=1e-8,
-    )
-    ema = _EMA(params, args.ema)
-    data_rng = np.random.default_rng(args.seed)
-    noise_gen = torch.Generator("cpu").manual_seed(args.seed + 1)
-    step, images_seen, train_seconds, history = 0, 0, 0.0, []
-    warm_start = None  # where a warm-started run came from (kept across resumes)
 
-    if ckpt_path.exists() and not args.fresh:
-        ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)  # tensors and plain data only: never unpickle code
-        if ck["config"] != cfg.to_dict():
-            raise ValueError(f"{ckpt_path} was trained with a different architecture or seed; "
+class _Training:
+    """One training run's state: the pipeline, optimizer, EMA, random streams and counters, with the
+    operations the loop needs (one step, a checkpoint, the shipped weights, an evaluation)."""
+
+    def __init__(self, args: TrainArgs, device: torch.device):
+        self.args, self.device = args, device
+        self.cfg = ShapesConfig.from_dict({**ShapesConfig(seed=args.seed).to_dict(), **args.config})
+        self.ckpt_path = Path(args.ckpt_dir or f"runs/shapes-seed{args.seed}") / "ckpt.pt"
+        self.out_dir = Path(args.out)
+        self.pipe = build_shapes_pipeline(self.cfg)
+        self.pipe.to(device)
+        # the training forward may be compiled; EMA, checkpoints and saving use the plain module
+        self.forward = torch.compile(self.pipe.transformer, dynamic=False) if args.compile else self.pipe.transformer
+        self.mods = trainable_modules(self.pipe)
+        named = _named_params(self.mods)
+        self.params = [p for _, p in named]
+        for m in self.mods.values():
+            m.train().requires_grad_(True)
+        decay, no_decay = [], []
+        for n, p in named:
+            (decay if p.ndim >= 2 and "embed" not in n and "shared" not in n else no_decay).append(p)
+        self.opt = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=args.lr, betas=tuple(args.betas), eps=1e-8,
+        )
+        self.ema = _EMA(self.params, args.ema)
+        self.data_rng = np.random.default_rng(args.seed)
+        self.noise_gen = torch.Generator("cpu").manual_seed(args.seed + 1)
+        self.step, self.images_seen, self.train_seconds, self.history = 0, 0, 0.0, []
+        self.warm_start = None  # where a warm-started run came from (kept across resumes)
+        self.last_eval: dict | None = None
+
+    # ------------------------------------------------------------------ start
+    def resume(self) -> None:
+        """Continue from the checkpoint: weights, optimizer, EMA, random streams and counters."""
+        ck = torch.load(self.ckpt_path, map_location="cpu", weights_only=True)  # tensors and plain data only: never unpickle code
+        if ck["config"] != self.cfg.to_dict():
+            raise ValueError(f"{self.ckpt_path} was trained with a different architecture or seed; "
                              "use --fresh or another --ckpt-dir")
-        load_shapes_state_dict(mods, ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        for s, v in zip(ema.shadow, ck["ema"]):
+        load_shapes_state_dict(self.mods, ck["model"])
+        self.opt.load_state_dict(ck["optimizer"])
+        for s, v in zip(self.ema.shadow, ck["ema"]):
             s.copy_(v)
-        data_rng.bit_generator.state = ck["data_rng"]
-        noise_gen.set_state(ck["noise_rng"])
-        step, images_seen, train_seconds = ck["step"], ck["images_seen"], ck["train_seconds"]
-        history = ck.get("history", [])
-        warm_start = ck.get("warm_start")
-        print(f"resumed from {ckpt_path} at step {step} ({images_seen} images, {train_seconds / 60:.1f} min)",
-              file=sys.stderr)
-    elif args.init_from:
-        # warm start from shipped (EMA, fp16) weights: fresh optimizer and RNGs, same architecture
+        self.data_rng.bit_generator.state = ck["data_rng"]
+        self.noise_gen.set_state(ck["noise_rng"])
+        self.step, self.images_seen, self.train_seconds = ck["step"], ck["images_seen"], ck["train_seconds"]
+        self.history = ck.get("history", [])
+        self.warm_start = ck.get("warm_start")
+        print(f"resumed from {self.ckpt_path} at step {self.step} ({self.images_seen} images, "
+              f"{self.train_seconds / 60:.1f} min)", file=sys.stderr)
+
+    def warm_start_from(self, src: Path, partial: bool) -> None:
+        """Start from shipped (EMA, fp16) weights: fresh optimizer and random streams. ``partial``: copy only
+        the tensors whose name and shape fit this architecture; the others keep their fresh initialisation."""
         from safetensors.torch import load_file
-        src = Path(args.init_from)
         doc = read_shapes_config(src)
         state = {k: v.float() for k, v in load_file(str(src / WEIGHTS_NAME)).items()}
         fresh_keys: list[str] = []
-        if doc["config"] != cfg.to_dict():
-            if not args.init_partial:
+        same = doc["config"] == self.cfg.to_dict()
+        if not same:
+            if not partial:
                 raise ValueError(f"{src} holds another architecture or seed than this run; pass matching "
                                  f"--config/--seed, or --init-partial to copy only the tensors that fit")
-            own = {f"{n}.{k}": v for n, m in mods.items() for k, v in m.state_dict().items()}
-            # a key the file lacks is new (kept fresh) unless it is a tied alias of a key the file has
-            # (an embedding shared by two modules): aliases are never overwritten
-            storage = lambda t: (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape))  # noqa: E731
-            in_file = {storage(own[k]) for k in own if k in state}
-            new_keys = [k for k in own if k not in state and storage(own[k]) not in in_file]
-            fresh_keys = sorted([k for k in own if k in state and state[k].shape != own[k].shape] + new_keys)
-            state = {k: (v if v.shape == own[k].shape else own[k].detach().float()) for k, v in state.items()
-                     if k in own}
-            state.update({k: own[k].detach().float() for k in new_keys})
-            copied = sum(1 for k in own if k in state and k not in fresh_keys)
-            print(f"partial warm start: {copied} tensors copied, {len(fresh_keys)} keep their "
-                  f"fresh initialisation ({', '.join(fresh_keys[:6])}{' ...' if len(fresh_keys) > 6 else ''})",
-                  file=sys.stderr)
-        load_shapes_state_dict(mods, state)
-        for s_, p_ in zip(ema.shadow, params):
+            state, fresh_keys = _fitting_tensors(self.mods, state)
+        load_shapes_state_dict(self.mods, state)
+        for s_, p_ in zip(self.ema.shadow, self.params):
             s_.copy_(p_.detach())
-        warm_start = {"from": str(src), "previous_training": doc.get("training")}
-        if doc["config"] != cfg.to_dict():
-            warm_start.update(partial=True, fresh_tensors=fresh_keys, previous_config=doc["config"])
+        self.warm_start = {"from": str(src), "previous_training": doc.get("training")}
+        if not same:
+            self.warm_start.update(partial=True, fresh_tensors=fresh_keys, previous_config=doc["config"])
         print(f"warm start from {src} (previous training: {doc.get('training', {}).get('step')} steps)", file=sys.stderr)
-    if args.fresh and ckpt_path.exists():
-        print(f"--fresh: ignoring existing {ckpt_path}", file=sys.stderr)
 
-    eval_box: dict = {}
-
-    def write_out(tag: str, eval_res: dict | None = None):
-        if eval_res is not None:
-            eval_box["res"] = {k: v for k, v in eval_res.items() if k not in ("records", "images")}
-            eval_box["res"]["step"] = step
-        # swap the EMA weights into the live modules, save, swap back
-        backup = [p.detach().clone() for p in params]
+    # ------------------------------------------------------------------ train
+    def train_step(self) -> float:
+        """One optimizer step on a fresh batch of scenes; returns the batch's loss."""
+        args, device, pipe = self.args, self.device, self.pipe
+        b = scenes.dataset_batch(self.data_rng, args.batch, self.cfg.image_size, p_two=args.p_two,
+                                 p_style_mention=args.p_style_mention)
+        drop = self.data_rng.random(args.batch) < args.cond_drop
+        caps = ["" if d else c for c, d in zip(b["captions"], drop)]
         with torch.no_grad():
-            for p, e in zip(params, ema.shadow):
+            x0, img_ids = images_to_latents(pipe, b["images"], device)
+        t = sample_t(args.t_sampling, args.batch, self.noise_gen)
+        eps = torch.randn(x0.shape, generator=self.noise_gen).to(device)
+        t = t.to(device)
+        xt = (1 - t[:, None, None]) * x0 + t[:, None, None] * eps
+        prompt_embeds, pooled, text_ids = pipe.encode_prompt(prompt=caps, prompt_2=None, device=device)
+        v = self.forward(
+            hidden_states=xt, timestep=t, guidance=None, pooled_projections=pooled,
+            encoder_hidden_states=prompt_embeds, txt_ids=text_ids, img_ids=img_ids, return_dict=False,
+        )[0]
+        loss = F.mse_loss(v.float(), (eps - x0).float())
+        for g in self.opt.param_groups:
+            g["lr"] = _lr_at(args, self.step)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if args.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.params, args.grad_clip)
+        self.opt.step()
+        self.ema.update(self.params, self.step)
+        self.step += 1
+        self.images_seen += args.batch
+        lv = float(loss.detach())
+        if not math.isfinite(lv):
+            raise FloatingPointError(f"loss became {lv} at step {self.step}")
+        return lv
+
+    # ------------------------------------------------------------------ write
+    def write_weights(self, tag: str, eval_res: dict | None = None) -> None:
+        """Save the EMA weights as the shipped fp16 file, with the training record and the latest evaluation."""
+        if eval_res is not None:
+            self.last_eval = {k: v for k, v in eval_res.items() if k not in ("records", "images")}
+            self.last_eval["step"] = self.step
+        # swap the EMA weights into the live modules, save, swap back
+        backup = [p.detach().clone() for p in self.params]
+        with torch.no_grad():
+            for p, e in zip(self.params, self.ema.shadow):
                 p.copy_(e)
         try:
-            state = shapes_state_dict(mods)
+            state = shapes_state_dict(self.mods)
         finally:
             with torch.no_grad():
-                for p, b in zip(params, backup):
+                for p, b in zip(self.params, backup):
                     p.copy_(b)
         meta = {
             "training": {
-                "step": step, "images_seen": images_seen, "train_minutes": round(train_seconds / 60, 2),
-                "loss": history[-1]["loss"] if history else None, "status": tag,
-                "args": {k: v for k, v in dataclasses.asdict(args).items()},
-                "torch": torch.__version__, "device": str(device), "warm_start": warm_start,
+                "step": self.step, "images_seen": self.images_seen, "train_minutes": round(self.train_seconds / 60, 2),
+                "loss": self.history[-1]["loss"] if self.history else None, "status": tag,
+                "args": {k: v for k, v in dataclasses.asdict(self.args).items()},
+                "torch": torch.__version__, "device": str(self.device), "warm_start": self.warm_start,
             },
-            "sampling": {**DEFAULT_SAMPLING, "height": cfg.image_size, "width": cfg.image_size},
+            "sampling": {**DEFAULT_SAMPLING, "height": self.cfg.image_size, "width": self.cfg.image_size},
         }
-        if eval_box:
-            meta["eval"] = eval_box["res"]  # the latest evaluation (its "step" says of which weights)
-        save_shapes_weights(state, out_dir, cfg, dtype=save_dtype, metadata=meta)
+        if self.last_eval is not None:
+            meta["eval"] = self.last_eval  # the latest evaluation (its "step" says of which weights)
+        save_shapes_weights(state, self.out_dir, self.cfg, dtype=getattr(torch, self.args.save_dtype), metadata=meta)
 
-    def checkpoint(tag="running"):
-        model_sd = shapes_state_dict(mods)
+    def checkpoint(self, tag: str = "running") -> None:
+        """The resumable checkpoint (with optimizer state, outside git), then the shipped weights."""
         _atomic_torch_save(
             {
-                "config": cfg.to_dict(), "model": model_sd, "optimizer": opt.state_dict(),
-                "ema": [t.detach().cpu() for t in ema.shadow], "data_rng": data_rng.bit_generator.state,
-                "noise_rng": noise_gen.get_state(), "step": step, "images_seen": images_seen,
-                "train_seconds": train_seconds, "history": history, "args": dataclasses.asdict(args),
-                "warm_start": warm_start,
+                "config": self.cfg.to_dict(), "model": shapes_state_dict(self.mods), "optimizer": self.opt.state_dict(),
+                "ema": [t.detach().cpu() for t in self.ema.shadow], "data_rng": self.data_rng.bit_generator.state,
+                "noise_rng": self.noise_gen.get_state(), "step": self.step, "images_seen": self.images_seen,
+                "train_seconds": self.train_seconds, "history": self.history, "args": dataclasses.asdict(self.args),
+                "warm_start": self.warm_start,
             },
-            ckpt_path,
+            self.ckpt_path,
         )
-        write_out(tag)
+        self.write_weights(tag)
 
-    def run_eval(n):
-        pipe_eval = load_shapes_pipeline(out_dir, device=device)  # judge exactly what ships (fp16 round trip)
+    def evaluate(self, n: int) -> dict:
+        """Judge exactly what ships (the fp16 round trip): held-out captions, and the validation loss."""
+        pipe_eval = load_shapes_pipeline(self.out_dir, device=self.device)
         res = evaluate(pipe_eval, scenes.heldout_captions(n))
-        if args.val_n:
-            res["val_loss"] = validation_loss(pipe_eval, args.val_n)
+        if self.args.val_n:
+            res["val_loss"] = validation_loss(pipe_eval, self.args.val_n)
         return res
 
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    log_f = open(ckpt_dir / "log.jsonl", "a")
+
+def _fitting_tensors(mods, state: dict) -> tuple[dict, list[str]]:
+    """A partial warm start's state dict: the file's tensors whose name and shape fit ``mods``, the fresh
+    initialisation for the rest; and the names kept fresh. A key the file lacks is new (kept fresh) unless
+    it is a tied alias of a key the file has (an embedding shared by two modules): aliases are never
+    overwritten."""
+    own = {f"{n}.{k}": v for n, m in mods.items() for k, v in m.state_dict().items()}
+    storage = lambda t: (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape))  # noqa: E731
+    in_file = {storage(own[k]) for k in own if k in state}
+    new_keys = [k for k in own if k not in state and storage(own[k]) not in in_file]
+    fresh_keys = sorted([k for k in own if k in state and state[k].shape != own[k].shape] + new_keys)
+    state = {k: (v if v.shape == own[k].shape else own[k].detach().float()) for k, v in state.items() if k in own}
+    state.update({k: own[k].detach().float() for k in new_keys})
+    copied = sum(1 for k in own if k in state and k not in fresh_keys)
+    print(f"partial warm start: {copied} tensors copied, {len(fresh_keys)} keep their "
+          f"fresh initialisation ({', '.join(fresh_keys[:6])}{' ...' if len(fresh_keys) > 6 else ''})",
+          file=sys.stderr)
+    return state, fresh_keys
+
+
+class _StopOnCtrlC:
+    """First Ctrl-C: finish the current step, checkpoint, exit cleanly. Second: abort."""
+
+    def __init__(self):
+        self.flag, self._old = False, None
+
+    def _on_sigint(self, signum, frame):
+        if self.flag:
+            raise KeyboardInterrupt
+        self.flag = True
+        print("\nCtrl-C: stopping after this step (press again to abort)", file=sys.stderr)
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGINT, self._on_sigint)
+        return self
+
+    def __exit__(self, *exc):
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+
+
+def _train(args: TrainArgs) -> dict:
+    device = _device(args.device)
+    _set_threads(args, device)
+    _check_args(args)
+    run = _Training(args, device)
+    if run.ckpt_path.exists() and not args.fresh:
+        run.resume()
+    elif args.init_from:
+        run.warm_start_from(Path(args.init_from), args.init_partial)
+    if args.fresh and run.ckpt_path.exists():
+        print(f"--fresh: ignoring existing {run.ckpt_path}", file=sys.stderr)
+
+    run.ckpt_path.parent.mkdir(parents=True, exist_ok=True)
     budget_s = args.minutes * 60 if args.minutes is not None else float("inf")
     start = time.time()
     last_ckpt, last_eval, ckpt_step = start, start, None
     loss_ema, t_window, n_window = None, time.time(), 0
-    # First Ctrl-C: finish the current step, checkpoint, exit cleanly.  Second: abort.
-    stop = {"flag": False}
-    old_handler = None
-
-    def _on_sigint(signum, frame):
-        if stop["flag"]:
-            raise KeyboardInterrupt
-        stop["flag"] = True
-        print("\nCtrl-C: stopping after this step (press again to abort)", file=sys.stderr)
-
-    if threading.current_thread() is threading.main_thread():
-        old_handler = signal.signal(signal.SIGINT, _on_sigint)
     pbar = None
     if args.progress:
         from ..progress import progress_bar
 
-        pbar = progress_bar(total=args.steps, initial=step, desc="shapes training steps", unit="step")
-    size = cfg.image_size
-    try:
-        while not stop["flag"]:
-            if args.steps is not None and step >= args.steps:
-                break
-            if time.time() - start >= budget_s:
-                break
-            t0 = time.time()
-            b = scenes.dataset_batch(data_rng, args.batch, size, p_two=args.p_two,
-                                     p_style_mention=args.p_style_mention)
-            caps = b["captions"]
-            drop = data_rng.random(args.batch) < args.cond_drop
-            caps = ["" if d else c for c, d in zip(caps, drop)]
-            with torch.no_grad():
-                x0, img_ids = images_to_latents(pipe, b["images"], device)
-            t = sample_t(args.t_sampling, args.batch, noise_gen)
-            eps = torch.randn(x0.shape, generator=noise_gen).to(device)
-            t = t.to(device)
-            xt = (1 - t[:, None, None]) * x0 + t[:, None, None] * eps
-            prompt_embeds, pooled, text_ids = pipe.encode_prompt(prompt=caps, prompt_2=None, device=device)
-            v = forward(
-                hidden_states=xt, timestep=t, guidance=None, pooled_projections=pooled,
-                encoder_hidden_states=prompt_embeds, txt_ids=text_ids, img_ids=img_ids, return_dict=False,
-            )[0]
-            loss = F.mse_loss(v.float(), (eps - x0).float())
-            for g in opt.param_groups:
-                g["lr"] = _lr_at(args, step)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if args.grad_clip:
-                torch.nn.utils.clip_grad_norm_(params, args.grad_clip)
-            opt.step()
-            ema.update(params, step)
-            step += 1
-            images_seen += args.batch
-            train_seconds += time.time() - t0
-            lv = float(loss.detach())
-            if not math.isfinite(lv):
-                raise FloatingPointError(f"loss became {lv} at step {step}")
-            loss_ema = lv if loss_ema is None else 0.98 * loss_ema + 0.02 * lv
-            n_window += 1
-            if step % args.log_every == 0:
-                now = time.time()
-                rec = {"step": step, "loss": round(loss_ema, 5), "loss_raw": round(lv, 5), "lr": _lr_at(args, step - 1),
-                       "it_s": round(n_window / (now - t_window), 3), "minutes": round(train_seconds / 60, 2)}
-                history.append(rec)
-                log_f.write(json.dumps(rec) + "\n")
-                log_f.flush()
-                t_window, n_window = now, 0
+        pbar = progress_bar(total=args.steps, initial=run.step, desc="shapes training steps", unit="step")
+    with open(run.ckpt_path.parent / "log.jsonl", "a") as log_f, _StopOnCtrlC() as stop:
+        def log(rec: dict) -> None:
+            log_f.write(json.dumps(rec) + "\n")
+            log_f.flush()
+        try:
+            while not stop.flag and (args.steps is None or run.step < args.steps) and time.time() - start < budget_s:
+                t0 = time.time()
+                lv = run.train_step()
+                run.train_seconds += time.time() - t0
+                loss_ema = lv if loss_ema is None else 0.98 * loss_ema + 0.02 * lv
+                n_window += 1
+                if run.step % args.log_every == 0:
+                    now = time.time()
+                    rec = {"step": run.step, "loss": round(loss_ema, 5), "loss_raw": round(lv, 5),
+                           "lr": _lr_at(args, run.step - 1), "it_s": round(n_window / (now - t_window), 3),
+                           "minutes": round(run.train_seconds / 60, 2)}
+                    run.history.append(rec)
+                    log(rec)
+                    t_window, n_window = now, 0
+                if pbar is not None:
+                    pbar.update(1)
+                    pbar.set_postfix(loss=f"{loss_ema:.4f}", refresh=False)
+                if time.time() - last_ckpt >= args.ckpt_every * 60:
+                    run.checkpoint()
+                    last_ckpt, ckpt_step = time.time(), run.step
+                if args.eval_every and time.time() - last_eval >= args.eval_every * 60 and args.eval_n:
+                    if ckpt_step != run.step:
+                        run.checkpoint()
+                        last_ckpt, ckpt_step = time.time(), run.step
+                    res = run.evaluate(args.eval_n)
+                    run.write_weights("running", res)
+                    log({"step": run.step, "eval": {k: res[k] for k in ("all", "one", "two")}})
+                    print(f"\n[eval @ step {run.step}] {_eval_summary(res)}", file=sys.stderr)
+                    last_eval = time.time()
+        finally:
             if pbar is not None:
-                pbar.update(1)
-                pbar.set_postfix(loss=f"{loss_ema:.4f}", refresh=False)
-            if time.time() - last_ckpt >= args.ckpt_every * 60:
-                checkpoint()
-                last_ckpt, ckpt_step = time.time(), step
-            if args.eval_every and time.time() - last_eval >= args.eval_every * 60 and args.eval_n:
-                if ckpt_step != step:
-                    checkpoint()
-                    last_ckpt, ckpt_step = time.time(), step
-                res = run_eval(args.eval_n)
-                write_out("running", res)
-                rec = {"step": step, "eval": {k: res[k] for k in ("all", "one", "two")}}
-                log_f.write(json.dumps(rec) + "\n")
-                log_f.flush()
-                print(f"\n[eval @ step {step}] {_eval_summary(res)}", file=sys.stderr)
-                last_eval = time.time()
-    finally:
-        if pbar is not None:
-            pbar.close()
-        log_f.close()
-        if old_handler is not None:
-            signal.signal(signal.SIGINT, old_handler)
-    interrupted = stop["flag"]
+                pbar.close()
+    interrupted = stop.flag
     if interrupted:
-        print(f"interrupted at step {step}: writing a checkpoint and the weights", file=sys.stderr)
+        print(f"interrupted at step {run.step}: writing a checkpoint and the weights", file=sys.stderr)
 
-    if loss_ema is not None and (not history or history[-1]["step"] != step):
-        history.append({"step": step, "loss": round(loss_ema, 5), "minutes": round(train_seconds / 60, 2)})
-    checkpoint("interrupted" if interrupted else "final")
-    summary = {"step": step, "images_seen": images_seen, "train_minutes": train_seconds / 60,
-               "loss": history[-1]["loss"] if history else None, "out": str(out_dir), "ckpt": str(ckpt_path)}
+    if loss_ema is not None and (not run.history or run.history[-1]["step"] != run.step):
+        run.history.append({"step": run.step, "loss": round(loss_ema, 5), "minutes": round(run.train_seconds / 60, 2)})
+    run.checkpoint("interrupted" if interrupted else "final")
+    summary = {"step": run.step, "images_seen": run.images_seen, "train_minutes": run.train_seconds / 60,
+               "loss": run.history[-1]["loss"] if run.history else None, "out": str(run.out_dir),
+               "ckpt": str(run.ckpt_path)}
     if args.eval_n and not interrupted:
-        res = run_eval(args.eval_n)
-        write_out("final", res)
+        res = run.evaluate(args.eval_n)
+        run.write_weights("final", res)
         summary["eval"] = {k: res[k] for k in ("all", "one", "two", "val_loss") if k in res}
         print(f"[eval] {_eval_summary(res)}", file=sys.stderr)
-    summary["history"] = history
+    summary["history"] = run.history
     return summary
 
 

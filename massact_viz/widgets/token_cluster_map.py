@@ -192,7 +192,7 @@ class TokenClusterMap(View):
         for a in acts.values():
             if not np.isfinite(a).all():
                 raise MassActError("activations hold NaN/inf (float16 overflow?); run the model in float32 or bfloat16.")
-        grid = loc._grid(grid, n)
+        grid = loc.token_grid(grid, n)
         if picture is not None and hasattr(picture, "detach"):
             picture = picture.detach().cpu().numpy()
         if isinstance(picture, np.ndarray):
