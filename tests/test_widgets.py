@@ -126,6 +126,20 @@ def test_channel_explorer_static_and_escaping(run, tmp_path):
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in (tmp_path / "explorer.html").read_text()
 
 
+def test_channel_explorer_static_picture_has_its_colour_bar(run):
+    from massact_viz.widgets.base import VIRIDIS
+    v = ChannelExplorer(run, k=2)
+    im = np.asarray(v.static_image().convert("RGB")).astype(int)
+    heat_bottom = 18 + len(v.layers) * max(6, min(18, 480 // len(v.layers)))
+    below = im[heat_bottom + 20:]          # under the heatmap and its axis label
+    # a row running through the gradient: its first and last colours are Viridis' two ends
+    rows = [r for r in below if (np.abs(r - VIRIDIS[0]).sum(1) < 6).any() and (np.abs(r - VIRIDIS[255]).sum(1) < 6).any()]
+    assert rows, "no colour bar under the static heatmap"
+    lo_x = np.where(np.abs(rows[0] - VIRIDIS[0]).sum(1) < 6)[0].min()
+    hi_x = np.where(np.abs(rows[0] - VIRIDIS[255]).sum(1) < 6)[0].max()
+    assert hi_x - lo_x > 50                # low values on the left, high on the right
+
+
 def test_channel_explorer_bad_input(run, flux):
     with pytest.raises(MassActError, match="statistic"):
         ChannelExplorer(run, stat="nope")

@@ -221,4 +221,34 @@ def label(draw, xy, text, fill=(0, 0, 0)):
         draw.text(xy, text.encode("latin-1", "replace").decode("latin-1"), fill=fill)
 
 
+def log_colour_bar(width: int, lo: float, hi: float, title: str, empty: str | None = None):
+    """A horizontal colour bar (PIL image, ``width`` pixels of gradient) for :func:`log_quantize` codes on
+    ``[lo, hi]`` decades: the Viridis gradient, ticks at whole decades (or the two ends) labelled with their
+    values, the ``title`` under it, and a grey swatch saying what ``empty`` cells mean when given."""
+    from PIL import Image, ImageDraw
+    width = max(60, int(width))
+    h_bar, pad = 10, 4
+    extra = 110 if empty else 0
+    im = Image.new("RGB", (width + 40 + extra, h_bar + 34), "white")
+    grad = VIRIDIS[np.linspace(0, 255, width).round().astype(int)][None].repeat(h_bar, 0)
+    im.paste(Image.fromarray(grad.astype(np.uint8)), (pad, 0))
+    d = ImageDraw.Draw(im)
+    d.rectangle([pad - 1, 0, pad + width, h_bar], outline=(0, 0, 0))
+    decades = [float(t) for t in range(int(np.ceil(lo)), int(np.floor(hi)) + 1)]
+    if len(decades) < 2:
+        decades = [lo, hi]
+    while len(decades) > 6:
+        decades = decades[::2]
+    for t in decades:
+        x = pad + int(round((t - lo) / (hi - lo) * (width - 1))) if hi > lo else pad
+        d.line([x, h_bar, x, h_bar + 3], fill=(0, 0, 0))
+        label(d, (max(0, x - 12), h_bar + 4), f"{10 ** t:.3g}")
+    label(d, (pad, h_bar + 18), title)
+    if empty:
+        x0 = pad + width + 16
+        d.rectangle([x0, 0, x0 + 10, h_bar], fill=EMPTY_RGB, outline=(120, 120, 120))
+        label(d, (x0 + 14, 0), empty)
+    return im
+
+
 __all__ = ["View", "payload_bytes", "png_b64", "png_bytes", "log_quantize", "log_dequantize", "esc", "VIRIDIS"]

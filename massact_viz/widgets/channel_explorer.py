@@ -18,7 +18,7 @@ import traitlets
 
 from ..errors import MassActError, check_index, check_k
 from ..stats import STATISTICS, ChannelStats
-from .base import EMPTY_RGB, MARK, VIRIDIS, View, enlarge, esc, esm, label, log_quantize, png_b64, thumb
+from .base import EMPTY_RGB, MARK, VIRIDIS, View, enlarge, esc, esm, label, log_colour_bar, log_quantize, png_b64, thumb
 
 #: top-k indices are sent for at least this many channels per layer, so k changes up to it stay in the browser
 K_SENT = 16
@@ -286,12 +286,20 @@ class ChannelExplorer(View):
             for c in tk.get(name, []):
                 x = lw + int(np.searchsorted(edges, c, side="right") - 1) * cw
                 d.rectangle([x - 2, top + li * rh, x + cw + 1, top + (li + 1) * rh - 1], outline=MARK)
-        label(d, (lw, top + heat.size[1] + 4), f"channel 0 .. {D - 1}")
+        label(d, (lw, top + heat.size[1] + 4), f"channel 0 .. {D - 1}" + (
+            "" if cols == D else f" ({D / cols:.3g} channels per column, max shown)"))
+        bar = log_colour_bar(min(heat.size[0], 360), self.lo, self.hi, f"{self.stat} (log colour scale)",
+                             empty="zero / not captured")
+        framed = Image.new("RGB", (max(canvas.size[0], lw + bar.size[0]), canvas.size[1] + bar.size[1] + 4), "white")
+        framed.paste(canvas, (0, 0))
+        framed.paste(bar, (lw - 4, canvas.size[1]))
+        canvas = framed
         if self._pil is not None:
             side = enlarge(self._pil, 160)
             out = Image.new("RGB", (canvas.size[0] + side.size[0] + 10, max(canvas.size[1], side.size[1] + top)), "white")
             out.paste(canvas, (0, 0))
             out.paste(side, (canvas.size[0] + 5, top))
+            label(ImageDraw.Draw(out), (canvas.size[0] + 5, 3), "generated image")
             return out
         return canvas
 
