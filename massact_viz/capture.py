@@ -222,6 +222,9 @@ def plan_capture(model: "DiT", prompts: Sequence[str], *, num_steps: int, seed: 
         if st not in have:
             raise MassActError(f"stream {st!r} is not available here: the chosen {fam.title} blocks have {have}.")
     raw_specs = []
+    if isinstance(capture.raw, (str, Raw)):
+        raise MassActError(f"Capture.raw takes a list of Raw(layer, step) specs, e.g. raw=[Raw('double.3', -1)]; "
+                           f"got {capture.raw!r}.")
     for r in capture.raw:
         if not isinstance(r, Raw):
             raise MassActError(f"Capture.raw takes Raw(...) specs, got {r!r}.")

@@ -177,6 +177,9 @@ def test_bad_input_errors(tiny_model):
         m.run("a cat", num_steps=0, size=SIZE, progress=False)
     with pytest.raises(mv.MassActError, match="raw channel 99 is out of range"):
         m.run("a cat", num_steps=1, size=SIZE, progress=False, capture=mv.Capture(raw=[mv.Raw(0, 0, channels=[99])]))
+    for raw in ("image", mv.Raw(0, 0)):
+        with pytest.raises(mv.MassActError, match=r"takes a list of Raw\(layer, step\) specs"):
+            m.run("a cat", num_steps=1, size=SIZE, progress=False, capture=mv.Capture(raw=raw))
     run = m.run("a cat", num_steps=1, size=SIZE, progress=False)
     for bad_k in (0, m.width + 1):
         with pytest.raises(mv.MassActError, match="k must be an integer between 1 and 32"):

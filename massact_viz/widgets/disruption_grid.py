@@ -94,29 +94,44 @@ class DisruptionGrid(View):
         dec = lambda b: Image.open(io.BytesIO(base64.b64decode(b))).convert("RGB")  # noqa: E731
         base = dec(self.baseline[self.image])
         w, h = base.size
+        texts = {(s, k): [f"{m} {'-' if (v := c['metrics'].get(m)) is None else f'{v:.3g}'}" for m, _ in self.metric_names]
+                 for s in self.sets for k in self.ks if (c := self._cell_or_none(s, k)) is not None}
+        probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+        cw = max([w] + [int(probe.textlength(t)) + 6 for ts in texts.values() for t in ts])  # column width
         lw, th, mh = 70, 16, 12 * max(1, len(self.metric_names)) + 2
-        out = Image.new("RGB", (lw + (w + 4) * (len(self.ks) + 1), th + (h + mh + 4) * len(self.sets) + 14), "white")
+        lower = [m for m, a in self.metric_names if a == "\u2193"]
+        higher = [m for m, a in self.metric_names if a == "\u2191"]
+        notes = ([f"lower is better: {', '.join(lower)}"] if lower else []) + \
+            ([f"higher is better: {', '.join(higher)}"] if higher else [])
+        foot = 13 * (1 + len(notes))
+        out = Image.new("RGB", (lw + (cw + 4) * (len(self.ks) + 1), th + (h + mh + 4) * len(self.sets) + foot + 2),
+                        "white")
         d = ImageDraw.Draw(out)
         label(d, (lw, 2), "baseline")
         for j, k in enumerate(self.ks):
-            label(d, (lw + (w + 4) * (j + 1), 2), f"k={k}")
+            label(d, (lw + (cw + 4) * (j + 1), 2), f"k={k}")
         for i, s in enumerate(self.sets):
             y = th + i * (h + mh + 4)
             label(d, (2, y + h // 2 - 6), s[:10])
             out.paste(base, (lw, y))
             for j, k in enumerate(self.ks):
-                try:
-                    c = self.cell(s, k)
-                except MassActError:
+                c = self._cell_or_none(s, k)
+                if c is None:
                     continue
-                x = lw + (w + 4) * (j + 1)
+                x = lw + (cw + 4) * (j + 1)
                 out.paste(dec(c["png"][self.image]), (x, y))
-                for mi, (m, arrow) in enumerate(self.metric_names):
-                    v = c["metrics"].get(m)
-                    better = {"\u2193": " (low=good)", "\u2191": " (high=good)"}.get(arrow, "")
-                    label(d, (x, y + h + 1 + 12 * mi), f"{m} {'-' if v is None else f'{v:.3g}'}{better}")
+                for mi, t in enumerate(texts[(s, k)]):
+                    label(d, (x, y + h + 1 + 12 * mi), t)
+        for ni, note in enumerate(notes):
+            label(d, (2, out.size[1] - foot + 13 * ni), note)
         label(d, (2, out.size[1] - 13), f"image {self.image}: {self.prompts[self.image][:80]}")
         return out
+
+    def _cell_or_none(self, s: str, k: int):
+        try:
+            return self.cell(s, k)
+        except MassActError:
+            return None
 
     def static_html_body(self) -> str:
         head = "".join(f"<th>{esc(m)} {esc(a)}</th>" for m, a in self.metric_names)

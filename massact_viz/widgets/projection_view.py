@@ -93,7 +93,9 @@ class ProjectionView(View):
         d.line([(left, 16), (left, 16 + S), (left + S, 16 + S)], fill=(90, 90, 90))   # the two axes
         axis = "PC" if self.method == "pca" else self.method.upper()
         label(d, (left + S // 2 - 30, 18 + S), f"{axis} 1 (a.u.)")
-        label(d, (1, 20), "2")
+        ylab = Image.new("RGB", (S, 14), "white")
+        label(ImageDraw.Draw(ylab), (S // 2 - 30, 1), f"{axis} 2 (a.u.)")
+        im.paste(ylab.rotate(90, expand=True), (1, 16))   # the vertical axis' name, read bottom to top
         for j, text in enumerate(self.legend):
             col = PALETTE_RGB[j % len(PALETTE_RGB)]
             y0 = S + 32 + 16 * j

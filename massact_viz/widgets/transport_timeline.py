@@ -48,6 +48,10 @@ def _value_text(v: Any) -> str:
 STATIC_COLUMNS = 8
 #: Metrics printed under each final image in the static picture (the live view shows them all).
 STATIC_METRICS = ("toward_source", "ssim_target", "composite")
+#: how the static picture names them (the metrics' meaning: probes.transport.transport_metrics)
+STATIC_METRIC_NAMES = {"toward_source": "toward source", "ssim_target": "SSIM to target", "composite": "composite"}
+STATIC_METRIC_NOTE = ("toward source: 0 = the target's pixels, 1 = the source's;  SSIM to target: 1 = the target's "
+                      "structure;  composite: high only when both")
 
 
 class TransportTimeline(View):
@@ -135,6 +139,7 @@ class TransportTimeline(View):
             ch = max(im.size[1] for row in cells for im in row)
             tl = Image.new("RGB", (lw + len(cells[0]) * (cw + pad), 16 + len(cells) * (ch + pad)), "white")
             d = ImageDraw.Draw(tl)
+            label(d, (2, 2), "denoising step")
             for j, c in enumerate(cols):
                 label(d, (lw + j * (cw + pad), 2), f"{self.preview_steps[c]}")
             for i, (r, row) in enumerate(zip(self.rows, cells)):
@@ -146,19 +151,24 @@ class TransportTimeline(View):
                 d.rectangle([x, 14, x + cw + 3, tl.size[1] - 1], outline=(213, 94, 0), width=2)
             parts.append(tl)
         w = sum(im.size[0] + pad for _, im in self._finals)
-        h = max(im.size[1] for _, im in self._finals) + 32
-        fin = Image.new("RGB", (w, h), "white")
+        top = 14 * (1 + max((sum(1 for k in STATIC_METRICS if (self.metrics.get(n) or {}).get(k) is not None)
+                             for n, _ in self._finals), default=0)) + 2
+        fin = Image.new("RGB", (w, max(im.size[1] for _, im in self._finals) + top), "white")
         d = ImageDraw.Draw(fin)
         x = 0
         for n, im in self._finals:
-            fin.paste(im, (x, 30))
+            fin.paste(im, (x, top))
             label(d, (x + 2, 1), n[:30])
             m = self.metrics.get(n) or {}
-            shown = [(k, m[k]) for k in STATIC_METRICS if m.get(k) is not None]
-            if shown:
-                label(d, (x + 2, 15), "  ".join(f"{k.split('_')[0]} {v:.2f}" for k, v in shown)[: im.size[0] // 6])
+            for li, k in enumerate(k for k in STATIC_METRICS if m.get(k) is not None):
+                label(d, (x + 2, 15 + 14 * li), f"{STATIC_METRIC_NAMES[k]} {m[k]:.2f}")
             x += im.size[0] + pad
         parts.append(fin)
+        if any(self.metrics.get(n) for n, _ in self._finals):
+            tw = int(ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength(STATIC_METRIC_NOTE))
+            note = Image.new("RGB", (max(w, tw + 8), 14), "white")
+            label(ImageDraw.Draw(note), (2, 1), STATIC_METRIC_NOTE)
+            parts.append(note)
         W = max(p.size[0] for p in parts)
         out = Image.new("RGB", (W, sum(p.size[1] + 8 for p in parts)), "white")
         y = 0
