@@ -18,8 +18,8 @@ import torch
 
 from .errors import MassActError, check_index
 from .hooks import CallState, Site, attach, watch_scheduler
-from .nnsight_engine import DANGLING, drive, nnsight_model, pil_images, read_call
-from .run import Run
+from .nnsight_engine import DANGLING, drive, nnsight_model, read_call
+from .run import Run, pil_images
 from .specs import check_engine, check_num_steps, check_size, listify, resolve_steps
 from .stats import StatsCollector
 from .progress import pipeline_progress, progress_bar
@@ -618,14 +618,6 @@ def _capture_meta(c: Capture, raw_specs: Sequence | None = None) -> dict:
     d["inputs"] = list(c.inputs)
     d.pop("max_gb", None)  # a guard for this machine, not part of what was captured
     return d
-
-
-def to_pil(images: torch.Tensor) -> list:
-    """``(batch, 3, H, W)`` floats in [0, 1] -> PIL images."""
-    from PIL import Image
-
-    arr = (images * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-    return [Image.fromarray(a) for a in arr]
 
 
 @torch.no_grad()

@@ -14,7 +14,7 @@ from .errors import MassActError
 from .files import data_dir
 from .families import detect
 from .hooks import Site
-from .nnsight_engine import nnsight_model
+from .nnsight_engine import block_envoy, nnsight_model
 from .specs import check_engine
 from .run import Run
 
@@ -223,3 +223,8 @@ class Model(DiT):
         Pass ``num_inference_steps`` to every trace (nnsight defaults to 1).
         """
         return nnsight_model(self)
+
+    def envoy(self, layer: str | int) -> Any:
+        """The envoy of one block in :attr:`nnsight`'s tree (any layer spec :meth:`layer` takes): read or edit
+        its ``.output`` inside your trace, e.g. ``model.envoy("double.1").output[1][..., ch] *= 0``."""
+        return block_envoy(self.nnsight.transformer, self.layer(layer).path)

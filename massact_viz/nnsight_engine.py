@@ -36,7 +36,7 @@ from .errors import MassActError
 from .families import Block, Family
 from .hooks import CallState, Site, block_site
 
-__all__ = ["nnsight_model", "PipelineCall", "read_call", "drive", "scheduled_steps", "pil_images", "DANGLING"]
+__all__ = ["nnsight_model", "block_envoy", "PipelineCall", "read_call", "drive", "scheduled_steps", "DANGLING"]
 
 
 def nnsight_model(model: Any) -> Any:
@@ -91,8 +91,9 @@ def read_call(args: tuple, kwargs: dict, family: Family, pipe: Any) -> PipelineC
                         dict(kwargs))
 
 
-def _envoy(root: Any, path: str) -> Any:
-    """The envoy at a dotted module path under ``root`` (``"transformer_blocks.3"``)."""
+def block_envoy(root: Any, path: str) -> Any:
+    """The envoy at a dotted module path under ``root`` (``"transformer_blocks.3"``): a block's place in
+    nnsight's tree, for ``nn.transformer`` and a block's ``path``."""
     env = root
     for part in path.split("."):
         env = env[int(part)] if part.isdigit() else getattr(env, part)
@@ -132,7 +133,7 @@ def drive(tracer: Any, nn: Any, family: Family, pipe: Any, blocks: Sequence[Bloc
     ends the worker when the pipeline call returns ("was never reached", by design: nothing is lost).
     Read what follows the pipeline call (its images) in another invoke."""
     order = sorted(blocks, key=lambda b: b.index)
-    envoys = [(b, _envoy(nn.transformer, b.path)) for b in order]
+    envoys = [(b, block_envoy(nn.transformer, b.path)) for b in order]
     sched = pipe.scheduler
     last_index: Any = object()
     step, total, calls_per_step = -1, None, None
@@ -160,17 +161,3 @@ def drive(tracer: Any, nn: Any, family: Family, pipe: Any, blocks: Sequence[Bloc
 
 #: what nnsight says when a worker waits for a transformer call that never comes (see :func:`drive`)
 DANGLING = r"'.*transformer\.input\.i\d+' was never reached"
-
-
-def pil_images(images: Any) -> list:
-    """A pipeline's ``images`` (PIL list, numpy ``(n, H, W, 3)`` or a tensor ``(n, 3, H, W)`` in [0, 1]) as
-    PIL images."""
-    from PIL import Image
-    import numpy as np
-
-    if isinstance(images, list) and (not images or isinstance(images[0], Image.Image)):
-        return list(images)
-    if torch.is_tensor(images):
-        images = images.detach().float().cpu().permute(0, 2, 3, 1).numpy()
-    arr = np.asarray(images)
-    return [Image.fromarray(np.clip(np.rint(a * 255), 0, 255).astype(np.uint8)) for a in arr]

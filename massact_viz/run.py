@@ -38,6 +38,21 @@ SCHEMA_VERSION = 1
 FORMAT = "massact_viz.run"
 
 
+
+def pil_images(images: Any) -> list:
+    """A pipeline's ``images`` (PIL list, numpy ``(n, H, W, 3)`` or a tensor ``(n, 3, H, W)`` in [0, 1]) as
+    PIL images (rounded to the nearest uint8 level, clipped to [0, 255]): the one conversion of the toolkit."""
+    from PIL import Image
+    import numpy as np
+
+    if isinstance(images, list) and (not images or isinstance(images[0], Image.Image)):
+        return list(images)
+    if torch.is_tensor(images):
+        images = images.detach().float().cpu().permute(0, 2, 3, 1).numpy()
+    arr = np.asarray(images)
+    return [Image.fromarray(np.clip(np.rint(a * 255), 0, 255).astype(np.uint8)) for a in arr]
+
+
 @dataclass
 class Run:
     """The result of :meth:`massact_viz.Model.run`."""

@@ -257,3 +257,15 @@ def test_transport_edit_inside_a_users_trace_gives_transports_image(tiny_model):
     assert not same_images(ref.images, ref.target_images)   # the transport changed the target
     with pytest.raises(MassActError, match="row must be one of"):
         transport_edit(m, src, tgt, row="pixel-blend", **args)
+
+
+@pytest.mark.parametrize("family", ["flux", "sd3", "pixart"])
+def test_model_envoy_is_the_block_s_place_in_nnsight_s_tree(tiny_model, family):
+    m = tiny_model(family)
+    for block in (m.blocks[0], m.blocks[-1]):
+        want = m.nnsight.transformer
+        for part in block.path.split("."):
+            want = want[int(part)] if part.isdigit() else getattr(want, part)
+        assert m.envoy(block.name) is want and m.envoy(block.index) is want
+    with pytest.raises(MassActError, match="unknown layer"):
+        m.envoy("double.99")

@@ -284,14 +284,14 @@ def encode_image(model: "Model", image: Any, size: Any = None) -> torch.Tensor:
 def decode_latents(model: "Model", latents: torch.Tensor, size: Any = None):
     """PIL images of latents in the ``latents=`` layout (the inverse of :func:`encode_image`), through the
     family's decoder (the one the per-step previews use)."""
-    from ..capture import to_pil
+    from ..run import pil_images
 
     _check_model(model)
     h, w = _resolve_size(model, size)
     z = latents.to(model.pipe._execution_device, torch.float32)
     if z.dim() == model.family.latent_ndim - 1:
         z = z[None]
-    return to_pil(model.family.decode_latents(model.pipe, z, h, w))
+    return pil_images(model.family.decode_latents(model.pipe, z, h, w))
 
 
 # ------------------------------------------------------------------------------------------ the probe
