@@ -16,7 +16,7 @@ import torch
 import massact_viz as mv
 from massact_viz.errors import MassActError
 from massact_viz.probes import image_source_run, invert, source_capture, transport
-from massact_viz.probes.inversion import _probe, _run_guidance, _Velocity, decode_latents, encode_image
+from massact_viz.probes.inversion import _probe, _run_guidance, _Velocity, decode_image, encode_image
 
 SHAPES_P = "a red circle on a blue background"
 SHAPES_STEPS = 20
@@ -68,16 +68,16 @@ def test_encode_uses_the_pipeline_latent_layout(shapes, tiny_model):
     assert x.shape == (1, 12 * 8, 48)  # 4x4-pixel tokens, packed 2x2 over the 12-channel latent
     # the exact VAE: the pipeline's own unpack + decode gives the image back bit for bit
     assert np.array_equal(arr(pipeline_decode(shapes, x, (48, 32))), img)
-    assert np.array_equal(arr(decode_latents(shapes, x, (48, 32))[0]), img)
+    assert np.array_equal(arr(decode_image(shapes, x, (48, 32))[0]), img)
     # resizing / center-cropping: a wide image is cropped to the square then resized
     wide = np.concatenate([np.zeros((32, 16, 3), np.uint8), img[:32], np.zeros((32, 16, 3), np.uint8)], axis=1)
-    assert np.array_equal(arr(decode_latents(shapes, encode_image(shapes, wide))[0]), img[:32])
+    assert np.array_equal(arr(decode_image(shapes, encode_image(shapes, wide))[0]), img[:32])
     for fam, shape in (("flux", (1, 256, 4)), ("sd3", (1, 4, 32, 32))):
         m = tiny_model(fam)
         im = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
         z = encode_image(m, im, size=SIZE)
         assert tuple(z.shape) == shape
-        ours, theirs = decode_latents(m, z, SIZE)[0], pipeline_decode(m, z, SIZE)
+        ours, theirs = decode_image(m, z, SIZE)[0], pipeline_decode(m, z, SIZE)
         assert mad(ours, theirs) < 0.5  # our decode is the pipeline's (layout, shift, scale)
         # (no pixel round-trip bound here: the random-weight tiny VAEs lose 58-67 uint8 units, more than
         # a flat grey image would; the exact shapes VAE above carries the round-trip check)

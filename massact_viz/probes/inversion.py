@@ -281,7 +281,7 @@ def encode_image(model: "Model", image: Any, size: Any = None) -> torch.Tensor:
 
 
 @torch.no_grad()
-def decode_latents(model: "Model", latents: torch.Tensor, size: Any = None):
+def decode_image(model: "Model", latents: torch.Tensor, size: Any = None):
     """PIL images of latents in the ``latents=`` layout (the inverse of :func:`encode_image`), through the
     family's decoder (the one the per-step previews use)."""
     from ..run import pil_images
@@ -503,7 +503,7 @@ def _regenerate(model: "Model", inv: Inversion, g_run: float | None, progress: b
     finally:
         bar.close()
     inv.reconstruction = out.images[0]
-    vae_image = decode_latents(model, inv.clean, inv.size)[0]
+    vae_image = decode_image(model, inv.clean, inv.size)[0]
     err = _image_error(inv.reconstruction, inv.reference)
     err.update({f"vae_{k}": v for k, v in _image_error(vae_image, inv.reference).items()})
     err.update({f"inv_{k}": v for k, v in _image_error(inv.reconstruction, vae_image).items()})
@@ -575,5 +575,5 @@ def image_source_run(model: "Model", image: Any, prompt: str = "", *, layers: An
     return run
 
 
-__all__ = ["Inversion", "METHODS", "FIXED_POINT_ITERATIONS", "encode_image", "decode_latents", "invert",
+__all__ = ["Inversion", "METHODS", "FIXED_POINT_ITERATIONS", "encode_image", "decode_image", "invert",
            "image_source_run"]

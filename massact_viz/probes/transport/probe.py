@@ -28,11 +28,11 @@ def _blend_images(a, b, w: float):
 
 def _latent_blend(model: "Model", source, target, w: float):
     """Encode both final images with the pipeline's VAE, blend the latents, decode."""
-    from ..inversion import decode_latents, encode_image
+    from ..inversion import decode_image, encode_image
 
     size = (target.height, target.width)
     lat = encode_image(model, target, size=size) * (1 - w) + encode_image(model, source, size=size) * w
-    return decode_latents(model, lat, size=size)[0]
+    return decode_image(model, lat, size=size)[0]
 
 
 def transport(model: "Model", source: str, target: str, *, channels: Any = "source", k: int = 4,
