@@ -54,24 +54,32 @@ def _notebook_class():
 
 
 def progress_bar(iterable: Iterable | None = None, *, desc: str, unit: str, total: int | None = None,
-                 disable: bool = False, leave: bool = True, initial: int = 0):
+                 disable: bool = False, leave: bool = True, initial: int = 0, **tqdm_kwargs: Any):
     """``tqdm(iterable, desc=desc, unit=unit, ...)``: a notebook bar that ends as text in a kernel, plain
-    tqdm elsewhere. ``desc`` says what is counted (``"prompts"``, ``"denoising steps"``)."""
+    tqdm elsewhere. ``desc`` says what is counted (``"prompts"``, ``"denoising steps"``); other keywords
+    (``position``, ``file``, ``ncols``, ...) go to tqdm."""
     cls = _notebook_class()
     if cls is None:
         from tqdm.std import tqdm as cls
-    return cls(iterable, desc=desc, unit=unit, total=total, disable=disable, leave=leave, initial=initial)
+    return cls(iterable, desc=desc, unit=unit, total=total, disable=disable, leave=leave, initial=initial,
+               **tqdm_kwargs)
 
 
 @contextmanager
 def pipeline_progress(pipe: Any, enable: bool, desc: str = "denoising steps"):
     """Within the block, the diffusers pipeline's own step bar is :func:`progress_bar` (labelled ``desc``,
-    shown only when ``enable``); the pipeline is given back as it was."""
+    shown only when ``enable``); the pipeline is given back as it was. What you set with diffusers'
+    ``pipe.set_progress_bar_config(...)`` still holds (``desc``, ``leave``, ``position``, ``file``, ...), except
+    ``disable``: whether the bar shows is ``Model.run(progress=...)``'s to say (the toolkit's own pipelines are
+    built with ``disable=True`` so that calling them directly stays quiet)."""
     had = "progress_bar" in vars(pipe)
     before = vars(pipe).get("progress_bar")
 
     def bar(iterable=None, total=None):
-        return progress_bar(iterable, total=total, desc=desc, unit="step", disable=not enable)
+        cfg = dict(getattr(pipe, "_progress_bar_config", None) or {})
+        cfg.pop("disable", None)
+        return progress_bar(iterable, total=total, desc=cfg.pop("desc", desc), unit=cfg.pop("unit", "step"),
+                            disable=not enable, leave=cfg.pop("leave", True), **cfg)
 
     object.__setattr__(pipe, "progress_bar", bar)
     try:

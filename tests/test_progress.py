@@ -24,6 +24,29 @@ def test_pipeline_progress_labels_the_step_bar_and_gives_the_pipeline_back(tiny_
         assert pipe.progress_bar(total=2).disable
 
 
+def test_pipeline_progress_keeps_what_the_user_set_with_set_progress_bar_config(tiny_model):
+    import io
+    pipe = tiny_model("flux").pipe
+    out = io.StringIO()
+    pipe.set_progress_bar_config(leave=False, file=out, desc="my steps")
+    try:
+        with pipeline_progress(pipe, True):
+            bar = pipe.progress_bar(total=2)
+            assert bar.desc == "my steps" and bar.leave is False and not bar.disable
+            bar.update(2)
+            bar.close()
+        assert "my steps" in out.getvalue()
+        pipe.set_progress_bar_config(disable=True)
+        with pipeline_progress(pipe, True):
+            b = pipe.progress_bar(total=2)
+            assert not b.disable   # Model.run(progress=) decides
+            b.close()
+        with pipeline_progress(pipe, False):
+            assert pipe.progress_bar(total=2).disable
+    finally:
+        pipe.set_progress_bar_config(disable=True)   # as the tiny pipelines are built
+
+
 def test_in_a_notebook_finished_bars_are_text_and_no_widget_is_left(tmp_path):
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell(src) for src in (
