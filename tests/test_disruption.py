@@ -369,3 +369,16 @@ def test_a_disruption_plan_is_checked_immutable_and_runs_to_disrupt_s_result(flu
     assert got.table == want.table and got.settings == want.settings
     assert all(np.array_equal(np.asarray(a), np.asarray(b)) for k in want.images
                for a, b in zip(got.images[k], want.images[k]))
+
+
+def test_a_disruption_plan_keeps_its_own_copies_and_refuses_execute_s_keywords(flux):
+    from massact_viz.probes import plan_disruption
+    steps, mine = [0], [3, 7]
+    plan = plan_disruption(flux, ["a red cat"], ks=(1,), sets={"top": "top", "mine": mine}, steps=steps,
+                           num_steps=2, size=SIZE)
+    steps.append(1)
+    mine.append(5)
+    assert plan.edit_kw()["steps"] == [0] and plan.manifest()["user_sets"] == {"mine": "[3, 7]"}
+    for k in ("out", "distributed"):
+        with pytest.raises(mv.MassActError, match=f"{k}= is how a plan is run"):
+            plan_disruption(flux, ["a red cat"], num_steps=2, size=SIZE, **{k: "x"})

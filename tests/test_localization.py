@@ -313,3 +313,14 @@ def test_a_localization_plan_is_checked_immutable_and_runs_to_localize_s_result(
     got = loc.execute(m, plan, progress=False)
     want = loc.localize(m, ["a cat", "a red house", "a dog"], _centre_mask, chunk=2, progress=False, **kw)
     assert np.array_equal(got.iou, want.iou) and got.channels == want.channels and got.params == want.params
+
+
+def test_a_localization_plan_keeps_its_own_masks(tiny_model):
+    m = tiny_model("flux")
+    mask = np.zeros(SIZE, bool)
+    plan = loc.plan_localization(m, ["a cat"], [mask], k=2, layers=[0], num_steps=2, size=SIZE)
+    before = plan.manifest()["masks"]
+    mask[:4] = True
+    assert plan.manifest()["masks"] == before and not plan.masks[0].flags.writeable
+    with pytest.raises(MassActError, match="out= is how a plan is run"):
+        loc.plan_localization(m, ["a cat"], [mask], out="x.json", num_steps=2, size=SIZE)

@@ -391,3 +391,11 @@ def test_partial_warm_start_copies_what_fits_and_keeps_the_rest_fresh(tmp_path):
     same = [k for k in src if k in got and got[k].shape == src[k].shape]
     assert len(same) > 0.8 * len(src)
     assert all(torch.allclose(got[k].float(), src[k].float(), atol=1e-3) for k in same)   # lr ~0: copied as is
+
+
+def test_a_bad_save_dtype_is_refused_before_any_training(tmp_path):
+    from massact_viz.shapes import train as T
+    with pytest.raises(ValueError, match="save_dtype"):
+        T.train(T.TrainArgs(out=str(tmp_path / "o"), ckpt_dir=str(tmp_path / "c"), steps=1, save_dtype="fp16",
+                            config=TINY, eval_n=0, progress=False, threads=1))
+    assert not (tmp_path / "c").exists()

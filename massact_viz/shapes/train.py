@@ -318,6 +318,8 @@ def _check_args(args: TrainArgs) -> None:
         raise ValueError("t_sampling must be 'mixed', 'logit-normal' or 'uniform'")
     if args.minutes is None and args.steps is None:
         raise ValueError("give a budget: --minutes and/or --steps")
+    if not isinstance(getattr(torch, str(args.save_dtype), None), torch.dtype):
+        raise ValueError(f"save_dtype must name a torch dtype such as 'float16', got {args.save_dtype!r}")
 
 
 def _set_threads(args: TrainArgs, device: torch.device) -> None:

@@ -6,6 +6,7 @@ returns an immutable :class:`DisruptionPlan` holding one :class:`Config` per con
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -175,8 +176,13 @@ def plan_disruption(model: "Model", prompts: str | Sequence[str], *, ks: Sequenc
     prompts = check_prompts(prompts)
     num_steps = model.resolve_num_steps(num_steps)
     size = run_kwargs.get("size")
+    for k in ("out", "distributed"):
+        if k in run_kwargs:
+            raise MassActError(f"{k}= is how a plan is run, not part of it: execute(model, plan, {k}=...).")
     check_probe_kwargs(run_kwargs, "disrupt", ("num_steps", "seed", "capture", "edit", "progress"),
                        "use num_steps= for the denoising steps and steps= for the edited step window.")
+    # the plan keeps its own copies: changing the caller's objects later cannot change what it runs
+    steps, tokens, sets = copy.deepcopy(steps), copy.deepcopy(tokens), copy.deepcopy(sets)
     for m in metrics:
         get_metric(m)
     csets = channel_sets(sets)

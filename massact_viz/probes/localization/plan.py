@@ -106,6 +106,19 @@ def identity(x: Any) -> Any:
     return f"sha256:{h.hexdigest()}"
 
 
+def _own_copy(mask: Any) -> Any:
+    """A mask the plan alone holds: arrays and tensors copied read-only, PIL images copied, paths as given."""
+    if hasattr(mask, "detach"):
+        mask = mask.detach().cpu().numpy()
+    if isinstance(mask, np.ndarray):
+        mask = mask.copy()
+        mask.flags.writeable = False
+        return mask
+    if hasattr(mask, "copy") and hasattr(mask, "convert"):   # PIL
+        return mask.copy()
+    return mask
+
+
 def plan_localization(model: "Model", prompts: str | Sequence[str], masks: Any, *, layers: Any = None,
                       steps: Any = -1, k: int = 4, sets: Sequence[str] = SETS, random_draws: int = 3, seed: int = 0,
                       stat: str = "abs_mean", rank: str = "image", k_clusters: int = 2, method: str = "kmeans",
@@ -132,6 +145,9 @@ def plan_localization(model: "Model", prompts: str | Sequence[str], masks: Any, 
         raise MassActError(f"rank must be 'image' (per-image ranking) or 'mean' (over prompts), got {rank!r}.")
     if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
         raise MassActError(f"chunk must be a positive integer, got {chunk!r}.")
+    for key in ("out", "distributed", "progress"):
+        if key in run_kwargs:
+            raise MassActError(f"{key}= is how a plan is run, not part of it: execute(model, plan, {key}=...).")
     check_probe_kwargs(run_kwargs, "localize", ("capture", "prompt"),
                        "pass the prompts as localize's first argument and the layers and steps as its own arguments.")
     check_cluster_args(2 ** 30, k_clusters, method, foreground)
@@ -142,6 +158,8 @@ def plan_localization(model: "Model", prompts: str | Sequence[str], masks: Any, 
     run_kwargs["num_steps"] = total
     if not (isinstance(masks, str) or callable(masks)) and hasattr(masks, "__len__") and len(masks) != len(prompts):
         raise MassActError(f"{len(masks)} masks for {len(prompts)} prompts: give one mask per prompt.")
+    if not (isinstance(masks, str) or callable(masks)) and hasattr(masks, "__len__"):
+        masks = tuple(_own_copy(m) for m in masks)   # later changes to the caller's masks cannot reach the plan
     return LocalizationPlan(
         model_source=getattr(model, "source", None), dtype=str(getattr(model, "dtype", "")), prompts=tuple(prompts),
         masks=masks, layers=tuple(b.name for b in blocks), steps=tuple(resolve_steps(steps, total)), num_steps=total,

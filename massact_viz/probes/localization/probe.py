@@ -71,7 +71,6 @@ def execute(model: "Model", plan: LocalizationPlan, *, out: str | os.PathLike | 
     n = len(plan.prompts)
     iou_arr = np.zeros((len(plan.sets), len(plan.layers), len(plan.steps), n))
     chans: dict[str, list[int]] = {}
-    mean = mean_stats(model, plan) if plan.rank == "mean" else None  # rank over every prompt first
     share.agree(plan.agreement(), "localization sweep")
     parts_dir = None
     if out is not None:
@@ -82,6 +81,7 @@ def execute(model: "Model", plan: LocalizationPlan, *, out: str | os.PathLike | 
         share.barrier()
         if not share.main:
             resume_manifest(parts_dir, plan.manifest(), "partial localization sweep", hint)
+    mean = mean_stats(model, plan) if plan.rank == "mean" else None  # rank over every prompt first
     starts = plan.starts
     have = share.from_main([s0 for s0 in starts if (parts_dir / f"{s0:06d}.json").exists()]
                            if parts_dir is not None and share.main else [])
