@@ -134,9 +134,9 @@ def main() -> None:
     doc = {"size": args.size, "num_steps": args.num_steps, "reps": args.reps, "device": args.device, "dtype": dtype,
            "cpu_count": os.cpu_count(), "torch_threads": os.environ.get("OMP_NUM_THREADS"), "results": results}
     (HERE / "real_size.json").write_text(json.dumps(doc, indent=1) + "\n")
-    print(f"| configuration ({args.size}x{args.size} px, {args.num_steps} steps, {args.device} {dtype}, median of "
-          f"{args.reps}) | parameters | plain s | capture s | capture / plain | nnsight engine / plain | transport s "
-          f"| localize s | peak GB |")
+    print(f"| configuration ({args.size}x{args.size} px, {args.num_steps} steps, {args.device} {dtype}, n = "
+          f"{args.reps} rounds) | parameters | plain s | capture s | capture / plain | nnsight engine / plain | "
+          f"transport s | localize s | peak GB |")
     print("|---|---|---|---|---|---|---|---|---|")
     for name, r in results.items():
         if "error" in r:
@@ -146,9 +146,17 @@ def main() -> None:
         peak = r["peak_gb"] if not isinstance(r["peak_gb"], dict) else r["peak_gb"]["cuda"]
         grid = f", {r['tokens'][0]}x{r['tokens'][1]} tokens" if r.get("tokens") else ""
         print(f"| {name}: {r['blocks']} blocks x {r['width']} channels{grid} | {r['params'] / 1e9:.2f} B | {m['plain']:.2f} | "
-              f"{m['capture']:.2f} | {m['capture'] / m['plain']:.2f}x | "
-              + (f"{m['capture_nnsight'] / m['plain']:.2f}x" if "capture_nnsight" in m else "-")
+              f"{m['capture']:.2f} | {paired_ratio(r['times'], 'capture')} | "
+              + (paired_ratio(r["times"], "capture_nnsight") if "capture_nnsight" in m else "-")
               + f" | {m['transport']:.2f} | {m['localize']:.2f} | {peak:.1f} |")
+    print("\nTimes: medians over the rounds. Ratios: each round's time over the plain call of the same round, "
+          "median [min, max] over the rounds.")
+
+
+def paired_ratio(times: dict, name: str) -> str:
+    """``name`` over the plain call, round by round (interleaved in the same process): median [min, max]."""
+    rs = [a / b for a, b in zip(times[name], times["plain"])]
+    return f"{statistics.median(rs):.2f}x [{min(rs):.2f}, {max(rs):.2f}]"
 
 
 if __name__ == "__main__":
