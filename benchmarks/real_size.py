@@ -1,7 +1,9 @@
 """Real-size shapes with random weights: the toolkit at the widths and depths users run, measured against the
 plain pipeline in the same process.
 
-    python benchmarks/real_size.py                     # CPU: about 6 minutes on 2 idle cores, float32
+    python benchmarks/real_size.py                     # CPU, float32: pixart, sana and flux-width (--reps 3
+                                                       # took over 28 min on 2 idle cores; one at a time with
+                                                       # --configs flux-width; each writes real_size.json)
     python benchmarks/real_size.py --device cuda --configs flux-full --size 1024   # a lent GPU, bfloat16
 
 Real weights cannot be downloaded here, but their shapes can be built: each configuration is the family's
@@ -131,9 +133,12 @@ def main() -> None:
         res = json.loads(r.stdout.strip().splitlines()[-1])
         res["wall_s"] = time.perf_counter() - t
         results[name] = res
-    doc = {"size": args.size, "num_steps": args.num_steps, "reps": args.reps, "device": args.device, "dtype": dtype,
-           "cpu_count": os.cpu_count(), "torch_threads": os.environ.get("OMP_NUM_THREADS"), "results": results}
-    (HERE / "real_size.json").write_text(json.dumps(doc, indent=1) + "\n")
+        doc = {"size": args.size, "num_steps": args.num_steps, "reps": args.reps, "device": args.device,
+               "dtype": dtype, "cpu_count": os.cpu_count(), "torch_threads": os.environ.get("OMP_NUM_THREADS"),
+               "results": results}
+        # after every configuration, so a run stopped part-way keeps what it finished
+        (HERE / "real_size.json").write_text(json.dumps(doc, indent=1) + "\n")
+        print(f"{name}: done in {res['wall_s']:.0f} s", file=sys.stderr, flush=True)
     print(f"| configuration ({args.size}x{args.size} px, {args.num_steps} steps, {args.device} {dtype}, n = "
           f"{args.reps} rounds) | parameters | plain s | capture s | capture / plain | nnsight engine / plain | "
           f"transport s | localize s | peak GB |")
