@@ -1,38 +1,53 @@
 #!/usr/bin/env bash
-# One prepared run for a lent GPU machine (a few minutes): continue the teaching model on CUDA from the shipped
-# weights, judge it there, measure FLUX.1 at full size (benchmarks/real_size.py), and leave the results under
-# $OUT for re-measuring on the CPU.
+# One prepared run for a lent GPU machine (about 9 minutes): continue the teaching model on CUDA from the
+# shipped weights - and, side by side on the same GPU, a second candidate architecture (PILOT) - then measure
+# FLUX.1 at full size (benchmarks/real_size.py). Everything it writes that matters lands under $OUT (8 files).
 #
 # The GPU machine has torch but not diffusers; carry its wheel (and importlib_metadata) in .whl/ (git-ignored):
 #   python3 -m pip download --no-deps --only-binary=:all: -d .whl diffusers==0.42.1 importlib_metadata
-# then, from the repository root on the device machine (carry: .whl):
-#   MINUTES=8 bash benchmarks/gpu_session.sh
-# Copy $OUT/shapes/{model.safetensors,config.json} back into data/shapes and run `make shapes-card` on the CPU.
-set -euo pipefail
+# then, from the repository root on the device machine (carry: .whl and the PILOT folder):
+#   PILOT=runs/shapes-g16/out MINUTES=5 bash benchmarks/gpu_session.sh
+# Back here: judge each with `python benchmarks/shapes_pilots.py --part judge --weights DIR --name ...`; copy the
+# better one into data/shapes and run `make shapes-card`.
+set -uo pipefail
 OUT=${OUT:-runs/gpu}
-MINUTES=${MINUTES:-8}
-BATCH=${BATCH:-256}
-LR=${LR:-5e-4}
-STEPS=${STEPS:-8000}   # the cosine schedule length; set it to what MINUTES allows (the log prints it/s)
+MINUTES=${MINUTES:-5}          # training wall time; the cosine decay is fitted to it (no --steps)
+BATCH=${BATCH:-512}
+LR=${LR:-4e-4}
+WORKERS=${WORKERS:-6}          # processes drawing scenes per training run (the GPU step is faster than one core)
+PILOT=${PILOT:-}               # a second model folder (config.json + model.safetensors) to continue beside it
+REAL_SIZE_S=${REAL_SIZE_S:-170}   # stops the real-size run there (what it finished stays in real_size.json)
+REAL_SIZE=${REAL_SIZE:---device cuda --configs flux-full --size 128 --reps 2}
+DEVICE=${DEVICE:-cuda}         # DEVICE=cpu MINUTES=0.3 BATCH=16 WORKERS=1 REAL_SIZE="--configs smoke --size 16 --reps 1"
+                               # rehearses the whole script here in a minute
 export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
 if [ -d .whl ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
   export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
 fi
 export PYTHONPATH=$PWD:${PYTHONPATH:-}
-mkdir -p "$OUT/shapes"
+mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
-python3 - <<'EOF'
-import torch, diffusers
-print("torch", torch.__version__, "cuda", torch.cuda.is_available(), "diffusers", diffusers.__version__)
-EOF
-# continue the shipped weights (fresh AdamW, warm-up, cosine over STEPS); stops after MINUTES of wall time,
-# writes the EMA weights (fp16) and judges 100 held-out captions on the GPU
-python3 -m massact_viz.shapes.train --out "$OUT/shapes" --ckpt-dir "$OUT/ckpt" --init-from data/shapes \
-  --device cuda --batch "$BATCH" --lr "$LR" --warmup 200 --lr-schedule cosine --steps "$STEPS" \
-  --minutes "$MINUTES" --ckpt-every 2 --eval-n 100 --no-progress 2>&1 | tee "$OUT/train.log"
-ls -la "$OUT/shapes"
+python3 -c "import torch, diffusers; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'diffusers', diffusers.__version__)"
+
+train() {   # NAME INIT_DIR: continue INIT_DIR's weights (its own architecture) into $OUT/NAME
+  local name=$1 init=$2
+  local cfg
+  cfg=$(python3 -c "import json,sys; print(json.dumps(json.load(open(sys.argv[1]))['config']))" "$init/config.json")
+  python3 -m massact_viz.shapes.train --out "$OUT/$name" --ckpt-dir "/tmp/ckpt-$name" --init-from "$init" \
+    --config "$cfg" --device "$DEVICE" --batch "$BATCH" --lr "$LR" --warmup 200 --lr-schedule cosine \
+    --minutes "$MINUTES" --ema 0.998 --p-two 0.2 --data-workers "$WORKERS" --ckpt-every 2 \
+    --eval-n 0 --val-n 0 --no-progress > "$OUT/train-$name.log" 2>&1
+  local rc=$?
+  tail -n 4 "/tmp/ckpt-$name/log.jsonl" >> "$OUT/train-$name.log" 2>/dev/null
+  echo "train $name exit $rc"
+  tail -n 8 "$OUT/train-$name.log"
+}
+train g8 data/shapes &
+[ -n "$PILOT" ] && train pilot "$PILOT" &
+wait
+ls -la "$OUT"/*
 # real-size figures: FLUX.1 at full width and depth (19 + 38 blocks x 3072), 4096 image tokens (what 1024x1024
 # gives), bfloat16: capture overhead against the plain pipeline, transport, localization, peak GPU memory
-python3 benchmarks/real_size.py --device cuda --configs flux-full --size 128 --reps 2 2>&1 | tee "$OUT/real_size.md"
-cp benchmarks/real_size.json "$OUT/real_size.json"
+timeout "$REAL_SIZE_S" python3 benchmarks/real_size.py $REAL_SIZE 2>&1 | tee "$OUT/real_size.md"
+cp benchmarks/real_size.json "$OUT/real_size.json" 2>/dev/null || true

@@ -60,7 +60,16 @@ from massact_viz.testing import default_call_kwargs, tiny_pipeline
 cfg, size, steps, reps, device, dtype = json.loads(sys.argv[1])
 family = cfg.pop("family")
 torch.manual_seed(0)
-pipe = tiny_pipeline(family, **cfg)
+if device == "cuda":   # initialise the random weights on the GPU (12 B parameters take minutes on the CPU)
+    try:
+        with torch.device("cuda"):
+            pipe = tiny_pipeline(family, **cfg)
+    except Exception as e:
+        print(f"building on the GPU failed ({type(e).__name__}: {e}); building on the CPU", file=sys.stderr)
+        torch.cuda.empty_cache()
+        pipe = tiny_pipeline(family, **cfg)
+else:
+    pipe = tiny_pipeline(family, **cfg)
 model = mv.load(pipe, device=device, dtype=dtype)
 params = sum(p.numel() for p in model.pipe.transformer.parameters())
 kw = {k: v for k, v in default_call_kwargs(family).items() if k not in ("height", "width")}
@@ -93,6 +102,10 @@ def localized():
 PROMPT = PROMPT_VALUE
 fns = {"plain": plain, "capture": captured, "capture_nnsight": captured_nnsight, "transport": transported,
        "localize": localized}
+import importlib.util
+if importlib.util.find_spec("nnsight") is None:   # a bare GPU machine: time the hooks engine only
+    print("nnsight is not installed: the nnsight engine is not timed", file=sys.stderr)
+    del fns["capture_nnsight"]
 times = {n: [] for n in fns}
 for n, f in fns.items():   # warm-up
     f()

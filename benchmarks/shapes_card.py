@@ -215,7 +215,8 @@ def markdown(card: dict) -> str:
         "## Training history",
         "",
         f"{tr.get('step')} steps over all segments, {tr.get('images_seen')} images, {tr.get('train_minutes')} CPU "
-        f"training minutes; final training loss {tr.get('loss')}; fixed-noise validation loss (512 scenes) "
+        f"training minutes" + (f" and {tr['gpu_minutes']} GPU minutes" if tr.get("gpu_minutes") else "")
+        + f"; final training loss {tr.get('loss')}; fixed-noise validation loss (512 scenes) "
         f"{card['val_loss']['all']:.4f} (one object {card['val_loss']['one']:.4f}, two {card['val_loss']['two']:.4f}).",
         "",
     ] + [f"* {h}" for h in tr.get("history", [])] + [""]

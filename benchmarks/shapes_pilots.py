@@ -187,8 +187,9 @@ def table(results: dict) -> str:
     if results.get("architecture"):
         p = results["architecture"]
         n = next(iter(p.values()))["judge"]["n"]
-        lines += ["", "Architecture pilots (trained by the trainer's own command line, then judged here; CPU "
-                  "minutes are the pilot's training time on this 2-core machine):", "",
+        lines += ["", "Architecture pilots and GPU segments (trained by the trainer's own command line, then "
+                  "judged here; minutes are the training time of the row's own segment: CPU minutes on this 2-core "
+                  "machine, or GPU minutes where the row names a GPU):", "",
                   f"| pilot | minutes | images/s | images | one-object shape (n = {n}) | circle / square / triangle % "
                   "| one-object colour | val loss one / two objects |", "|---|---|---|---|---|---|---|---|"]
         for name, r in p.items():

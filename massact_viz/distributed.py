@@ -25,6 +25,7 @@ from datetime import timedelta
 from typing import Any, Sequence, TypeVar
 
 from .errors import MassActError
+from .files import resume_manifest
 
 T = TypeVar("T")
 
@@ -78,6 +79,15 @@ class Ranks:
             return value
         from accelerate.utils import broadcast_object_list
         return broadcast_object_list([value], from_process=0)[0]
+
+    def start_job(self, directory, settings: dict, what: str, hint: str) -> None:
+        """Start or resume the resumable job in ``directory`` on every process: the main process creates (or
+        checks) its manifest (:func:`massact_viz.files.resume_manifest`), then the others check it."""
+        if self.main:
+            resume_manifest(directory, settings, what, hint)
+        self.barrier()
+        if not self.main:
+            resume_manifest(directory, settings, what, hint)
 
     def agree(self, job: dict, what: str) -> None:
         """Refuse, on every process, when the processes were not given the same job (settings and output)."""

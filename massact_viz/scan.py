@@ -23,7 +23,6 @@ import torch
 from .capture import Capture, plan_capture, run_capture
 from .distributed import Ranks, ranks
 from .errors import MassActError, RunFileError
-from .files import resume_manifest
 from .run import Run, check_run_dir
 from .stats import ChannelStats
 from .progress import progress_bar
@@ -62,11 +61,7 @@ def scan(model: "DiT", prompts: Sequence[str], out: str | Path, *, num_steps: in
     share.agree({"settings": settings, "out": str(out.resolve())}, "scan")
     hint = (f"Resume it with the same arguments (model, prompts, steps, seed, size, batching, capture), "
             f"or delete {parts_dir} (or choose another --out) to start over.")
-    if share.main:   # the main process starts (or checks) the job, then the others check it
-        resume_manifest(parts_dir, settings, "partial scan", hint)
-    share.barrier()
-    if not share.main:
-        resume_manifest(parts_dir, settings, "partial scan", hint)
+    share.start_job(parts_dir, settings, "partial scan", hint)
 
     starts = list(range(0, len(prompts), batch_size))
     have: list[int] = []

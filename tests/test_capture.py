@@ -85,6 +85,19 @@ def test_reduce_channels_sun_criterion():
     assert torch.allclose(out["abs_mean"][0], x[0].mean(0).abs())
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_sun_counts_of_half_precision_states_equal_their_float32_counts(dtype):
+    # the Sun comparison runs on the half-precision block output itself (no float32 copy): the counts must be
+    # those of the same values in float32, including values next to the threshold
+    g = torch.Generator().manual_seed(0)
+    x = (torch.rand(2, 64, 8, generator=g) * 0.02).to(dtype)
+    x[0, :5, 1] = torch.tensor([99.5, 100.0, 100.5, 101.0, 250.0])
+    x[1, :3, 6] = torch.tensor([-100.0, 100.5, -300.0])
+    half, full = reduce_channels(x), reduce_channels(x.float())
+    assert torch.equal(half["sun_count"], full["sun_count"])
+    assert half["sun_count"][0, 1] == 3 and half["sun_count"][1, 6] == 2
+
+
 def test_stats_selection_steps_and_statistics(tiny_model):
     m = tiny_model("flux")
     cap = mv.Capture(layers=["double.1", "single.2"], steps=[1, 2], streams=["image"])

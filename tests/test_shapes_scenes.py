@@ -399,3 +399,31 @@ def test_a_bad_save_dtype_is_refused_before_any_training(tmp_path):
         T.train(T.TrainArgs(out=str(tmp_path / "o"), ckpt_dir=str(tmp_path / "c"), steps=1, save_dtype="fp16",
                             config=TINY, eval_n=0, progress=False, threads=1))
     assert not (tmp_path / "c").exists()
+
+
+def test_a_steps_batch_is_the_same_in_the_loop_and_in_worker_processes():
+    from massact_viz.shapes.batches import BatchSource, step_batch
+
+    kw = dict(p_two=0.5, p_style_mention=0.5, cond_drop=0.3)
+    in_loop = [step_batch(0, s, 6, 32, **kw) for s in range(5)]
+    with BatchSource(0, 6, 32, workers=2, **kw) as src:
+        ahead = [src.get(s) for s in range(5)]
+        jumped = src.get(3)   # a resumed run asks for a later step first
+    for (ia, ic), (wa, wc) in zip(in_loop, ahead):
+        assert np.array_equal(ia, wa) and ic == wc
+    assert np.array_equal(jumped[0], in_loop[3][0]) and jumped[1] == in_loop[3][1]
+    assert not np.array_equal(in_loop[0][0], in_loop[1][0])        # each step draws new scenes
+    assert "" in sum((c for _, c in in_loop), [])                  # some captions dropped for guidance
+    assert not np.array_equal(step_batch(1, 0, 6, 32, **kw)[0], in_loop[0][0])   # the seed matters
+    with pytest.raises(ValueError, match="workers"):
+        BatchSource(0, 6, 32, workers=-1, **kw)
+
+
+def test_cosine_with_only_a_time_budget_fits_its_end_to_the_measured_speed(tmp_path, capsys):
+    from massact_viz.shapes import train as T
+
+    T.train(T.TrainArgs(out=str(tmp_path / "o"), ckpt_dir=str(tmp_path / "c"), minutes=0.2, batch=4, lr=1e-3,
+                        warmup=5, lr_schedule="cosine", config=TINY, eval_n=0, val_n=0, progress=False, threads=1))
+    assert "cosine decay fitted to the time budget" in capsys.readouterr().err
+    ck = torch.load(tmp_path / "c" / "ckpt.pt", weights_only=True)
+    assert isinstance(ck["args"]["steps"], int) and ck["args"]["steps"] > 50 and ck["step"] <= ck["args"]["steps"]

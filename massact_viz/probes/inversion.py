@@ -24,9 +24,9 @@ The paper's image-conditioned transport (``../shared/research/paper.md`` 1.3 use
     guess and then solves the implicit equation ``x_s = x_{s+1} - (sigma_{s+1} - sigma_s) v(x_s, sigma_s)``
     (the exact inverse of the pipeline's own Euler step ``x_{s+1} = x_s + (sigma_{s+1} - sigma_s)
     v(x_s, sigma_s)``) by ``iterations`` fixed-point iterations (``1 + iterations`` transformer calls per
-    step). Measured on the trained ``shapes`` model (shipped weights, step 20400), own output, 20 steps,
-    no CFG: mean |regenerated - reference| = 2.29 uint8 units (PSNR 37.7 dB) with 5 iterations, against
-    9.3 for ``"euler"`` and 25.2 for a generation from another seed (plain inverse Euler drifts; the
+    step). Measured on the trained ``shapes`` model (shipped weights, step 22490), own output, 20 steps,
+    no CFG: mean |regenerated - reference| = 1.85 uint8 units (PSNR 36.1 dB) with 5 iterations, against
+    10.2 for ``"euler"`` and 25.1 for a generation from another seed (plain inverse Euler drifts; the
     fixed point much less, when the step is small enough for the iteration to contract; with the
     step-5130 weights: 0.05 vs 25.9, and 9.8 at 4 steps).
   - ``"noise"``, **forward noising**: ``x_s = (1 - sigma_s) x_clean + sigma_s * eps`` with ``eps`` the

@@ -22,13 +22,17 @@ Caption dropout: with probability ``--cond-drop`` a caption is replaced by
 ``""``, which is what ``negative_prompt=""`` encodes at inference, giving
 classifier-free guidance through ``true_cfg_scale``.
 
-Reproducible from ``--seed`` (data: a numpy Generator; noise and t: a torch CPU
-Generator; both saved in checkpoints) and resumable: the checkpoint directory
+Reproducible from ``--seed`` (data: step ``s`` draws its batch from its own numpy
+Generator seeded by ``(seed, s)`` (:mod:`.batches`), in the loop or, with
+``--data-workers N``, ahead of it in N processes, the same batches either way;
+noise and t: a torch CPU Generator saved in checkpoints) and resumable: the checkpoint directory
 (``--ckpt-dir``, default ``runs/shapes-seed{seed}``) holds ``ckpt.pt`` (model,
 EMA, optimizer, RNG states, step), written atomically every ``--ckpt-every``
 minutes and at the end; rerunning the same command resumes from it
 (``--fresh`` starts over).  ``--steps`` is a total-step target; ``--minutes`` a
-wall-clock budget for this invocation.  With a fixed thread count, a resumed
+wall-clock budget for this invocation (with ``--lr-schedule cosine`` and no
+``--steps``, the decay ends where the speed measured over the invocation's
+steps 10-50 reaches by the end of the budget).  With a fixed thread count, a resumed
 ``--steps`` run reproduces the uninterrupted one.
 
 The EMA weights are written to ``--out`` (``model.safetensors``, fp16 by default,
@@ -59,6 +63,7 @@ from diffusers import FluxPipeline
 
 from ..files import atomic_write
 from . import scenes
+from .batches import BatchSource
 from .model import (
     ShapesConfig,
     build_shapes_pipeline,
@@ -83,7 +88,7 @@ class TrainArgs:
     ckpt_dir: str | None = None  # default runs/shapes-seed{seed}
     seed: int = 0
     minutes: float | None = None
-    steps: int | None = None
+    steps: int | None = None  # cosine: where the decay ends (None with minutes: fitted to the measured speed)
     batch: int = 32
     lr: float = 8e-4
     warmup: int = 500
@@ -110,6 +115,7 @@ class TrainArgs:
     log_every: int = 25
     compile: bool = False  # torch.compile the transformer's training forward (measured: +10 % images/s on CPU, ~3 min to compile)
     val_n: int = 256  # fixed-noise validation loss of the shipped weights at the end (0 = skip)
+    data_workers: int = 0  # processes rendering batches ahead of the loop (a GPU run; 0 = in the loop)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -147,6 +153,9 @@ def sample_t(kind: str, n: int, gen: torch.Generator) -> torch.Tensor:
         return u
     pick = torch.rand(n, generator=gen) < 0.75
     return torch.where(pick, ln, u)
+
+
+_FIT_FIRST, _FIT_LAST = 10, 50  # the steps (from an invocation's start) whose speed fits a cosine to --minutes
 
 
 def _lr_at(args: TrainArgs, step: int) -> float:
@@ -318,6 +327,8 @@ def _check_args(args: TrainArgs) -> None:
         raise ValueError("t_sampling must be 'mixed', 'logit-normal' or 'uniform'")
     if args.minutes is None and args.steps is None:
         raise ValueError("give a budget: --minutes and/or --steps")
+    if args.data_workers < 0:
+        raise ValueError(f"data_workers must be 0 (render in the training loop) or more, got {args.data_workers}")
     if not isinstance(getattr(torch, str(args.save_dtype), None), torch.dtype):
         raise ValueError(f"save_dtype must name a torch dtype such as 'float16', got {args.save_dtype!r}")
 
@@ -360,7 +371,9 @@ class _Training:
             lr=args.lr, betas=tuple(args.betas), eps=1e-8,
         )
         self.ema = _EMA(self.params, args.ema)
-        self.data_rng = np.random.default_rng(args.seed)
+        self.batches = BatchSource(args.seed, args.batch, self.cfg.image_size, p_two=args.p_two,
+                                   p_style_mention=args.p_style_mention, cond_drop=args.cond_drop,
+                                   workers=args.data_workers)
         self.noise_gen = torch.Generator("cpu").manual_seed(args.seed + 1)
         self.step, self.images_seen, self.train_seconds, self.history = 0, 0, 0.0, []
         self.warm_start = None  # where a warm-started run came from (kept across resumes)
@@ -377,7 +390,6 @@ class _Training:
         self.opt.load_state_dict(ck["optimizer"])
         for s, v in zip(self.ema.shadow, ck["ema"]):
             s.copy_(v)
-        self.data_rng.bit_generator.state = ck["data_rng"]
         self.noise_gen.set_state(ck["noise_rng"])
         self.step, self.images_seen, self.train_seconds = ck["step"], ck["images_seen"], ck["train_seconds"]
         self.history = ck.get("history", [])
@@ -410,12 +422,9 @@ class _Training:
     def train_step(self) -> float:
         """One optimizer step on a fresh batch of scenes; returns the batch's loss."""
         args, device, pipe = self.args, self.device, self.pipe
-        b = scenes.dataset_batch(self.data_rng, args.batch, self.cfg.image_size, p_two=args.p_two,
-                                 p_style_mention=args.p_style_mention)
-        drop = self.data_rng.random(args.batch) < args.cond_drop
-        caps = ["" if d else c for c, d in zip(b["captions"], drop)]
+        images, caps = self.batches.get(self.step)
         with torch.no_grad():
-            x0, img_ids = images_to_latents(pipe, b["images"], device)
+            x0, img_ids = images_to_latents(pipe, images, device)
         t = sample_t(args.t_sampling, args.batch, self.noise_gen)
         eps = torch.randn(x0.shape, generator=self.noise_gen).to(device)
         t = t.to(device)
@@ -476,8 +485,7 @@ class _Training:
         _atomic_torch_save(
             {
                 "config": self.cfg.to_dict(), "model": shapes_state_dict(self.mods), "optimizer": self.opt.state_dict(),
-                "ema": [t.detach().cpu() for t in self.ema.shadow], "data_rng": self.data_rng.bit_generator.state,
-                "noise_rng": self.noise_gen.get_state(), "step": self.step, "images_seen": self.images_seen,
+                "ema": [t.detach().cpu() for t in self.ema.shadow], "noise_rng": self.noise_gen.get_state(), "step": self.step, "images_seen": self.images_seen,
                 "train_seconds": self.train_seconds, "history": self.history, "args": dataclasses.asdict(self.args),
                 "warm_start": self.warm_start,
             },
@@ -549,7 +557,11 @@ def _train(args: TrainArgs) -> dict:
 
     run.ckpt_path.parent.mkdir(parents=True, exist_ok=True)
     budget_s = args.minutes * 60 if args.minutes is not None else float("inf")
+    # cosine with a time budget and no --steps: the decay's end is fitted to the speed measured over this
+    # invocation's steps 10-50 (the first steps are slow: allocation, kernel choice), then fixed
+    fit_at = run.step + _FIT_LAST if args.lr_schedule == "cosine" and args.steps is None and args.minutes else None
     start = time.time()
+    t_fit = None
     last_ckpt, last_eval, ckpt_step = start, start, None
     loss_ema, t_window, n_window = None, time.time(), 0
     pbar = None
@@ -566,6 +578,17 @@ def _train(args: TrainArgs) -> dict:
                 t0 = time.time()
                 lv = run.train_step()
                 run.train_seconds += time.time() - t0
+                if fit_at is not None and run.step == fit_at - (_FIT_LAST - _FIT_FIRST):
+                    t_fit = time.time()
+                elif fit_at is not None and run.step == fit_at:
+                    rate = (_FIT_LAST - _FIT_FIRST) / (time.time() - t_fit)
+                    left = budget_s - (time.time() - start)
+                    args = run.args = dataclasses.replace(args, steps=run.step + max(1, int(rate * left * 0.98)))
+                    fit_at = None
+                    print(f"cosine decay fitted to the time budget: {rate:.2f} steps/s, ends at step {args.steps}",
+                          file=sys.stderr)
+                    if pbar is not None:
+                        pbar.total = args.steps
                 loss_ema = lv if loss_ema is None else 0.98 * loss_ema + 0.02 * lv
                 n_window += 1
                 if run.step % args.log_every == 0:
@@ -594,6 +617,7 @@ def _train(args: TrainArgs) -> dict:
         finally:
             if pbar is not None:
                 pbar.close()
+            run.batches.close()
     interrupted = stop.flag
     if interrupted:
         print(f"interrupted at step {run.step}: writing a checkpoint and the weights", file=sys.stderr)
@@ -629,7 +653,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=d.lr, help="peak AdamW learning rate")
     p.add_argument("--warmup", type=int, default=d.warmup, help="linear warm-up steps")
     p.add_argument("--lr-schedule", choices=["constant", "cosine"], default=d.lr_schedule,
-                   help="cosine decays to 10%% of --lr at --steps")
+                   help="cosine decays to 10%% of --lr at --steps (with --minutes and no --steps: at the step the "
+                        "measured speed reaches by the end of the budget)")
     p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="AdamW weight decay (matrices only)")
     p.add_argument("--betas", type=float, nargs=2, default=list(d.betas), help="AdamW betas")
     p.add_argument("--grad-clip", type=float, default=d.grad_clip, help="max grad norm (0 = off)")
@@ -658,6 +683,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the transformer for training (CPU: about +10%% images/s after ~3 min of compiling)")
     p.add_argument("--val-n", type=int, default=d.val_n, help="scenes in the fixed validation loss at the end (0 = skip)")
+    p.add_argument("--data-workers", type=int, default=d.data_workers,
+                   help="processes rendering batches ahead of the training loop (a GPU run: the scenes are drawn on "
+                        "the CPU); every step's batch is the same for any number")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--eval-only", action="store_true", help="judge the weights in --out and exit")
     p.add_argument("--cfg", type=float, default=DEFAULT_SAMPLING["true_cfg_scale"],
@@ -683,7 +711,7 @@ def main(argv: list[str] | None = None) -> int:
         threads=ns.threads, ckpt_every=ns.ckpt_every, eval_n=ns.eval_n, eval_every=ns.eval_every,
         save_dtype=ns.save_dtype, config=json.loads(ns.config), fresh=ns.fresh, init_from=ns.init_from,
         init_partial=ns.init_partial,
-        progress=not ns.no_progress, compile=ns.compile, val_n=ns.val_n,
+        progress=not ns.no_progress, compile=ns.compile, val_n=ns.val_n, data_workers=ns.data_workers,
     )
     summary = train(args)
     print(json.dumps({k: v for k, v in summary.items() if k != "history"}, indent=2))

@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from ...distributed import Ranks, ranks
 from ...errors import MassActError
-from ...files import resume_manifest
 from ...progress import progress_bar
 from ...run import Run
 from .execution import load_baseline, run_baseline, run_config
@@ -66,11 +65,7 @@ def execute(model: "Model", plan: DisruptionPlan, *, out: str | os.PathLike | No
     if out is not None:
         hint = ("Resume it with the same arguments (model, prompts, seed, steps, op, layers, stream...; "
                 "ks, random draws and layer sets may grow), or choose another out= to start over.")
-        if share.main:   # the main process starts (or checks) the job, then the others check it
-            resume_manifest(out, plan.manifest(), "disruption sweep", hint)
-        share.barrier()
-        if not share.main:
-            resume_manifest(out, plan.manifest(), "disruption sweep", hint)
+        share.start_job(out, plan.manifest(), "disruption sweep", hint)
 
     if not share.main:   # the main process makes (or checks) the baseline; the others read it
         share.barrier()

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from ...distributed import Ranks, ranks
-from ...files import atomic_write, resume_manifest
+from ...files import atomic_write
 from ...progress import progress_bar
 from ...run import check_output_file
 from .clustering import DEFAULT_FOREGROUND
@@ -76,11 +76,7 @@ def execute(model: "Model", plan: LocalizationPlan, *, out: str | os.PathLike | 
     if out is not None:
         parts_dir = out.parent / f"{out.name}.parts"
         hint = f"Resume it with the same arguments, or delete {parts_dir} (or choose another out=) to start over."
-        if share.main:
-            resume_manifest(parts_dir, plan.manifest(), "partial localization sweep", hint)
-        share.barrier()
-        if not share.main:
-            resume_manifest(parts_dir, plan.manifest(), "partial localization sweep", hint)
+        share.start_job(parts_dir, plan.manifest(), "partial localization sweep", hint)
     mean = mean_stats(model, plan) if plan.rank == "mean" else None  # rank over every prompt first
     starts = plan.starts
     have = share.from_main([s0 for s0 in starts if (parts_dir / f"{s0:06d}.json").exists()]

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import numpy as np
 
 from ...errors import MassActError
-from ...files import atomic_write, resume_manifest, strict_json
+from ...files import atomic_write, strict_json
 from ...prompts import read_lines
 from ...intervals import Comparison, Interval, compare, mean_interval
 from ...distributed import Ranks, ranks
@@ -159,11 +159,7 @@ def transport_study(model: "Model", pairs: Any, *, seeds: int | Sequence[int] = 
     if folder is not None:
         hint = "Resume it with the same pairs, seeds and transport settings, or choose another out= to start over."
         job = {**job, "kind": "transport study", "model": model.source, "dtype": str(model.dtype)}
-        if share.main:   # the main process starts (or checks) the job, then the others check it
-            resume_manifest(folder, job, "transport study", hint)
-        share.barrier()
-        if not share.main:
-            resume_manifest(folder, job, "transport study", hint)
+        share.start_job(folder, job, "transport study", hint)
     example, results, settings, metrics = None, [], {}, {}
     have: list = []
     if folder is not None:   # units finished before (read back), shared out by the main process's view

@@ -1,0 +1,79 @@
+"""Training batches for the teaching model, one per optimizer step.
+
+The batch of step ``s`` is drawn from its own random stream, seeded by ``(seed, s)``: which process renders it,
+and whether the run was stopped and resumed before it, never changes it. So the same batches can be rendered
+in the training loop (``workers=0``, what a CPU run wants: both cores train) or ahead of it in worker
+processes (``workers=N``, what a GPU run wants: drawing 512 scenes takes about as long as the step itself).
+"""
+from __future__ import annotations
+
+import collections
+import multiprocessing
+
+import numpy as np
+
+from . import scenes
+
+__all__ = ["step_batch", "BatchSource"]
+
+
+def step_batch(seed: int, step: int, batch: int, size: int, p_two: float, p_style_mention: float,
+               cond_drop: float) -> tuple[np.ndarray, list[str]]:
+    """Step ``step``'s batch: uint8 images (B, H, W, 3) and their captions, a ``cond_drop`` fraction of them
+    replaced by ``""`` (the unconditional branch classifier-free guidance needs)."""
+    rng = np.random.default_rng([seed, step])
+    b = scenes.dataset_batch(rng, batch, size, p_two=p_two, p_style_mention=p_style_mention)
+    drop = rng.random(batch) < cond_drop
+    return b["images"], ["" if d else c for c, d in zip(b["captions"], drop)]
+
+
+def _work(job: tuple) -> tuple[np.ndarray, list[str]]:
+    return step_batch(*job)
+
+
+class BatchSource:
+    """``get(step)`` gives step ``step``'s batch (:func:`step_batch`); with ``workers > 0`` the next
+    ``2 * workers`` batches are rendered ahead in that many processes. Steps must be asked for in order."""
+
+    def __init__(self, seed: int, batch: int, size: int, *, p_two: float, p_style_mention: float,
+                 cond_drop: float, workers: int = 0):
+        if workers < 0:
+            raise ValueError(f"workers must be 0 (render in the training loop) or more, got {workers}")
+        self._job = (seed, batch, size, p_two, p_style_mention, cond_drop)
+        self.workers = workers
+        self._pool = None
+        self._ahead: collections.deque = collections.deque()   # (step, AsyncResult)
+        self._next = None
+
+    def _args(self, step: int) -> tuple:
+        seed, *rest = self._job
+        return (seed, step, *rest)
+
+    def get(self, step: int) -> tuple[np.ndarray, list[str]]:
+        if not self.workers:
+            return step_batch(*self._args(step))
+        if self._pool is None:
+            # spawn, not fork: the parent holds CUDA and OpenMP threads, which a forked child must not inherit
+            self._pool = multiprocessing.get_context("spawn").Pool(self.workers)
+        if self._next != step:   # first call, or a jump: drop what was rendered ahead
+            self._ahead.clear()
+            self._next = step
+        while len(self._ahead) < 2 * self.workers:
+            s = self._next + len(self._ahead)
+            self._ahead.append((s, self._pool.apply_async(_work, (self._args(s),))))
+        s, res = self._ahead.popleft()
+        self._next = step + 1
+        return res.get()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.terminate()
+            self._pool.join()
+            self._pool = None
+        self._ahead.clear()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
