@@ -3,8 +3,12 @@
 # shipped weights - and, side by side on the same GPU, a second candidate architecture (PILOT) - then measure
 # FLUX.1 at full size (benchmarks/real_size.py). Everything it writes that matters lands under $OUT (8 files).
 #
-# The GPU machine has torch but not diffusers; carry its wheel (and importlib_metadata) in .whl/ (git-ignored):
-#   python3 -m pip download --no-deps --only-binary=:all: -d .whl diffusers==0.42.1 importlib_metadata
+# The GPU machine has torch but not diffusers or nnsight; carry their wheels in .whl/ (git-ignored), for its
+# Python 3.12 (without nnsight's, real_size.py times the hooks engine only):
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \
+#     diffusers==0.42.1 importlib_metadata nnsight==0.8.1 greenlet pydantic pydantic_core annotated-types \
+#     typing-inspection websocket-client zstandard
 # then, from the repository root on the device machine (carry: .whl and the PILOT folder):
 #   PILOT=runs/shapes-g16/out MINUTES=5 bash benchmarks/gpu_session.sh
 # Back here: judge each with `python benchmarks/shapes_pilots.py --part judge --weights DIR --name ...`; copy the

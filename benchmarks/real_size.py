@@ -102,9 +102,10 @@ def localized():
 PROMPT = PROMPT_VALUE
 fns = {"plain": plain, "capture": captured, "capture_nnsight": captured_nnsight, "transport": transported,
        "localize": localized}
-import importlib.util
-if importlib.util.find_spec("nnsight") is None:   # a bare GPU machine: time the hooks engine only
-    print("nnsight is not installed: the nnsight engine is not timed", file=sys.stderr)
+try:
+    import nnsight  # noqa: F401
+except Exception as e:   # a bare GPU machine: time the hooks engine only
+    print(f"nnsight does not import ({type(e).__name__}: {e}): the nnsight engine is not timed", file=sys.stderr)
     del fns["capture_nnsight"]
 times = {n: [] for n in fns}
 for n, f in fns.items():   # warm-up

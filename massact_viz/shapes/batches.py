@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import multiprocessing
+import signal
 
 import numpy as np
 
@@ -29,6 +30,16 @@ def step_batch(seed: int, step: int, batch: int, size: int, p_two: float, p_styl
 
 def _work(job: tuple) -> tuple[np.ndarray, list[str]]:
     return step_batch(*job)
+
+
+def _ignore_ctrl_c() -> None:
+    # Ctrl-C reaches the whole process group: the trainer stops cleanly at the next step (and needs the batch
+    # it is waiting for), so the workers leave the signal to it
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+#: seconds to wait for one rendered batch before saying so (a worker that died leaves its batch unfinished)
+WAIT_S = 300
 
 
 class BatchSource:
@@ -54,7 +65,7 @@ class BatchSource:
             return step_batch(*self._args(step))
         if self._pool is None:
             # spawn, not fork: the parent holds CUDA and OpenMP threads, which a forked child must not inherit
-            self._pool = multiprocessing.get_context("spawn").Pool(self.workers)
+            self._pool = multiprocessing.get_context("spawn").Pool(self.workers, initializer=_ignore_ctrl_c)
         if self._next != step:   # first call, or a jump: drop what was rendered ahead
             self._ahead.clear()
             self._next = step
@@ -63,7 +74,12 @@ class BatchSource:
             self._ahead.append((s, self._pool.apply_async(_work, (self._args(s),))))
         s, res = self._ahead.popleft()
         self._next = step + 1
-        return res.get()
+        try:
+            return res.get(timeout=WAIT_S)
+        except multiprocessing.TimeoutError:
+            raise RuntimeError(f"no batch for step {s} from the {self.workers} data workers after {WAIT_S} s (a worker "
+                               "may have died: out of memory?); rerun the same command to resume from the last "
+                               "checkpoint, with fewer --data-workers or 0") from None
 
     def close(self) -> None:
         if self._pool is not None:
