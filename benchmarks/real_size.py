@@ -79,15 +79,17 @@ def plain():
     model.pipe(prompt=PROMPT, num_inference_steps=steps, height=size, width=size, output_type="pil",
                generator=torch.Generator("cpu").manual_seed(0), **kw)
 
+# every call gets the same pipeline kwargs as the plain one (text length, guidance, ...): without them the
+# toolkit's calls would run the pipeline's defaults (for FLUX, 512 text tokens against the plain call's 32)
 def captured():
-    model.run(PROMPT, num_steps=steps, size=(size, size), progress=False)
+    model.run(PROMPT, num_steps=steps, size=(size, size), progress=False, **kw)
 
 def captured_nnsight():
-    model.run(PROMPT, num_steps=steps, size=(size, size), progress=False, engine="nnsight")
+    model.run(PROMPT, num_steps=steps, size=(size, size), progress=False, engine="nnsight", **kw)
 
 def transported():
     transport(model, "a photo of a dog", PROMPT, k=4, num_steps=steps, size=(size, size), previews=False,
-              progress=False)
+              progress=False, **kw)
 
 def centre(image, prompt):   # a stand-in object mask: the middle quarter of the image
     import numpy as np
@@ -97,7 +99,7 @@ def centre(image, prompt):   # a stand-in object mask: the middle quarter of the
 
 def localized():
     localize(model, [PROMPT], centre, num_steps=steps, size=(size, size), k=4,
-             sets=("top", "bottom", "random"), random_draws=1, progress=False)
+             sets=("top", "bottom", "random"), random_draws=1, progress=False, **kw)
 
 PROMPT = PROMPT_VALUE
 fns = {"plain": plain, "capture": captured, "capture_nnsight": captured_nnsight, "transport": transported,
@@ -118,7 +120,7 @@ peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
 if device == "cuda":
     peak_gb = {"rss": peak_gb, "cuda": torch.cuda.max_memory_allocated() / 1e9}
 tokens = model.run(PROMPT, num_steps=1, size=(size, size), progress=False,
-                   capture=mv.Capture.nothing()).meta["token_grid"]
+                   capture=mv.Capture.nothing(), **kw).meta["token_grid"]
 print(json.dumps({"params": params, "width": model.width, "blocks": len(model.blocks), "times": times,
                   "peak_gb": peak_gb, "tokens": tokens}))
 """.replace("PROMPT_VALUE", repr(PROMPT))
