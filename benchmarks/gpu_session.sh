@@ -11,6 +11,8 @@
 #     typing-inspection websocket-client zstandard
 # then, from the repository root on the device machine (carry: .whl and the PILOT folder):
 #   PILOT=runs/shapes-g16/out MINUTES=5 bash benchmarks/gpu_session.sh
+# A second run on the same warm machine continues the checkpoints in /tmp/ckpt-* (after a finished run: a new
+# cosine decay fitted to the new MINUTES, a warm restart); FRESH=1 starts again from the init weights.
 # Back here: judge each with `python benchmarks/shapes_pilots.py --part judge --weights DIR --name ...`; copy the
 # better one into data/shapes and run `make shapes-card`.
 set -uo pipefail
@@ -20,6 +22,7 @@ BATCH=${BATCH:-512}
 LR=${LR:-4e-4}
 WORKERS=${WORKERS:-6}          # processes drawing scenes per training run (the GPU step is faster than one core)
 PILOT=${PILOT:-}               # a second model folder (config.json + model.safetensors) to continue beside it
+FRESH=${FRESH:-}
 REAL_SIZE_S=${REAL_SIZE_S:-170}   # stops the real-size run there (what it finished stays in real_size.json)
 REAL_SIZE=${REAL_SIZE:---device cuda --configs flux-full --size 128 --reps 2}
 DEVICE=${DEVICE:-cuda}         # DEVICE=cpu MINUTES=0.3 BATCH=16 WORKERS=1 REAL_SIZE="--configs smoke --size 16 --reps 1"
@@ -41,17 +44,20 @@ train() {   # NAME INIT_DIR: continue INIT_DIR's weights (its own architecture) 
   python3 -m massact_viz.shapes.train --out "$OUT/$name" --ckpt-dir "/tmp/ckpt-$name" --init-from "$init" \
     --config "$cfg" --device "$DEVICE" --batch "$BATCH" --lr "$LR" --warmup 200 --lr-schedule cosine \
     --minutes "$MINUTES" --ema 0.998 --p-two 0.2 --data-workers "$WORKERS" --ckpt-every 2 \
-    --eval-n 0 --val-n 0 --no-progress > "$OUT/train-$name.log" 2>&1
+    --eval-n 0 --val-n 0 --no-progress ${FRESH:+--fresh} > "$OUT/train-$name.log" 2>&1
   local rc=$?
   tail -n 4 "/tmp/ckpt-$name/log.jsonl" >> "$OUT/train-$name.log" 2>/dev/null
   echo "train $name exit $rc"
   tail -n 8 "$OUT/train-$name.log"
+  return $rc
 }
-train g8 data/shapes &
-[ -n "$PILOT" ] && train pilot "$PILOT" &
-wait
+train g8 data/shapes & pids=($!)
+if [ -n "$PILOT" ]; then train pilot "$PILOT" & pids+=($!); fi
+status=0
+for p in "${pids[@]}"; do wait "$p" || status=1; done
 ls -la "$OUT"/*
 # real-size figures: FLUX.1 at full width and depth (19 + 38 blocks x 3072), 4096 image tokens (what 1024x1024
 # gives), bfloat16: capture overhead against the plain pipeline, transport, localization, peak GPU memory
-timeout "$REAL_SIZE_S" python3 benchmarks/real_size.py $REAL_SIZE 2>&1 | tee "$OUT/real_size.md"
-cp benchmarks/real_size.json "$OUT/real_size.json" 2>/dev/null || true
+timeout "$REAL_SIZE_S" python3 benchmarks/real_size.py $REAL_SIZE --json "$OUT/real_size.json" 2>&1 \
+  | tee "$OUT/real_size.md" || status=1
+exit $status

@@ -134,6 +134,7 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default=None, help="default: float32 on the CPU, bfloat16 on a GPU")
+    ap.add_argument("--json", type=Path, default=HERE / "real_size.json", help="where the results go")
     args = ap.parse_args()
     dtype = args.dtype or ("bfloat16" if args.device == "cuda" else "float32")
     env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", PYTHONWARNINGS="ignore")
@@ -153,7 +154,7 @@ def main() -> None:
                "dtype": dtype, "cpu_count": os.cpu_count(), "torch_threads": os.environ.get("OMP_NUM_THREADS"),
                "results": results}
         # after every configuration, so a run stopped part-way keeps what it finished
-        (HERE / "real_size.json").write_text(json.dumps(doc, indent=1) + "\n")
+        args.json.write_text(json.dumps(doc, indent=1) + "\n")
         print(f"{name}: done in {res['wall_s']:.0f} s", file=sys.stderr, flush=True)
     print(f"| configuration ({args.size}x{args.size} px, {args.num_steps} steps, {args.device} {dtype}, n = "
           f"{args.reps} rounds) | parameters | plain s | capture s | capture / plain | nnsight engine / plain | "

@@ -282,7 +282,7 @@ def reduce_stack(x: torch.Tensor, mask: torch.Tensor | None = None, sun: bool = 
             sub = sub.masked_fill(~mask[:, ::stride, None], float("nan"))
         med = sub.flatten(1).nanmedian(dim=1).values  # (B,)
         thr = (SUN_RATIO * med).clamp_min_(SUN_THRESHOLD)
-        hit = a > thr[:, None, None]   # compared in float32 element by element, without a float32 copy of x
+        hit = a > thr[:, None, None]   # element by element in float32 (on a GPU without a float32 copy of x)
         if mask is not None:
             hit &= keep
         out.append(hit.sum(dim=1, dtype=torch.float32))

@@ -427,3 +427,16 @@ def test_cosine_with_only_a_time_budget_fits_its_end_to_the_measured_speed(tmp_p
     assert "cosine decay fitted to the time budget" in capsys.readouterr().err
     ck = torch.load(tmp_path / "c" / "ckpt.pt", weights_only=True)
     assert isinstance(ck["args"]["steps"], int) and ck["args"]["steps"] > 50 and ck["step"] <= ck["args"]["steps"]
+    assert ck["decay"] == {"from": 0, "to": ck["args"]["steps"]}
+    # a rerun after an interruption (here: a checkpoint whose decay had 200 steps to go) continues that decay
+    # instead of starting again at the peak rate
+    ck["decay"]["to"] = ck["step"] + 200
+    torch.save(ck, tmp_path / "c" / "ckpt.pt")
+    T.train(T.TrainArgs(out=str(tmp_path / "o"), ckpt_dir=str(tmp_path / "c"), minutes=0.03, batch=4, lr=1e-3,
+                        warmup=5, lr_schedule="cosine", config=TINY, eval_n=0, val_n=0, progress=False, threads=1,
+                        log_every=1))
+    assert "continuing the cosine decay fitted before" in capsys.readouterr().err
+    first = [json.loads(l) for l in (tmp_path / "c" / "log.jsonl").read_text().splitlines()
+             if json.loads(l).get("step") == ck["step"] + 1][-1]
+    assert first["lr"] < 1e-3 * 0.9 and first["lr"] == pytest.approx(
+        T._lr_at(T.TrainArgs(lr=1e-3, warmup=5, lr_schedule="cosine", steps=ck["step"] + 200), ck["step"]))

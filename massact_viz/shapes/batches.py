@@ -8,8 +8,10 @@ processes (``workers=N``, what a GPU run wants: drawing 512 scenes takes about a
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import multiprocessing
 import signal
+from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
 
@@ -38,13 +40,14 @@ def _ignore_ctrl_c() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-#: seconds to wait for one rendered batch before saying so (a worker that died leaves its batch unfinished)
+#: seconds to wait for one rendered batch before saying so (a worker that dies is reported at once)
 WAIT_S = 300
 
 
 class BatchSource:
     """``get(step)`` gives step ``step``'s batch (:func:`step_batch`); with ``workers > 0`` the next
-    ``2 * workers`` batches are rendered ahead in that many processes. Steps must be asked for in order."""
+    ``2 * workers`` batches are rendered ahead in that many processes (started with ``spawn``: a script that
+    trains with workers needs the ``if __name__ == "__main__":`` guard)."""
 
     def __init__(self, seed: int, batch: int, size: int, *, p_two: float, p_style_mention: float,
                  cond_drop: float, workers: int = 0):
@@ -65,26 +68,29 @@ class BatchSource:
             return step_batch(*self._args(step))
         if self._pool is None:
             # spawn, not fork: the parent holds CUDA and OpenMP threads, which a forked child must not inherit
-            self._pool = multiprocessing.get_context("spawn").Pool(self.workers, initializer=_ignore_ctrl_c)
+            self._pool = concurrent.futures.ProcessPoolExecutor(
+                self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_ignore_ctrl_c)
         if self._next != step:   # first call, or a jump: drop what was rendered ahead
             self._ahead.clear()
             self._next = step
         while len(self._ahead) < 2 * self.workers:
             s = self._next + len(self._ahead)
-            self._ahead.append((s, self._pool.apply_async(_work, (self._args(s),))))
+            self._ahead.append((s, self._pool.submit(_work, self._args(s))))
         s, res = self._ahead.popleft()
         self._next = step + 1
         try:
-            return res.get(timeout=WAIT_S)
-        except multiprocessing.TimeoutError:
-            raise RuntimeError(f"no batch for step {s} from the {self.workers} data workers after {WAIT_S} s (a worker "
-                               "may have died: out of memory?); rerun the same command to resume from the last "
-                               "checkpoint, with fewer --data-workers or 0") from None
+            return res.result(timeout=WAIT_S)
+        except BrokenProcessPool:
+            raise RuntimeError("a data worker process died (out of memory? or a script that trains with "
+                               "data_workers lacks the `if __name__ == \"__main__\":` guard); rerun the same command "
+                               "to resume from the last checkpoint, with fewer --data-workers or 0") from None
+        except concurrent.futures.TimeoutError:
+            raise RuntimeError(f"no batch for step {s} from the {self.workers} data workers after {WAIT_S} s; rerun "
+                               "the same command to resume from the last checkpoint, with --data-workers 0") from None
 
     def close(self) -> None:
         if self._pool is not None:
-            self._pool.terminate()
-            self._pool.join()
+            self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
         self._ahead.clear()
 

@@ -92,7 +92,7 @@ class TrainArgs:
     batch: int = 32
     lr: float = 8e-4
     warmup: int = 500
-    lr_schedule: str = "constant"  # constant | cosine (cosine needs --steps; decays to 10%)
+    lr_schedule: str = "constant"  # constant | cosine (decays to 10% at --steps, or fitted to --minutes)
     weight_decay: float = 0.0
     betas: tuple[float, float] = (0.9, 0.99)
     grad_clip: float = 1.0
@@ -158,10 +158,12 @@ def sample_t(kind: str, n: int, gen: torch.Generator) -> torch.Tensor:
 _FIT_FIRST, _FIT_LAST = 10, 50  # the steps (from an invocation's start) whose speed fits a cosine to --minutes
 
 
-def _lr_at(args: TrainArgs, step: int) -> float:
+def _lr_at(args: TrainArgs, step: int, start: int = 0) -> float:
+    """The learning rate at ``step``: linear warm-up, then constant or a cosine from ``start`` (0, or where a
+    decay fitted to a time budget began) down to 10 % at ``args.steps``."""
     warm = min(1.0, (step + 1) / max(1, args.warmup))
     if args.lr_schedule == "cosine" and args.steps:
-        p = min(1.0, step / args.steps)
+        p = min(1.0, max(0, step - start) / max(1, args.steps - start))
         return args.lr * warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * p)))
     return args.lr * warm
 
@@ -377,6 +379,7 @@ class _Training:
         self.noise_gen = torch.Generator("cpu").manual_seed(args.seed + 1)
         self.step, self.images_seen, self.train_seconds, self.history = 0, 0, 0.0, []
         self.warm_start = None  # where a warm-started run came from (kept across resumes)
+        self.decay: dict | None = None  # a cosine fitted to a time budget: {"from": step, "to": step}
         self.last_eval: dict | None = None
 
     # ------------------------------------------------------------------ start
@@ -394,6 +397,7 @@ class _Training:
         self.step, self.images_seen, self.train_seconds = ck["step"], ck["images_seen"], ck["train_seconds"]
         self.history = ck.get("history", [])
         self.warm_start = ck.get("warm_start")
+        self.decay = ck.get("decay")
         print(f"resumed from {self.ckpt_path} at step {self.step} ({self.images_seen} images, "
               f"{self.train_seconds / 60:.1f} min)", file=sys.stderr)
 
@@ -436,7 +440,7 @@ class _Training:
         )[0]
         loss = F.mse_loss(v.float(), (eps - x0).float())
         for g in self.opt.param_groups:
-            g["lr"] = _lr_at(args, self.step)
+            g["lr"] = _lr_at(args, self.step, self.decay["from"] if self.decay else 0)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         if args.grad_clip:
@@ -485,9 +489,10 @@ class _Training:
         _atomic_torch_save(
             {
                 "config": self.cfg.to_dict(), "model": shapes_state_dict(self.mods), "optimizer": self.opt.state_dict(),
-                "ema": [t.detach().cpu() for t in self.ema.shadow], "noise_rng": self.noise_gen.get_state(), "step": self.step, "images_seen": self.images_seen,
-                "train_seconds": self.train_seconds, "history": self.history, "args": dataclasses.asdict(self.args),
-                "warm_start": self.warm_start,
+                "ema": [t.detach().cpu() for t in self.ema.shadow], "noise_rng": self.noise_gen.get_state(),
+                "step": self.step, "images_seen": self.images_seen, "train_seconds": self.train_seconds,
+                "history": self.history, "args": dataclasses.asdict(self.args), "warm_start": self.warm_start,
+                "decay": self.decay,
             },
             self.ckpt_path,
         )
@@ -557,9 +562,19 @@ def _train(args: TrainArgs) -> dict:
 
     run.ckpt_path.parent.mkdir(parents=True, exist_ok=True)
     budget_s = args.minutes * 60 if args.minutes is not None else float("inf")
-    # cosine with a time budget and no --steps: the decay's end is fitted to the speed measured over this
-    # invocation's steps 10-50 (the first steps are slow: allocation, kernel choice), then fixed
-    fit_at = run.step + _FIT_LAST if args.lr_schedule == "cosine" and args.steps is None and args.minutes else None
+    # cosine with a time budget and no --steps: a decay from this invocation's first step (at the peak rate)
+    # to the end fitted to the speed measured over its steps 10-50 (the first steps are slow: allocation,
+    # kernel choice). A rerun after an interruption continues the checkpoint's unfinished decay; a rerun after
+    # it ended starts a new one (a warm restart)
+    fit_at = None
+    if args.lr_schedule == "cosine" and args.steps is None and args.minutes:
+        if run.decay and run.decay.get("to") is not None and run.step < run.decay["to"]:
+            args = run.args = dataclasses.replace(args, steps=run.decay["to"])
+            print(f"continuing the cosine decay fitted before: steps {run.decay['from']}-{run.decay['to']}",
+                  file=sys.stderr)
+        else:
+            run.decay = {"from": run.step, "to": None}
+            fit_at = run.step + _FIT_LAST
     start = time.time()
     t_fit = None
     last_ckpt, last_eval, ckpt_step = start, start, None
@@ -584,6 +599,7 @@ def _train(args: TrainArgs) -> dict:
                     rate = (_FIT_LAST - _FIT_FIRST) / (time.time() - t_fit)
                     left = budget_s - (time.time() - start)
                     args = run.args = dataclasses.replace(args, steps=run.step + max(1, int(rate * left * 0.98)))
+                    run.decay["to"] = args.steps
                     fit_at = None
                     print(f"cosine decay fitted to the time budget: {rate:.2f} steps/s, ends at step {args.steps}",
                           file=sys.stderr)
@@ -594,7 +610,7 @@ def _train(args: TrainArgs) -> dict:
                 if run.step % args.log_every == 0:
                     now = time.time()
                     rec = {"step": run.step, "loss": round(loss_ema, 5), "loss_raw": round(lv, 5),
-                           "lr": _lr_at(args, run.step - 1), "it_s": round(n_window / (now - t_window), 3),
+                           "lr": _lr_at(args, run.step - 1, run.decay["from"] if run.decay else 0), "it_s": round(n_window / (now - t_window), 3),
                            "minutes": round(run.train_seconds / 60, 2)}
                     run.history.append(rec)
                     log(rec)
