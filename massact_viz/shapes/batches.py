@@ -17,7 +17,7 @@ import numpy as np
 
 from . import scenes
 
-__all__ = ["step_batch", "BatchSource"]
+__all__ = ["step_batch", "BatchSource", "check_workers"]
 
 
 def step_batch(seed: int, step: int, batch: int, size: int, p_two: float, p_style_mention: float,
@@ -30,8 +30,10 @@ def step_batch(seed: int, step: int, batch: int, size: int, p_two: float, p_styl
     return b["images"], ["" if d else c for c, d in zip(b["captions"], drop)]
 
 
-def _work(job: tuple) -> tuple[np.ndarray, list[str]]:
-    return step_batch(*job)
+def check_workers(workers: int) -> None:
+    """A clear error for a negative number of data workers."""
+    if workers < 0:
+        raise ValueError(f"data_workers must be 0 (render in the training loop) or more, got {workers}")
 
 
 def _ignore_ctrl_c() -> None:
@@ -51,12 +53,11 @@ class BatchSource:
 
     def __init__(self, seed: int, batch: int, size: int, *, p_two: float, p_style_mention: float,
                  cond_drop: float, workers: int = 0):
-        if workers < 0:
-            raise ValueError(f"workers must be 0 (render in the training loop) or more, got {workers}")
+        check_workers(workers)
         self._job = (seed, batch, size, p_two, p_style_mention, cond_drop)
         self.workers = workers
         self._pool = None
-        self._ahead: collections.deque = collections.deque()   # (step, AsyncResult)
+        self._ahead: collections.deque = collections.deque()   # (step, Future)
         self._next = None
 
     def _args(self, step: int) -> tuple:
@@ -75,7 +76,7 @@ class BatchSource:
             self._next = step
         while len(self._ahead) < 2 * self.workers:
             s = self._next + len(self._ahead)
-            self._ahead.append((s, self._pool.submit(_work, self._args(s))))
+            self._ahead.append((s, self._pool.submit(step_batch, *self._args(s))))
         s, res = self._ahead.popleft()
         self._next = step + 1
         try:

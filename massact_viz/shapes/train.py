@@ -63,7 +63,7 @@ from diffusers import FluxPipeline
 
 from ..files import atomic_write
 from . import scenes
-from .batches import BatchSource
+from .batches import BatchSource, check_workers
 from .model import (
     ShapesConfig,
     build_shapes_pipeline,
@@ -329,8 +329,7 @@ def _check_args(args: TrainArgs) -> None:
         raise ValueError("t_sampling must be 'mixed', 'logit-normal' or 'uniform'")
     if args.minutes is None and args.steps is None:
         raise ValueError("give a budget: --minutes and/or --steps")
-    if args.data_workers < 0:
-        raise ValueError(f"data_workers must be 0 (render in the training loop) or more, got {args.data_workers}")
+    check_workers(args.data_workers)   # before the pipeline is built
     if not isinstance(getattr(torch, str(args.save_dtype), None), torch.dtype):
         raise ValueError(f"save_dtype must name a torch dtype such as 'float16', got {args.save_dtype!r}")
 
@@ -423,6 +422,10 @@ class _Training:
         print(f"warm start from {src} (previous training: {doc.get('training', {}).get('step')} steps)", file=sys.stderr)
 
     # ------------------------------------------------------------------ train
+    def lr_at(self, step: int) -> float:
+        """This run's learning rate at ``step`` (a decay fitted to a time budget starts where it began)."""
+        return _lr_at(self.args, step, self.decay["from"] if self.decay else 0)
+
     def train_step(self) -> float:
         """One optimizer step on a fresh batch of scenes; returns the batch's loss."""
         args, device, pipe = self.args, self.device, self.pipe
@@ -440,7 +443,7 @@ class _Training:
         )[0]
         loss = F.mse_loss(v.float(), (eps - x0).float())
         for g in self.opt.param_groups:
-            g["lr"] = _lr_at(args, self.step, self.decay["from"] if self.decay else 0)
+            g["lr"] = self.lr_at(self.step)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         if args.grad_clip:
@@ -610,7 +613,7 @@ def _train(args: TrainArgs) -> dict:
                 if run.step % args.log_every == 0:
                     now = time.time()
                     rec = {"step": run.step, "loss": round(loss_ema, 5), "loss_raw": round(lv, 5),
-                           "lr": _lr_at(args, run.step - 1, run.decay["from"] if run.decay else 0), "it_s": round(n_window / (now - t_window), 3),
+                           "lr": run.lr_at(run.step - 1), "it_s": round(n_window / (now - t_window), 3),
                            "minutes": round(run.train_seconds / 60, 2)}
                     run.history.append(rec)
                     log(rec)
