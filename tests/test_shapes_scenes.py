@@ -440,3 +440,35 @@ def test_cosine_with_only_a_time_budget_fits_its_end_to_the_measured_speed(tmp_p
              if json.loads(l).get("step") == ck["step"] + 1][-1]
     assert first["lr"] < 1e-3 * 0.9 and first["lr"] == pytest.approx(
         T._lr_at(T.TrainArgs(lr=1e-3, warmup=5, lr_schedule="cosine", steps=ck["step"] + 200), ck["step"]))
+
+
+def test_training_encodes_captions_exactly_as_encode_prompt(tiny_pipe):
+    from massact_viz.shapes.train import PromptTokens, encode_tokens
+
+    caps = ["a red circle on a blue background", "", "a red circle on a blue background",
+            "a white triangle left of a red square on a shaded black background",
+            " ".join(["purple hexagon"] * 20)]   # outside the language and past the trained length: truncated
+    want = tiny_pipe.encode_prompt(prompt=caps, prompt_2=None, device="cpu")
+    tokens = PromptTokens(tiny_pipe, limit=3)    # the limit is passed mid-way: the memory starts again
+    for _ in range(2):                           # the second call answers from memory
+        got = encode_tokens(tiny_pipe, *tokens(caps), "cpu")
+        for g, w in zip(got, want):
+            assert g.shape == w.shape and g.dtype == w.dtype and torch.equal(g, w)
+    assert len(tokens._ids) <= 4
+
+
+def test_a_loss_that_is_not_finite_stops_training_without_writing(tmp_path, monkeypatch):
+    from massact_viz.shapes import train as T
+
+    real_step = T._Training.train_step
+
+    def nan_step(self):
+        real_step(self)
+        return torch.tensor(float("nan"))
+
+    monkeypatch.setattr(T._Training, "train_step", nan_step)
+    for log_every in (1, 25):   # found when the loss is next read: at a log line, or at the end
+        with pytest.raises(FloatingPointError, match="lower --lr"):
+            T.train(T.TrainArgs(out=str(tmp_path / "o"), ckpt_dir=str(tmp_path / "c"), steps=3, batch=2,
+                                config=TINY, eval_n=0, val_n=0, progress=False, threads=1, log_every=log_every))
+        assert not (tmp_path / "c" / "ckpt.pt").exists() and not (tmp_path / "o").exists()
