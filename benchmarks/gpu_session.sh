@@ -11,8 +11,9 @@
 #     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \
 #     diffusers==0.42.1 importlib_metadata nnsight==0.8.1 greenlet pydantic pydantic_core annotated-types \
 #     typing-inspection websocket-client zstandard
-# then, from the repository root on the device machine (carry: .whl and the PILOT folder):
-#   PILOT=runs/shapes-g16/out MINUTES=5 bash benchmarks/gpu_session.sh
+# then, from the repository root on the device machine (carry: .whl, and the PILOT folder if there is one):
+#   MINUTES=6.5 P_TWO=0.35 WORKERS=10 REAL_SIZE= bash benchmarks/gpu_session.sh   # the teaching model alone
+#   MINUTES=0 bash benchmarks/gpu_session.sh                                       # then FLUX.1 at full size
 # A second run on the same warm machine continues the checkpoints in /tmp/ckpt-* (after a finished run: a new
 # cosine decay fitted to the new MINUTES, a warm restart); FRESH=1 starts again from the init weights.
 # Back here: judge each with `python benchmarks/shapes_pilots.py --part judge --weights DIR --name ...`; copy the
