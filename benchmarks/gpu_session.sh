@@ -12,7 +12,7 @@
 #     diffusers==0.42.1 importlib_metadata nnsight==0.8.1 greenlet pydantic pydantic_core annotated-types \
 #     typing-inspection websocket-client zstandard
 # then, from the repository root on the device machine (carry: .whl, and the PILOT folder if there is one):
-#   MINUTES=6.5 P_TWO=0.35 WORKERS=10 REAL_SIZE= bash benchmarks/gpu_session.sh   # the teaching model alone
+#   MINUTES=6 P_TWO=0.35 WORKERS=10 REAL_SIZE= bash benchmarks/gpu_session.sh     # the teaching model alone
 #   MINUTES=0 bash benchmarks/gpu_session.sh                                       # then FLUX.1 at full size
 # A second run on the same warm machine continues the checkpoints in /tmp/ckpt-* (after a finished run: a new
 # cosine decay fitted to the new MINUTES, a warm restart); FRESH=1 starts again from the init weights.
@@ -43,10 +43,19 @@ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
 python3 -c "import torch, diffusers; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'diffusers', diffusers.__version__)"
 
 COMPILE=
-if [ "$PROFILE" = 1 ] && [ "$MINUTES" != 0 ]; then
+TRAIN=$(python3 -c "import sys; print(int(float(sys.argv[1]) > 0))" "$MINUTES")
+rm -f "$OUT/profile.json"
+# a second run on the same warm machine resumes /tmp/ckpt-*: it keeps the first run's batch (a resumed run must
+# draw the same batches) instead of profiling again
+if [ "$TRAIN" = 1 ] && [ -f /tmp/gpu-profile.json ] && [ -z "$FRESH" ]; then
+  cp /tmp/gpu-profile.json "$OUT/profile.json"
+elif [ "$PROFILE" = 1 ] && [ "$TRAIN" = 1 ]; then
   python3 benchmarks/shapes_step_profile.py --device "$DEVICE" --batch "$BATCH" --workers "$WORKERS" \
-    --steps "${PROFILE_STEPS:-40}" --warmup "${PROFILE_WARMUP:-10}" --json "$OUT/profile.json" 2>&1 \
+    --steps "${PROFILE_STEPS:-20}" --warmup "${PROFILE_WARMUP:-5}" --json "$OUT/profile.json" 2>&1 \
     | tee "$OUT/profile.md"
+  [ -f "$OUT/profile.json" ] && cp "$OUT/profile.json" /tmp/gpu-profile.json
+fi
+if [ "$TRAIN" = 1 ]; then
   if [ -f "$OUT/profile.json" ]; then
     BATCH=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['batch'])" "$OUT/profile.json")
     COMPILE=$(python3 -c "import json,sys; print('--compile' if json.load(open(sys.argv[1]))['use_compile'] else '')" "$OUT/profile.json")
@@ -69,7 +78,7 @@ train() {   # NAME INIT_DIR: continue INIT_DIR's weights (its own architecture) 
   return $rc
 }
 status=0
-if [ "$MINUTES" != 0 ]; then
+if [ "$TRAIN" = 1 ]; then
   train g8 data/shapes & pids=($!)
   if [ -n "$PILOT" ]; then train pilot "$PILOT" & pids+=($!); fi
   for p in "${pids[@]}"; do wait "$p" || status=1; done

@@ -449,26 +449,28 @@ def test_training_encodes_captions_exactly_as_encode_prompt(tiny_pipe):
             "a white triangle left of a red square on a shaded black background",
             " ".join(["purple hexagon"] * 20)]   # outside the language and past the trained length: truncated
     want = tiny_pipe.encode_prompt(prompt=caps, prompt_2=None, device="cpu")
-    tokens = PromptTokens(tiny_pipe, limit=3)    # the limit is passed mid-way: the memory starts again
+    tokens = PromptTokens(tiny_pipe)
     for _ in range(2):                           # the second call answers from memory
         got = encode_tokens(tiny_pipe, *tokens(caps), "cpu")
         for g, w in zip(got, want):
             assert g.shape == w.shape and g.dtype == w.dtype and torch.equal(g, w)
-    assert len(tokens._ids) <= 4
+    # past its limit the memory starts again, and still answers for captions it had before
+    small = PromptTokens(tiny_pipe, limit=3)
+    small(caps[:2])
+    ids = small([caps[0], caps[3], caps[4]])
+    assert all(torch.equal(a, b[[0, 3, 4]]) for a, b in zip(ids, tokens(caps)))
+    assert len(small._ids) == 3
 
 
 def test_a_loss_that_is_not_finite_stops_training_without_writing(tmp_path, monkeypatch):
     from massact_viz.shapes import train as T
 
-    real_step = T._Training.train_step
-
-    def nan_step(self):
-        real_step(self)
-        return torch.tensor(float("nan"))
-
-    monkeypatch.setattr(T._Training, "train_step", nan_step)
-    for log_every in (1, 25):   # found when the loss is next read: at a log line, or at the end
+    real_mse = T.F.mse_loss
+    monkeypatch.setattr(T.F, "mse_loss", lambda a, b: real_mse(a, b) * float("nan"))
+    # found when the flag is next read: at a log line, before a checkpoint, or at the end
+    for i, (log_every, ckpt_every) in enumerate([(1, 5.0), (25, 0.0), (25, 5.0)]):
         with pytest.raises(FloatingPointError, match="lower --lr"):
-            T.train(T.TrainArgs(out=str(tmp_path / "o"), ckpt_dir=str(tmp_path / "c"), steps=3, batch=2,
-                                config=TINY, eval_n=0, val_n=0, progress=False, threads=1, log_every=log_every))
-        assert not (tmp_path / "c" / "ckpt.pt").exists() and not (tmp_path / "o").exists()
+            T.train(T.TrainArgs(out=str(tmp_path / f"o{i}"), ckpt_dir=str(tmp_path / f"c{i}"), steps=3, batch=2,
+                                config=TINY, eval_n=0, val_n=0, progress=False, threads=1, log_every=log_every,
+                                ckpt_every=ckpt_every))
+        assert not (tmp_path / f"c{i}" / "ckpt.pt").exists() and not (tmp_path / f"o{i}").exists()

@@ -167,6 +167,7 @@ class PromptTokens:
         if new:
             if len(self._ids) + len(new) > self.limit:
                 self._ids.clear()
+                new = list(dict.fromkeys(captions))
             pipe = self.pipe
             clip = pipe.tokenizer(new, padding="max_length", max_length=pipe.tokenizer_max_length,
                                   truncation=True, return_tensors="pt").input_ids
@@ -424,6 +425,7 @@ class _Training:
                                    p_style_mention=args.p_style_mention, cond_drop=args.cond_drop,
                                    workers=args.data_workers)
         self.tokens = PromptTokens(self.pipe)
+        self.nonfinite: torch.Tensor | None = None  # on the device: has a loss or gradient norm not been finite?
         self.noise_gen = torch.Generator("cpu").manual_seed(args.seed + 1)
         self.step, self.images_seen, self.train_seconds, self.history = 0, 0, 0.0, []
         self.warm_start = None  # where a warm-started run came from (kept across resumes)
@@ -497,8 +499,10 @@ class _Training:
             g["lr"] = self.lr_at(self.step)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
+        bad = ~torch.isfinite(loss.detach())
         if args.grad_clip:
-            torch.nn.utils.clip_grad_norm_(self.params, args.grad_clip)
+            bad |= ~torch.isfinite(torch.nn.utils.clip_grad_norm_(self.params, args.grad_clip))
+        self.nonfinite = bad if self.nonfinite is None else self.nonfinite | bad
         self.opt.step()
         self.ema.update(self.params, self.step)
         self.step += 1
@@ -506,8 +510,16 @@ class _Training:
         return loss.detach()
 
     # ------------------------------------------------------------------ write
+    def check_finite(self) -> None:
+        """Raise if a loss or gradient norm has not been finite since the start (reading the flag waits for the
+        GPU): called before anything is written and whenever the loop logs, so what is on disk stays finite."""
+        if self.nonfinite is not None and bool(self.nonfinite):
+            raise FloatingPointError(f"the loss or the gradients stopped being finite by step {self.step}; the "
+                                     "checkpoint and weights on disk are from before that: rerun with a lower --lr")
+
     def write_weights(self, tag: str, eval_res: dict | None = None) -> None:
         """Save the EMA weights as the shipped fp16 file, with the training record and the latest evaluation."""
+        self.check_finite()
         if eval_res is not None:
             self.last_eval = {k: v for k, v in eval_res.items() if k not in ("records", "images")}
             self.last_eval["step"] = self.step
@@ -537,6 +549,7 @@ class _Training:
 
     def checkpoint(self, tag: str = "running") -> None:
         """The resumable checkpoint (with optimizer state, outside git), then the shipped weights."""
+        self.check_finite()
         _atomic_torch_save(
             {
                 "config": self.cfg.to_dict(), "model": shapes_state_dict(self.mods), "optimizer": self.opt.state_dict(),
@@ -659,11 +672,11 @@ def _train(args: TrainArgs) -> dict:
                 loss_ema = lv if loss_ema is None else 0.98 * loss_ema + 0.02 * lv   # a tensor: no wait here
                 n_window += 1
                 if run.step % args.log_every == 0:
+                    t_wait = time.time()
+                    run.check_finite()
+                    lv, loss_ema = float(lv), float(loss_ema)   # waits for the GPU: count it as training time
                     now = time.time()
-                    lv, loss_ema = float(lv), float(loss_ema)
-                    if not math.isfinite(loss_ema):
-                        raise FloatingPointError(f"the loss became {lv} by step {run.step}; the checkpoint before it "
-                                                 "is untouched: rerun with a lower --lr")
+                    run.train_seconds += now - t_wait
                     rec = {"step": run.step, "loss": round(loss_ema, 5), "loss_raw": round(lv, 5),
                            "lr": run.lr_at(run.step - 1), "it_s": round(n_window / (now - t_window), 3),
                            "minutes": round(run.train_seconds / 60, 2)}
@@ -694,9 +707,7 @@ def _train(args: TrainArgs) -> dict:
     if interrupted:
         print(f"interrupted at step {run.step}: writing a checkpoint and the weights", file=sys.stderr)
 
-    if loss_ema is not None and not math.isfinite(float(loss_ema)):
-        raise FloatingPointError(f"the loss became {float(loss_ema)} by step {run.step}; the last checkpoint is "
-                                 "untouched: rerun with a lower --lr")
+    run.check_finite()
     if loss_ema is not None and (not run.history or run.history[-1]["step"] != run.step):
         run.history.append({"step": run.step, "loss": round(float(loss_ema), 5),
                             "minutes": round(run.train_seconds / 60, 2)})
