@@ -51,7 +51,7 @@ import torch  # noqa: E402
 from massact_viz.files import atomic_write  # noqa: E402
 from massact_viz.shapes import train as T  # noqa: E402
 from massact_viz.shapes.model import load_shapes_pipeline  # noqa: E402
-from massact_viz.intervals import wilson_interval  # noqa: E402
+from massact_viz.intervals import compare, wilson_interval  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "shapes_pilots.json"
@@ -94,6 +94,7 @@ def judge(weights: Path, n_captions: int, n_val: int) -> dict:
         k = sum(bool(r["shape_ok"]) for r in rs)
         per_shape[s] = {"k": k, "n": len(rs), "p": k / len(rs), "ci95": list(wilson_interval(k, len(rs)))}
     out["shape_by_kind"] = per_shape
+    out["shape_ok"] = [bool(r["shape_ok"]) for r in recs]   # per caption, for paired comparisons
     out["val_loss"] = T.validation_loss(pipe, n_val)
     return out
 
@@ -155,6 +156,11 @@ def run_judge(results: dict, init: str, weights: str, name: str, n_captions: int
                   "steps": tr.get("step"), "config": cfg["config"], "warm_start": tr.get("warm_start"),
                   "args": tr.get("args"), "judge": judge(Path(weights), n_captions, n_val)}
     print(f"{name}: {_row(name, rows[name])}", flush=True)
+    # the same captions and seeds: a paired difference says more than two overlapping intervals
+    if "shape_ok" in rows[start]["judge"]:
+        c = compare(rows[name]["judge"]["shape_ok"], rows[start]["judge"]["shape_ok"], name, start)
+        rows[name]["shape_vs_start"] = c.to_dict()
+        print(f"one-object shape, paired: {c.sentence}", flush=True)
     _save(results)
 
 
