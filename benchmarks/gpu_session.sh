@@ -42,7 +42,6 @@ mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
 python3 -c "import torch, diffusers; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'diffusers', diffusers.__version__)"
 
-COMPILE=
 TRAIN=$(python3 -c "import sys; print(int(float(sys.argv[1]) > 0))" "$MINUTES")
 rm -f "$OUT/profile.json"
 # a second run on the same warm machine resumes /tmp/ckpt-*: it keeps the first run's batch (a resumed run must
@@ -58,9 +57,8 @@ fi
 if [ "$TRAIN" = 1 ]; then
   if [ -f "$OUT/profile.json" ]; then
     BATCH=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['batch'])" "$OUT/profile.json")
-    COMPILE=$(python3 -c "import json,sys; print('--compile' if json.load(open(sys.argv[1]))['use_compile'] else '')" "$OUT/profile.json")
   fi
-  echo "training with batch $BATCH $COMPILE"
+  echo "training with batch $BATCH"
 fi
 
 train() {   # NAME INIT_DIR: continue INIT_DIR's weights (its own architecture) into $OUT/NAME
@@ -70,7 +68,7 @@ train() {   # NAME INIT_DIR: continue INIT_DIR's weights (its own architecture) 
   python3 -m massact_viz.shapes.train --out "$OUT/$name" --ckpt-dir "/tmp/ckpt-$name" --init-from "$init" \
     --config "$cfg" --device "$DEVICE" --batch "$BATCH" --lr "$LR" --warmup 200 --lr-schedule cosine \
     --minutes "$MINUTES" --ema 0.998 --p-two "$P_TWO" --data-workers "$WORKERS" --ckpt-every 2 \
-    --eval-n 0 --val-n 0 --no-progress ${FRESH:+--fresh} $COMPILE > "$OUT/train-$name.log" 2>&1
+    --eval-n 0 --val-n 0 --no-progress ${FRESH:+--fresh} > "$OUT/train-$name.log" 2>&1
   local rc=$?
   tail -n 4 "/tmp/ckpt-$name/log.jsonl" >> "$OUT/train-$name.log" 2>/dev/null
   echo "train $name exit $rc"
