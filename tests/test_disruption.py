@@ -363,6 +363,8 @@ def test_a_disruption_plan_is_checked_immutable_and_runs_to_disrupt_s_result(flu
         plan.ks = (4,)
     with pytest.raises(TypeError):
         plan.layer_sets[None] = ("double.0",)   # read-only view
+    again = plan_disruption(flux, ["a red cat", "a blue car"], **kw)
+    assert plan == plan and plan != again and len({plan: 1, again: 2}) == 2   # identity, not field by field
     monkeypatch.setattr(mv.Model, "run", orig)
     got = execute(flux, plan, progress=False)
     want = disrupt(flux, ["a red cat", "a blue car"], progress=False, **kw)

@@ -307,6 +307,7 @@ def test_a_localization_plan_is_checked_immutable_and_runs_to_localize_s_result(
         plan.k = 3
     with pytest.raises(TypeError):
         plan.run_kwargs["size"] = 64          # read-only view
+    assert plan == plan and len({plan: 1}) == 1   # identity == and hash (fields hold arrays and mappings)
     with pytest.raises(MassActError, match="2 masks for 3 prompts"):
         loc.plan_localization(m, ["a", "b", "c"], [np.zeros((4, 4), bool)] * 2, **kw)
     monkeypatch.setattr(mv.Model, "run", orig)

@@ -111,6 +111,37 @@ def test_bad_inputs_fail_before_running(flux, monkeypatch, kwargs, match):
         transport(flux, SRC, TGT, **KW, **kwargs)
 
 
+def test_a_transport_plan_is_checked_immutable_keeps_its_copies_and_runs_to_transport_s_result(flux, monkeypatch):
+    import dataclasses
+
+    from massact_viz.probes.transport import execute, plan_transport
+    rows, cols = flux.token_grid(SIZE)
+    mask = np.zeros((rows, cols), dtype=bool)
+    mask[: rows // 2] = True
+    chans = {flux.blocks[1].name: [3, 7], flux.blocks[-1].name: [1, 2]}
+    kw = dict(channels={n: list(v) for n, v in chans.items()}, tokens=mask.copy(), controls=("random-k",),
+              num_steps=STEPS, run_kwargs={"size": SIZE})
+    orig = type(flux.pipe).__call__
+    monkeypatch.setattr(type(flux.pipe), "__call__", lambda *a, **k: pytest.fail("planning ran the pipeline"))
+    plan = plan_transport(flux, SRC, TGT, **kw)
+    kw["channels"][flux.blocks[1].name].append(9)   # the caller's objects change after planning...
+    kw["tokens"][:] = False
+    assert dict(plan.channels) == {n: tuple(v) for n, v in chans.items()}   # ...the plan's do not
+    assert plan.tokens is not None and len(plan.tokens) == int(mask.sum())
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        plan.k = 2
+    with pytest.raises(TypeError):
+        plan.run_kwargs["size"] = (64, 64)     # read-only view
+    assert plan == plan and len({plan: 1}) == 1   # identity == and hash (fields hold tensors and mappings)
+    monkeypatch.setattr(type(flux.pipe), "__call__", orig)
+    got = execute(flux, plan, progress=False)
+    want = transport(flux, SRC, TGT, channels=chans, tokens=mask, controls=("random-k",), progress=False, **KW)
+    assert got.channels == want.channels and got.settings == want.settings
+    for a, b in [(got.image, want.image), (got.target_image, want.target_image),
+                 (got.controls["random-k"][0], want.controls["random-k"][0])]:
+        assert np.array_equal(arr(a), arr(b))
+
+
 @pytest.mark.parametrize("family, extra", [("sd3", {}), ("qwenimage", {"negative_prompt": " "})])
 def test_cfg_families_transport_the_conditional_rows(tiny_model, family, extra):
     # sd3: batched CFG (rows [uncond; cond]); qwenimage with a negative prompt: separate CFG calls (call 0 cond)

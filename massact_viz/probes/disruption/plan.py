@@ -50,7 +50,7 @@ class Config:
         return base if self.layer_set is None else (self.layer_set,) + base
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # identity == and hash: fields hold tensors and mappings
 class DisruptionPlan:
     """Everything a disruption sweep does, resolved and validated (see :func:`plan_disruption`)."""
 

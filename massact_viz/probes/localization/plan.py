@@ -28,7 +28,7 @@ SETS = KINDS + ("all",)   # the selection kinds of analysis.select, and every ch
 RANKS = ("image", "mean")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # identity == and hash: fields hold tensors and mappings
 class LocalizationPlan:
     """Everything a localization sweep does, resolved and validated (see :func:`plan_localization`)."""
 

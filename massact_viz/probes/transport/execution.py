@@ -46,7 +46,7 @@ class Baseline:
     source_run: Run | None = None  # cached mode: the run holding the source statistics
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # identity == and hash: fields hold tensors and mappings
 class RowEdit:
     """One edited target run: which channels of which streams, branches and tokens, how strongly."""
 

@@ -49,7 +49,7 @@ class TokenMaskSpec:
     k: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # identity == and hash: fields hold tensors and mappings
 class TransportPlan:
     """Everything a transport does, resolved and validated (see :func:`plan_transport`)."""
 
