@@ -30,8 +30,8 @@ bench: $(BIN)/massact-viz  ## capture overhead, memory and probe benchmarks (wri
 	$(BIN)/python benchmarks/capture_overhead.py
 	$(BIN)/python benchmarks/probes.py
 
-shapes-train: $(BIN)/massact-viz  ## train (or resume) the embedded teaching model into data/shapes
-	$(BIN)/python -m massact_viz.shapes.train --out data/shapes --seed 0 --minutes $(or $(MINUTES),60)
+shapes-train: $(BIN)/massact-viz  ## continue training the shipped teaching model (resumes runs/shapes-seed0/ckpt.pt if there is one)
+	$(BIN)/python -m massact_viz.shapes.train --out data/shapes --init-from data/shapes --seed 0 --minutes $(or $(MINUTES),60)
 
 shapes-card: $(BIN)/massact-viz  ## measure the shipped teaching model: data/shapes/card.json and CARD.md
 	$(BIN)/python benchmarks/shapes_card.py

@@ -23,12 +23,13 @@ class _NoTorchvisionNotice(_logging.Filter):
 _logging.getLogger("transformers.utils.import_utils").addFilter(_NoTorchvisionNotice())
 
 from .capture import Capture, MassActWarning, Raw, TracedCapture, nnsight_capture  # noqa: E402
+from .edits import Edit  # noqa: E402
 from .errors import MassActError, RunFileError, UnsupportedArchitectureError  # noqa: E402
 from .model import Model, default_model, load  # noqa: E402
 from .prompts import read_prompts  # noqa: E402
 from .run import Run  # noqa: E402
 from .stats import STATISTICS, ChannelStats  # noqa: E402
 
-__all__ = ["load", "default_model", "read_prompts", "Model", "Run", "Capture", "Raw", "nnsight_capture", "TracedCapture",
+__all__ = ["load", "default_model", "read_prompts", "Model", "Run", "Capture", "Raw", "Edit", "nnsight_capture", "TracedCapture",
            "ChannelStats", "STATISTICS", "MassActError",
            "RunFileError", "UnsupportedArchitectureError", "MassActWarning", "__version__"]

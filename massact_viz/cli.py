@@ -175,8 +175,9 @@ def cmd_disrupt(args) -> int:
     layer_sets = _layer_sets(args.layer_sets) if args.layer_sets else None
     if layer_sets is not None and args.layers:
         raise MassActError("give --layers or --layer-sets, not both (add the layers as one more layer set).")
-    res = disrupt(model, prompts_from_args(args), ks=args.ks, sets=tuple(args.sets), random_draws=args.draws, op=args.op,
-                  value=args.value, layers=parse_layer_words(args.layers), stream=args.stream, seed=args.seed,
+    res = disrupt(model, prompts_from_args(args), ks=args.ks, sets=tuple(args.sets), random_draws=args.random_draws,
+                  op=args.op, value=args.value, layers=parse_layer_words(args.layers), steps=_steps_arg(args.steps),
+                  stream=args.stream, seed=args.seed,
                   num_steps=args.num_steps, size=parse_size(args.size), out=args.out, progress=not args.json,
                   layer_sets=layer_sets, distributed=launched())
     if not reports_here():
@@ -202,9 +203,10 @@ def cmd_localize(args) -> int:
         masks = sorted(p for p in d.iterdir() if p.suffix.lower() in (".npy", ".png"))
     model = _load(args)
     res = localize(model, prompts_from_args(args), masks, layers=parse_layer_words(args.layers), k=args.k,
-                   sets=tuple(args.sets), seed=args.seed, num_steps=args.num_steps, size=parse_size(args.size),
+                   sets=tuple(args.sets), random_draws=args.random_draws, seed=args.seed, num_steps=args.num_steps, size=parse_size(args.size),
                    method=args.method, chunk=args.chunk, progress=not args.json, distributed=launched(),
-                   out=args.out, **({} if args.foreground is None else {"foreground": args.foreground}))
+                   out=args.out, **({} if args.foreground is None else {"foreground": args.foreground}),
+                   **({} if args.steps is None else {"steps": _steps_arg(args.steps)}))
     if not reports_here():
         return 0
     path = Path(args.out)   # saved by localize (resumable: an interrupted sweep keeps its chunks beside it)
@@ -227,15 +229,19 @@ def _channels_arg(text: str):
                            f"got {text!r}.") from None
 
 
-def _window(text: str | None):
+def _steps_arg(text: str | None):
+    """``--steps``, the Python ``steps=`` rule in words: ``START:STOP`` a window (STOP exclusive), ``N`` one step,
+    ``A,B,C`` those steps (negative numbers count from the end); none: every step."""
     if text is None:
         return None
     a, colon, b = text.partition(":")
     try:
-        return (int(a), int(b)) if colon else int(a)
+        if colon:
+            return int(a), int(b)
+        return [int(v) for v in text.split(",")] if "," in text else int(text)
     except ValueError:
-        raise MassActError(f"--window takes START:STOP (denoising steps, STOP exclusive) or one step; got {text!r}.") \
-            from None
+        raise MassActError(f"--steps takes START:STOP (a window of denoising steps, STOP exclusive), one step, or a "
+                           f"comma list of steps; got {text!r}.") from None
 
 
 def cmd_transport(args) -> int:
@@ -261,7 +267,7 @@ def cmd_transport(args) -> int:
         read_pairs(args.pairs)   # a malformed file: one line, before the model loads
     model = _load(args)
     kw = dict(channels=_channels_arg(args.channels), alpha=args.alpha, layers=parse_layer_words(args.layers),
-              steps=_window(args.window), stream=args.stream, mode=args.mode, seed=args.seed or 0,
+              steps=_steps_arg(args.steps), stream=args.stream, mode=args.mode, seed=args.seed or 0,
               num_steps=args.num_steps,
               size=parse_size(args.size), controls=args.controls or (), blend=args.blend,
               tokens=None if args.tokens == "all" else args.tokens, mask_layer=args.mask_layer)
@@ -367,10 +373,12 @@ def build_parser() -> argparse.ArgumentParser:
     common(sp)
     sp.add_argument("--ks", type=int, nargs="+", default=[1, 4, 8])
     sp.add_argument("--sets", nargs="+", default=list(KINDS), choices=list(KINDS))
-    sp.add_argument("--draws", type=int, default=3, help="random-k draws")
+    sp.add_argument("--random-draws", type=int, default=3, help="random-k draws per k (default 3)")
     sp.add_argument("--op", default="zero", choices=["zero", "mean", "scale"])
     sp.add_argument("--value", type=float, help="factor for --op scale")
     sp.add_argument("--layers", nargs="*", help="layers to edit (default: all)")
+    sp.add_argument("--steps", help="denoising steps to edit: START:STOP (STOP exclusive), one step, or a comma list "
+                                    "(default: all)")
     sp.add_argument("--layer-sets", nargs="+", metavar="NAME=SPEC",
                     help="sweep layer sets too (not with --layers): SPEC a comma list of layers or a kind, "
                          "e.g. early=double.0,double.1 single=single all=all")
@@ -389,6 +397,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="which cluster is the object: border (default: not the cluster holding the image's outer "
                          "ring), max_sum (the paper's: larger summed normalised activation), min_sum, minority")
     sp.add_argument("--layers", nargs="*", help="layers (default: all)")
+    sp.add_argument("--steps", help="denoising steps scored: START:STOP (STOP exclusive), one step, or a comma list "
+                                    "(default: the last step)")
+    sp.add_argument("--random-draws", type=int, default=3, help="random-k draws (default 3)")
     sp.add_argument("--chunk", type=int, default=8,
                     help="prompts generated at a time (bounds the raw slices held; the unit shared between processes)")
     sp.add_argument("--out", required=True, help="JSON file for the result")
@@ -415,7 +426,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="channels per layer for source/target/union (default 4: the fewest that beat random-k on the teaching model; BENCHMARKS.md)")
     sp.add_argument("--alpha", type=float, default=1.0, help="soft blend in [0, 1] (1: the paper's replacement)")
     sp.add_argument("--layers", nargs="*", help="layers to transport (default: all)")
-    sp.add_argument("--window", help="denoising steps to transport, START:STOP (default: all)")
+    sp.add_argument("--steps", help="denoising steps to transport: START:STOP (STOP exclusive), one step, or a comma "
+                                    "list (default: all)")
     sp.add_argument("--stream", default="image", choices=["image", "text", "both"])
     sp.add_argument("--tokens", default="all", choices=["all", "source", "target"],
                     help="image tokens to transport: all, or the source's / target's foreground found by clustering")

@@ -157,7 +157,7 @@ def test_report_of_a_missing_run_is_a_clear_error(tmp_path, capsys):
 def test_probe_disrupt_and_localize(tmp_path, capsys):
     import numpy as np
     assert main(["probe", "disrupt", "--model", "tiny:flux", "--prompt", "a cat", "--num-steps", "2", "--size", "32",
-                 "--ks", "1", "2", "--draws", "1", "--out", str(tmp_path / "d"), "--json"]) == 0
+                 "--ks", "1", "2", "--random-draws", "1", "--out", str(tmp_path / "d"), "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert {(r["set"], r["k"]) for r in doc["table"]} == {(s, k) for s in ("top", "bottom", "random") for k in (1, 2)}
     masks = tmp_path / "masks"
@@ -171,6 +171,35 @@ def test_probe_disrupt_and_localize(tmp_path, capsys):
     assert set(doc["curves"]) == {"top", "bottom", "random", "all"} and len(doc["curves"]["top"]) == 6
     assert main(["probe", "localize", "--model", "tiny:flux", "--prompt", "a", "--masks", str(tmp_path / "none"),
                  "--out", str(tmp_path / "x.json")]) == 2
+
+
+@pytest.mark.parametrize("text, steps", [(None, None), ("3", 3), ("0:2", (0, 2)), ("-2:-1", (-2, -1)),
+                                         ("0,2,-1", [0, 2, -1])])
+def test_steps_flag_is_the_python_steps_rule(text, steps):
+    from massact_viz.cli import _steps_arg
+    assert _steps_arg(text) == steps
+
+
+def test_disrupt_and_localize_pass_steps_and_random_draws_to_the_library(tmp_path, monkeypatch):
+    import massact_viz.probes.disruption as dis
+    import massact_viz.probes.localization as loc
+    seen = {}
+
+    def fake(name):
+        def call(model, prompts, *a, **kw):
+            seen[name] = kw
+            raise mv.MassActError("stop here")
+        return call
+    monkeypatch.setattr(dis, "disrupt", fake("disrupt"))
+    monkeypatch.setattr(loc, "localize", fake("localize"))
+    common = ["--model", "tiny:flux", "--prompt", "a cat", "--num-steps", "4", "--size", "32"]
+    assert main(["probe", "disrupt", *common, "--steps", "1:3", "--random-draws", "2", "--out", str(tmp_path / "d")]) == 2
+    assert seen["disrupt"]["steps"] == (1, 3) and seen["disrupt"]["random_draws"] == 2
+    assert main(["probe", "localize", *common, "--steps", "0,-1", "--random-draws", "5",
+                 "--out", str(tmp_path / "l.json")]) == 2
+    assert seen["localize"]["steps"] == [0, -1] and seen["localize"]["random_draws"] == 5
+    assert main(["probe", "localize", *common, "--out", str(tmp_path / "l.json")]) == 2
+    assert "steps" not in seen["localize"]   # the library's default (the last step), not every step
 
 
 def test_probe_disrupt_layer_sets(tmp_path, capsys):
@@ -188,7 +217,7 @@ def test_probe_disrupt_layer_sets(tmp_path, capsys):
 def test_probe_transport_text_and_image(tmp_path, capsys):
     out = tmp_path / "t"
     base = ["probe", "transport", "--model", "tiny:flux", "--target", "a cat", "--num-steps", "2", "--size", "32",
-            "--k", "2", "--window", "0:1"]
+            "--k", "2", "--steps", "0:1"]
     assert main(base + ["--source", "a dog", "--controls", "random-k", "pixel-blend", "--out", str(out),
                         "--tokens", "target", "--mask-layer", "double.0", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
@@ -210,7 +239,7 @@ def test_probe_transport_text_and_image(tmp_path, capsys):
 @pytest.mark.parametrize("extra, message", [
     ([], "give one of --source"),
     (["--source-image", "nope.png", "--source-prompt", "x"], "not a file"),
-    (["--source", "a dog", "--window", "a:b"], "--window takes"),
+    (["--source", "a dog", "--steps", "a:b"], "--steps takes"),
     (["--source", "a dog", "--channels", "1,x"], "--channels takes"),
 ])
 def test_probe_transport_bad_arguments(extra, message, capsys, tmp_path):

@@ -125,7 +125,7 @@ def test_a_relaunch_with_other_arguments_is_refused(prompts_file, tmp_path):
 
 def test_disrupt_on_two_processes_gives_the_one_process_result(prompts_file, tmp_path):
     args = ["-m", "massact_viz", "probe", "disrupt", "--model", "tiny:flux", "--prompts", str(prompts_file),
-            "--num-steps", "2", "--size", "32", "--ks", "1", "2", "--draws", "2", "--json"]   # 1 + 1 + 2x2 = 8 configs
+            "--num-steps", "2", "--size", "32", "--ks", "1", "2", "--random-draws", "2", "--json"]   # 1 + 1 + 2x2 = 8 configs
     one, two = tmp_path / "one", tmp_path / "two"
     r1 = _launch(args + ["--out", str(one)], 1)
     r2 = _launch(args + ["--out", str(two)], 2)

@@ -178,7 +178,8 @@ def test_guided_replay_is_checked(shapes, tiny_model):
         pr.calls[0] = dict(pr.calls[0], encoder_hidden_states=pr.calls[0]["encoder_hidden_states"] * 0)
         with pytest.raises(MassActError, match="replaying"):
             _Velocity(m, pr).check()
-    inv = invert(shapes, np.zeros((32, 32, 3), np.uint8), SHAPES_P, num_steps=4, guidance=4.0, progress=False)
+    inv = invert(shapes, np.zeros((32, 32, 3), np.uint8), SHAPES_P, num_steps=4, guidance=4.0, method="euler",
+                 progress=False)
     assert inv.guidance == 4.0 and np.isfinite(inv.error["mse"])
 
 
@@ -186,7 +187,7 @@ def test_guided_replay_is_checked(shapes, tiny_model):
 def test_teacher_forced_source_run(tiny_model, shapes, own, tmp_path):
     m = tiny_model("flux")
     img = m.run(TINY_P, num_steps=TINY_STEPS, seed=0, size=SIZE, progress=False).images[0]
-    inv = invert(m, img, TINY_P, num_steps=TINY_STEPS, size=SIZE, seed=2, progress=False)
+    inv = invert(m, img, TINY_P, num_steps=TINY_STEPS, size=SIZE, seed=2, method="euler", progress=False)
     layers, steps = ["double.0", "single.3"], (1, 3)
     run, inputs = first_inputs(m, lambda: image_source_run(m, img, TINY_P, layers=layers, steps=steps, stream="both",
                                                            num_steps=TINY_STEPS, size=SIZE, seed=2, inversion=inv,
@@ -238,7 +239,7 @@ def test_bad_inputs_fail_before_any_work(tiny_model, shapes, tmp_path):
             (lambda: invert(shapes, img, SHAPES_P, size=30), "not divisible by 4"),
             (lambda: encode_image(shapes, img, size=(32, 33)), "not divisible"),
             (lambda: invert(shapes, img, SHAPES_P, method="ddim"), "method must be one of"),
-            (lambda: invert(shapes, img, SHAPES_P, iterations=3), "fixed-point"),
+            (lambda: invert(shapes, img, SHAPES_P, method="euler", iterations=3), "fixed-point"),
             (lambda: invert(shapes, img, SHAPES_P, method="fixed-point", iterations=0), "positive integer"),
             (lambda: invert(shapes, img, SHAPES_P, seed=-1), "seed"),
             (lambda: invert(shapes, img, SHAPES_P, num_steps=0), "num_steps"),
