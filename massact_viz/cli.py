@@ -203,7 +203,8 @@ def cmd_localize(args) -> int:
         masks = sorted(p for p in d.iterdir() if p.suffix.lower() in (".npy", ".png"))
     model = _load(args)
     res = localize(model, prompts_from_args(args), masks, layers=parse_layer_words(args.layers), k=args.k,
-                   sets=tuple(args.sets), random_draws=args.random_draws, seed=args.seed, num_steps=args.num_steps, size=parse_size(args.size),
+                   sets=tuple(args.sets), random_draws=args.random_draws, seed=args.seed, num_steps=args.num_steps,
+                   size=parse_size(args.size),
                    method=args.method, chunk=args.chunk, progress=not args.json, distributed=launched(),
                    out=args.out, **({} if args.foreground is None else {"foreground": args.foreground}),
                    **({} if args.steps is None else {"steps": _steps_arg(args.steps)}))
@@ -242,6 +243,11 @@ def _steps_arg(text: str | None):
     except ValueError:
         raise MassActError(f"--steps takes START:STOP (a window of denoising steps, STOP exclusive), one step, or a "
                            f"comma list of steps; got {text!r}.") from None
+
+
+def _add_steps(sp, what: str, default: str) -> None:
+    sp.add_argument("--steps", help=f"denoising steps {what}: START:STOP (STOP exclusive), one step, or a comma list "
+                                    f"(default: {default})")
 
 
 def cmd_transport(args) -> int:
@@ -377,8 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--op", default="zero", choices=["zero", "mean", "scale"])
     sp.add_argument("--value", type=float, help="factor for --op scale")
     sp.add_argument("--layers", nargs="*", help="layers to edit (default: all)")
-    sp.add_argument("--steps", help="denoising steps to edit: START:STOP (STOP exclusive), one step, or a comma list "
-                                    "(default: all)")
+    _add_steps(sp, "to edit", "all")
     sp.add_argument("--layer-sets", nargs="+", metavar="NAME=SPEC",
                     help="sweep layer sets too (not with --layers): SPEC a comma list of layers or a kind, "
                          "e.g. early=double.0,double.1 single=single all=all")
@@ -397,8 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="which cluster is the object: border (default: not the cluster holding the image's outer "
                          "ring), max_sum (the paper's: larger summed normalised activation), min_sum, minority")
     sp.add_argument("--layers", nargs="*", help="layers (default: all)")
-    sp.add_argument("--steps", help="denoising steps scored: START:STOP (STOP exclusive), one step, or a comma list "
-                                    "(default: the last step)")
+    _add_steps(sp, "scored", "the last step")
     sp.add_argument("--random-draws", type=int, default=3, help="random-k draws (default 3)")
     sp.add_argument("--chunk", type=int, default=8,
                     help="prompts generated at a time (bounds the raw slices held; the unit shared between processes)")
@@ -426,8 +430,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="channels per layer for source/target/union (default 4: the fewest that beat random-k on the teaching model; BENCHMARKS.md)")
     sp.add_argument("--alpha", type=float, default=1.0, help="soft blend in [0, 1] (1: the paper's replacement)")
     sp.add_argument("--layers", nargs="*", help="layers to transport (default: all)")
-    sp.add_argument("--steps", help="denoising steps to transport: START:STOP (STOP exclusive), one step, or a comma "
-                                    "list (default: all)")
+    _add_steps(sp, "to transport", "all")
     sp.add_argument("--stream", default="image", choices=["image", "text", "both"])
     sp.add_argument("--tokens", default="all", choices=["all", "source", "target"],
                     help="image tokens to transport: all, or the source's / target's foreground found by clustering")

@@ -141,7 +141,7 @@ def test_inversion_regenerates_the_models_own_output(shapes, own):
     assert fp.error["final_latent_error"] < 0.05 and abs(fp.error["noise_std"] - 1) < 0.1
     # measured 19.0 (step 29771; 16.9 at 26322, 10.2 at 22490, 9.3 at 20400): plain inverse Euler drifts more the longer
     # the model trains, which is why fixed-point is the default
-    assert eu.error["mean_abs_uint8"] < 24
+    assert eu.error["mean_abs_uint8"] < 20
     # ...but still beats starting from another seed's noise (= generating from that seed)
     assert eu.error["mean_abs_uint8"] < nz.error["mean_abs_uint8"] - 3
     assert nz.error["mean_abs_uint8"] == pytest.approx(mad(other, own))
