@@ -30,10 +30,17 @@ bench: $(BIN)/massact-viz  ## capture overhead, memory and probe benchmarks (wri
 	$(BIN)/python benchmarks/capture_overhead.py
 	$(BIN)/python benchmarks/probes.py
 
-shapes-train: $(BIN)/massact-viz  ## continue training the shipped teaching model (resumes runs/shapes-seed0/ckpt.pt if there is one)
-	$(BIN)/python -m massact_viz.shapes.train --out data/shapes --init-from data/shapes --seed 0 --minutes $(or $(MINUTES),60)
+# the recipe of the shipped CPU segments (data/shapes/CARD.md), data-parallel over PROCESSES processes: by default
+# one per GPU, else two of one thread each (on 2 cores faster than one process of two threads), one on one core;
+# PROCESSES=1: one process with every core's threads
+SHAPES_RECIPE = --batch 64 --lr 1.5e-4 --warmup 100 --lr-schedule cosine --ema 0.998 --p-two $(or $(P_TWO),0.7)
+PROCESSES ?= $(shell $(BIN)/python -c "import os, torch; print(torch.cuda.device_count() or min(2, os.cpu_count() or 1))")
+SHAPES_LAUNCH = $(if $(filter 1,$(PROCESSES)),$(BIN)/python,OMP_NUM_THREADS=1 $(BIN)/torchrun --standalone --nproc-per-node $(PROCESSES))
 
-shapes-card: $(BIN)/massact-viz  ## measure the shipped teaching model: data/shapes/card.json and CARD.md
+shapes-train: $(BIN)/massact-viz  ## continue training the shipped teaching model (resumes runs/shapes-seed0/ckpt.pt if there is one)
+	$(SHAPES_LAUNCH) -m massact_viz.shapes.train --out data/shapes --init-from data/shapes --seed 0 --minutes $(or $(MINUTES),60) $(SHAPES_RECIPE)
+
+shapes-card: $(BIN)/massact-viz  ## measure the shipped teaching model: data/shapes/card.json, CARD.md and samples.png
 	$(BIN)/python benchmarks/shapes_card.py
 
 clean:

@@ -12,7 +12,7 @@
 #     diffusers==0.42.1 importlib_metadata nnsight==0.8.1 greenlet pydantic pydantic_core annotated-types \
 #     typing-inspection websocket-client zstandard
 # then, from the repository root on the device machine (carry: .whl, and the PILOT folder if there is one):
-#   MINUTES=6 P_TWO=0.35 WORKERS=10 REAL_SIZE= bash benchmarks/gpu_session.sh     # the teaching model alone
+#   MINUTES=6 WORKERS=10 REAL_SIZE= bash benchmarks/gpu_session.sh     # the teaching model alone
 #   MINUTES=0 bash benchmarks/gpu_session.sh                                       # then FLUX.1 at full size
 # A second run on the same warm machine continues the checkpoints in /tmp/ckpt-* (after a finished run: a new
 # cosine decay fitted to the new MINUTES, a warm restart); FRESH=1 starts again from the init weights.
@@ -23,7 +23,7 @@ OUT=${OUT:-runs/gpu}
 MINUTES=${MINUTES:-5}          # training wall time; the cosine decay is fitted to it (no --steps)
 BATCH=${BATCH:-512}            # with PROFILE=1: the smallest batch tried (then 2x and 4x)
 PROFILE=${PROFILE:-1}
-P_TWO=${P_TWO:-0.2}            # share of two-object scenes
+P_TWO=${P_TWO:-0.7}            # share of two-object scenes (the CPU arms of 2026-12-05: 70 % beat 35 %)
 LR=${LR:-4e-4}
 WORKERS=${WORKERS:-6}          # processes drawing scenes per training run (the GPU step is faster than one core)
 PILOT=${PILOT:-}               # a second model folder (config.json + model.safetensors) to continue beside it

@@ -3,7 +3,8 @@
 A script, not a library module: it uses the probes, so it stands outside the package's import graph
 (the teaching model in ``massact_viz/shapes`` uses only the floors below the probes).
 
-    python benchmarks/shapes_card.py            # writes data/shapes/card.json and CARD.md (make shapes-card)
+    python benchmarks/shapes_card.py            # writes data/shapes/card.json, CARD.md and samples.png
+                                                # (make shapes-card)
 
 Everything in the card is computed here, from the shipped weights, with fixed seeds, and every number
 carries its 95 % interval (Wilson for accuracies, bootstrap over captions or pairs for means):
@@ -19,11 +20,14 @@ carries its 95 % interval (Wilson for accuracies, bootstrap over captions or pai
   per layer with top-k against bottom-k, random-k and all channels;
 * transport (:func:`massact_viz.probes.transport_study` over the colour pairs of
   ``data/prompts/shapes_pairs.tsv``, the library's defaults) against random-k and bottom-k;
+* a sample sheet (``samples.png``): the first 8 one-object and 8 two-object held-out captions, the model's
+  image beside the caption drawn by the scene generator, with the judge's verdict;
 * the training history and the training-lever pilots (``benchmarks/shapes_pilots.json``) when present.
 """
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import time
 from pathlib import Path
@@ -75,6 +79,64 @@ def accuracy(pipe, captions: list[str]) -> dict:
             flags = [f for f in flags if f is not None]
             out[tag][key] = proportion_interval(flags).to_dict() if flags else None
     return out
+
+
+SHEET_FILE = "samples.png"
+SHEET_CAPTIONS = 8  # per row kind: one-object and two-object held-out captions on the sample sheet
+
+
+def sheet_captions(n: int = SHEET_CAPTIONS) -> list[str]:
+    """The sample sheet's captions: the first ``n`` one-object and first ``n`` two-object held-out captions."""
+    caps = scenes.heldout_captions(200)
+    one = [c for c in caps if scenes.parse_caption(c)["relation"] is None][:n]
+    two = [c for c in caps if scenes.parse_caption(c)["relation"] is not None][:n]
+    return one + two
+
+
+def sample_sheet(pipe, captions: list[str], title: str, *, per_row: int = 4):
+    """A labelled sheet (``PIL.Image``) and the judge's records: for each caption the generated image (image i: seed i, the
+    card's sampling) beside the same caption drawn by the scene generator, the caption, and the judge's
+    verdict on colour, shape and (two objects) relation.  Readable without the code: what the model draws."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    from massact_viz.shapes.train import evaluate
+
+    res = evaluate(pipe, captions, seed=0, return_images=True)
+    big, small, pad, text_h = 128, 64, 10, 58
+    tile_w, tile_h = big + small + 3 * pad + 40, big + text_h + pad
+    head = 56
+    font, bold = ImageFont.load_default(size=12), ImageFont.load_default(size=15)
+    rows = -(-len(captions) // per_row)
+    sheet = Image.new("RGB", (per_row * tile_w + pad, head + rows * tile_h + pad), "white")
+    d = ImageDraw.Draw(sheet)
+    d.text((pad, 8), title, fill="black", font=bold)
+    d.text((pad, 30), "Each tile: the model's image (left, 32x32 px shown at 4x) | the caption drawn by the scene "
+           "generator (right, 2x) | the judge's verdict.", fill="black", font=font)
+    for i, (img, rec) in enumerate(zip(res["images"], res["records"])):
+        x, y = pad + (i % per_row) * tile_w, head + (i // per_row) * tile_h
+        sheet.paste(Image.fromarray(img).resize((big, big), Image.NEAREST), (x, y))
+        truth, _, _ = scenes.render(scenes.scene_from_caption(rec["caption"], np.random.default_rng(i)), img.shape[0])
+        sheet.paste(Image.fromarray(truth).resize((small, small), Image.NEAREST), (x + big + pad, y))
+        d.text((x + big + pad, y + small + 4), "right: caption", fill="dimgray", font=font)
+        d.text((x + big + pad, y + small + 18), "drawn", fill="dimgray", font=font)
+        d.text((x + big + pad, y + small + 36), "left: model,", fill="dimgray", font=font)
+        d.text((x + big + pad, y + small + 50), f"seed {i}", fill="dimgray", font=font)
+        words, lines, line = rec["caption"].split(), [], ""
+        for w in words:
+            if len(line) + len(w) + 1 > 38:
+                lines.append(line)
+                line = w
+            else:
+                line = f"{line} {w}".strip()
+        lines.append(line)
+        for j, ln in enumerate(lines[:3]):
+            d.text((x, y + big + 4 + 13 * j), ln, fill="black", font=font)
+        verdict = [f"colour {'yes' if rec['colour_ok'] else 'NO'}", f"shape {'yes' if rec['shape_ok'] else 'NO'}"]
+        if rec["relation_ok"] is not None:
+            verdict.append(f"relation {'yes' if rec['relation_ok'] else 'NO'}")
+        d.text((x, y + big + 4 + 13 * 3), "judge: " + ", ".join(verdict),
+               fill="darkgreen" if rec["ok"] else "firebrick", font=font)
+    return sheet, res["records"]
 
 
 def _iv(d: dict | None) -> str:
@@ -223,8 +285,8 @@ def markdown(card: dict) -> str:
     if "pilots" in card:
         lines += ["## Training levers, measured (`benchmarks/shapes_pilots.py`)", "",
                   "Throughput of the trainer in its steady state, then pilots continuing the same weights for "
-                  "the same CPU time, judged on 180 one-object captions (Wilson intervals) and the fixed-noise "
-                  "validation loss:", "", _bench_module("shapes_pilots").table(card["pilots"]), ""]
+                  "the same CPU time, judged on 180 one-object captions (Wilson intervals), where measured on 180 "
+                  "held-out two-object captions, and on the fixed-noise validation loss:", "", _bench_module("shapes_pilots").table(card["pilots"]), ""]
     if "sampling" in card:
         rows = card["sampling"]["rows"]
         lines += ["## Sampling settings, measured (`benchmarks/shapes_sampling.py`)", "",
@@ -232,6 +294,16 @@ def markdown(card: dict) -> str:
                   "yardsticks and the same noise (image i: seed i); the paired difference in one-object shape "
                   "accuracy against the default (CFG 4, 20 steps) is a bootstrap interval over the 180 captions:", "",
                   _bench_module("shapes_sampling").markdown(rows), ""]
+    if "sample_sheet" in card:
+        recs = card["sample_sheet"]["records"]
+        n_one = sum(r["relation_ok"] is None for r in recs)
+        lines += ["## What it draws", "",
+                  f"![{n_one} one-object and {len(recs) - n_one} two-object held-out captions: the model's image, the "
+                  f"caption drawn by the scene generator, the judge's verdict]({card['sample_sheet']['file']})", "",
+                  f"The first {n_one} one-object and {len(recs) - n_one} two-object held-out captions (image i: seed i); "
+                  f"the judge passes {sum(r['ok'] for r in recs[:n_one])} of {n_one} and "
+                  f"{sum(r['ok'] for r in recs[n_one:])} of {len(recs) - n_one} (too few to estimate a rate: the tables "
+                  "below do that).", ""]
     acc = card["accuracy_heldout"]
     lines += [f"## Samples on {acc['n']} held-out captions", "",
               "| captions | n | colour | shape | relation | all |", "|---|---|---|---|---|---|"]
@@ -297,7 +369,15 @@ def main(argv=None) -> None:
         _side_tables(card)
         atomic_write(Path(wdir, "card.json"), strict_json(card, indent=1))
     else:
-        card = measure(mv.load("shapes"), a.n_eval)
+        model = mv.load("shapes")
+        card = measure(model, a.n_eval)
+        step = card["training"].get("training", {}).get("step")
+        sheet, recs = sample_sheet(model.pipe, sheet_captions(), f"shapes model, step {step}: {SHEET_CAPTIONS} "
+                                   f"one-object and {SHEET_CAPTIONS} two-object held-out captions (CFG 4, 20 steps)")
+        buf = io.BytesIO()
+        sheet.save(buf, format="PNG", optimize=True)
+        atomic_write(Path(wdir, SHEET_FILE), buf.getvalue())
+        card["sample_sheet"] = {"file": SHEET_FILE, "records": recs}
         atomic_write(Path(wdir, "card.json"), strict_json(card, indent=1))
     atomic_write(Path(wdir, "CARD.md"), markdown(card))
     for t, ok, v in _targets(card):

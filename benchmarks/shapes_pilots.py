@@ -14,9 +14,12 @@ Two parts, both with nothing else running on the machine:
   ``train.one_object_eval_captions``) with a 95 % Wilson interval, and the
   fixed-noise validation loss (``train.validation_loss``, 512 scenes).
 
-* ``judge``: an architecture pilot trained with the trainer itself (its own command line, e.g. a finer
-  token grid warm-started from the shipped weights with ``--init-partial``), judged on the same yardstick
-  and recorded beside the shipped weights' own score, with the CPU minutes and images its training took.
+* ``judge``: a pilot trained with the trainer itself (its own command line, e.g. a finer token grid
+  warm-started from the shipped weights with ``--init-partial``, or two arms of one lever run side by side
+  for the same time), judged on the same yardstick plus colour, shape and relation on 180 held-out
+  two-object captions (``train.two_object_eval_captions``; ``--two-captions 0`` skips them), recorded
+  beside the shipped weights' own score with the CPU minutes and images its training took, and compared
+  paired (same captions, same seeds) with the shipped weights and any rows named in ``--against``.
 
 Usage::
 
@@ -27,6 +30,8 @@ Usage::
         --warmup 100 --lr-schedule cosine --steps 1300 --minutes 40 --p-two 0.2 --threads 2 --eval-n 0
     python benchmarks/shapes_pilots.py --part judge --weights runs/shapes-g16/out \
         --name "token grid 16x16 (vae_factor 1), partial warm start"
+    python benchmarks/shapes_pilots.py --part judge --weights runs/armB/out --name "two-object scenes 70 %" \
+        --against "two-object scenes 35 % (control)"
 
 Results go to ``benchmarks/shapes_pilots.json`` (finished rows are kept and skipped on
 a rerun with the same settings) and a Markdown table is printed; the model card
@@ -39,6 +44,8 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -62,6 +69,8 @@ THROUGHPUT = {  # name -> TrainArgs overrides
     "batch 64, 2 threads": dict(batch=64, threads=2),
     "batch 128, 2 threads": dict(batch=128, threads=2),
     "batch 64, 2 threads, torch.compile": dict(batch=64, threads=2, compile=True),
+    # data-parallel: two launched processes (torchrun, gloo), one thread each, 32 images each per step
+    "batch 64, 2 processes x 1 thread": dict(batch=64, threads=1, processes=2),
 }
 
 PILOTS = {  # name -> (throughput row giving its speed, TrainArgs overrides); all: 2 threads, warm start,
@@ -79,41 +88,76 @@ def _args(out: Path, init: str, minutes: float, **over) -> T.TrainArgs:
     return T.TrainArgs(**{**base, **over})
 
 
-def judge(weights: Path, n_captions: int, n_val: int) -> dict:
+def _acc(flags: list[bool]) -> dict:
+    k, n = sum(flags), len(flags)
+    return {"k": k, "n": n, "p": k / n, "ci95": list(wilson_interval(k, n))}
+
+
+def judge(weights: Path, n_captions: int, n_val: int, n_two: int = 0) -> dict:
+    """The fixed yardstick: one-object shape and colour (``n_captions``), with ``n_two`` > 0 also colour, shape
+    and relation on that many held-out two-object captions, and the fixed-noise validation loss; per-caption
+    outcomes are kept for paired comparisons (same captions, same seeds)."""
     pipe = load_shapes_pipeline(weights)
-    caps = T.one_object_eval_captions(n_captions)
-    res = T.evaluate(pipe, caps, seed=0)
-    recs = res["records"]
+    recs = T.evaluate(pipe, T.one_object_eval_captions(n_captions), seed=0)["records"]
     out = {"n": len(recs)}
     for key in ("shape", "colour"):
-        k = sum(bool(r[f"{key}_ok"]) for r in recs)
-        out[key] = {"k": k, "n": len(recs), "p": k / len(recs), "ci95": list(wilson_interval(k, len(recs)))}
-    per_shape = {}
-    for s in ("circle", "square", "triangle"):
-        rs = [r for r in recs if f" {s} " in r["caption"]]
-        k = sum(bool(r["shape_ok"]) for r in rs)
-        per_shape[s] = {"k": k, "n": len(rs), "p": k / len(rs), "ci95": list(wilson_interval(k, len(rs)))}
-    out["shape_by_kind"] = per_shape
+        out[key] = _acc([bool(r[f"{key}_ok"]) for r in recs])
+    out["shape_by_kind"] = {s: _acc([bool(r["shape_ok"]) for r in recs if f" {s} " in r["caption"]])
+                            for s in ("circle", "square", "triangle")}
     out["shape_ok"] = [bool(r["shape_ok"]) for r in recs]   # per caption, for paired comparisons
+    if n_two:
+        two = T.evaluate(pipe, T.two_object_eval_captions(n_two), seed=0)["records"]
+        flags = {key: [bool(r[f"{key}_ok"]) for r in two] for key in ("colour", "shape", "relation")}
+        flags["all"] = [bool(r["ok"]) for r in two]
+        out["two"] = {"n": len(two), **{key: _acc(f) for key, f in flags.items()}, "per_caption": flags}
     out["val_loss"] = T.validation_loss(pipe, n_val)
     return out
 
 
-def run_throughput(results: dict, init: str, minutes: float) -> None:
+def _launched(out: Path, init: str, minutes: float, processes: int, **over) -> dict:
+    """The trainer's command line launched as ``processes`` processes (torchrun); its summary and log."""
+    if not set(over) <= {"batch", "threads"}:
+        raise SystemExit(f"a launched throughput row passes only batch and threads, not {sorted(set(over))}")
+    a = _args(out, init, minutes, lr=1e-5, log_every=5, **over)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
+           "-m", "massact_viz.shapes.train", "--out", a.out, "--ckpt-dir", a.ckpt_dir, "--init-from", init,
+           "--minutes", str(minutes), "--batch", str(a.batch), "--lr", str(a.lr), "--warmup", str(a.warmup),
+           "--threads", str(a.threads), "--eval-n", "0", "--val-n", "0", "--ckpt-every", "1e9", "--log-every", "5",
+           "--fresh", "--no-progress", "--device", "cpu"]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS=str(a.threads)),
+                       timeout=60 * minutes + 600)
+    if r.returncode or "{" not in r.stdout:
+        raise SystemExit(f"the launched trainer failed:\n{r.stderr[-2000:]}")
+    s = json.loads(r.stdout[r.stdout.index("{"):])
+    s["history"] = [json.loads(line) for line in (Path(a.ckpt_dir) / "log.jsonl").read_text().splitlines()]
+    return s
+
+
+def run_throughput(results: dict, init: str, minutes: float, only: list[str] | None = None) -> None:
+    """Measure each setting (with ``only``: just those, again, as a baseline measured beside a new setting)."""
     done = results.setdefault("throughput", {})
+    unknown = sorted(set(only or []) - set(THROUGHPUT))
+    if unknown:
+        raise SystemExit(f"--only: no throughput setting named {unknown[0]!r}; settings: {list(THROUGHPUT)}")
     for name, over in THROUGHPUT.items():
-        if name in done and done[name]["minutes"] == minutes:
+        if (only and name not in only) or (not only and name in done and done[name]["minutes"] == minutes):
             continue
+        over = dict(over)
+        processes = over.pop("processes", 1)
         with tempfile.TemporaryDirectory() as d:
             t0 = time.time()
-            s = T.train(_args(Path(d), init, minutes, lr=1e-5, log_every=5, **over))
+            if processes > 1:
+                s = _launched(Path(d), init, minutes, processes, **over)
+            else:
+                s = T.train(_args(Path(d), init, minutes, lr=1e-5, log_every=5, **over))
             wall = time.time() - t0
         rates = [h["it_s"] for h in s["history"] if "it_s" in h][1:]
         b = over["batch"]
         first_window = next((h for h in s["history"] if "it_s" in h), None)
         done[name] = {"minutes": minutes, "steps": s["step"], "images_per_s": round(b * statistics.median(rates), 1),
                       "startup_s": round(5 / first_window["it_s"] - 5 / statistics.median(rates), 1)
-                      if first_window else None, "wall_s": round(wall, 1), "settings": over}
+                      if first_window else None, "wall_s": round(wall, 1), "settings": THROUGHPUT[name],
+                      "measured": time.strftime("%Y-%m-%d")}
         print(f"{name}: {done[name]['images_per_s']} images/s, start-up {done[name]['startup_s']} s", flush=True)
         _save(results)
 
@@ -140,27 +184,44 @@ def run_pilots(results: dict, init: str, minutes: float, n_captions: int, n_val:
         _save(results)
 
 
-def run_judge(results: dict, init: str, weights: str, name: str, n_captions: int, n_val: int) -> None:
-    """Judge a pilot the trainer wrote to ``weights`` (and the starting weights once), under ``architecture``."""
+def run_judge(results: dict, init: str, weights: str, name: str, n_captions: int, n_val: int, n_two: int,
+              against: list[str]) -> None:
+    """Judge a pilot the trainer wrote to ``weights`` (and the starting weights once), under ``architecture``,
+    and compare it, paired, with the starting weights and the rows named in ``against`` (e.g. a control arm
+    trained for the same time)."""
     rows = results.setdefault("architecture", {})
     start_cfg = json.loads((Path(init) / "config.json").read_text())
     start = f"shipped weights (step {start_cfg['training']['step']}, 8x8 tokens)"
-    if start not in rows:
-        rows[start] = {"minutes": 0, "images": 0, "config": start_cfg["config"], "judge": judge(Path(init), n_captions, n_val)}
+    if start not in rows or (n_two and "two" not in rows[start]["judge"]):
+        rows[start] = {"minutes": 0, "images": 0, "config": start_cfg["config"],
+                       "judge": judge(Path(init), n_captions, n_val, n_two)}
         _save(results)
+    missing = [a for a in against if a not in rows]
+    if missing:
+        raise SystemExit(f"--against: no judged row named {missing[0]!r}; judged rows: {sorted(rows)}")
     cfg = json.loads((Path(weights) / "config.json").read_text())
     tr = cfg.get("training", {})
-    minutes = tr.get("train_minutes", 0)
-    rows[name] = {"minutes": round(minutes, 1), "images": tr.get("images_seen"),
-                  "images_per_s": round(tr.get("images_seen", 0) / (60 * minutes), 1) if minutes else "-",
-                  "steps": tr.get("step"), "config": cfg["config"], "warm_start": tr.get("warm_start"),
-                  "args": tr.get("args"), "judge": judge(Path(weights), n_captions, n_val)}
+    seg = tr.get("segment") or tr   # the row's own segment (the trainer also writes totals over every segment)
+    minutes = seg.get("train_minutes", 0)
+    rows[name] = {"minutes": round(minutes, 1), "images": seg.get("images_seen"),
+                  "images_per_s": round(seg.get("images_seen", 0) / (60 * minutes), 1) if minutes else "-",
+                  "steps": seg.get("step"), "config": cfg["config"], "warm_start": tr.get("warm_start"),
+                  "args": tr.get("args"), "judge": judge(Path(weights), n_captions, n_val, n_two)}
     print(f"{name}: {_row(name, rows[name])}", flush=True)
     # the same captions and seeds: a paired difference says more than two overlapping intervals
-    if "shape_ok" in rows[start]["judge"]:
-        c = compare(rows[name]["judge"]["shape_ok"], rows[start]["judge"]["shape_ok"], name, start)
-        rows[name]["shape_vs_start"] = c.to_dict()
-        print(f"one-object shape, paired: {c.sentence}", flush=True)
+    rows[name]["paired"] = {}
+    for other in [start, *against]:
+        mine, theirs = rows[name]["judge"], rows[other]["judge"]
+        pairs = [("one-object shape", mine.get("shape_ok"), theirs.get("shape_ok"))]
+        if "two" in mine and "two" in theirs:
+            pairs += [(f"two-object {key}", mine["two"]["per_caption"][key], theirs["two"]["per_caption"][key])
+                      for key in ("colour", "shape", "relation")]
+        for label, a, b in pairs:
+            if a is None or b is None or len(a) != len(b):
+                continue
+            c = compare(a, b, name, other)
+            rows[name]["paired"][f"{label} vs {other}"] = c.to_dict()
+            print(f"{label}, paired: {c.sentence}", flush=True)
     _save(results)
 
 
@@ -172,22 +233,29 @@ def _row(name: str, r: dict) -> str:
     j = r["judge"]
     per = " / ".join(f"{100 * j['shape_by_kind'][s]['p']:.0f}" for s in ("circle", "square", "triangle"))
     ips = r.get("images_per_s", "-")
+    two = " / ".join(_fmt(j["two"][k]) for k in ("colour", "shape", "relation")) if "two" in j else "-"
     return (f"| {name} | {r['minutes']} | {ips} | {r['images']} | {_fmt(j['shape'])} | {per} | {_fmt(j['colour'])} | "
-            f"{j['val_loss']['one']:.4f} / {j['val_loss']['two']:.4f} |")
+            f"{two} | {j['val_loss']['one']:.4f} / {j['val_loss']['two']:.4f} |")
+
+
+def _two_header(rows: dict) -> str:
+    ns = sorted({r["judge"]["two"]["n"] for r in rows.values() if "two" in r["judge"]})
+    return f"held-out two-object colour / shape / relation (n = {', '.join(map(str, ns)) or '-'})"
 
 
 def table(results: dict) -> str:
     lines = []
     if results.get("throughput"):
-        lines += ["| setting | images/s (steady) | start-up s |", "|---|---|---|"]
+        lines += ["| setting | images/s (steady) | start-up s | measured |", "|---|---|---|---|"]
         for name, r in results["throughput"].items():
-            lines.append(f"| {name} | {r['images_per_s']} | {r['startup_s']} |")
+            lines.append(f"| {name} | {r['images_per_s']} | {r['startup_s']} | {r.get('measured', '-')} |")
         lines.append("")
     if results.get("pilots"):
         p = results["pilots"]
         n = next(iter(p.values()))["judge"]["n"]
         lines += [f"| lever | minutes | images/s | images | one-object shape (n = {n}) | circle / square / triangle % "
-                  "| one-object colour | val loss one / two objects |", "|---|---|---|---|---|---|---|---|"]
+                  f"| one-object colour | {_two_header(p)} | val loss one / two objects |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for name, r in p.items():
             lines.append(_row(name, r))
     if results.get("architecture"):
@@ -197,7 +265,8 @@ def table(results: dict) -> str:
                   "judged here; minutes are the training time of the row's own segment: CPU minutes on this 2-core "
                   "machine, or GPU minutes where the row names a GPU):", "",
                   f"| pilot | minutes | images/s | images | one-object shape (n = {n}) | circle / square / triangle % "
-                  "| one-object colour | val loss one / two objects |", "|---|---|---|---|---|---|---|---|"]
+                  f"| one-object colour | {_two_header(p)} | val loss one / two objects |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for name, r in p.items():
             lines.append(_row(name, r))
     return "\n".join(lines)
@@ -214,8 +283,14 @@ def main() -> None:
     ap.add_argument("--name", help="--part judge: the pilot's name in the table")
     ap.add_argument("--minutes", type=float, default=8.0, help="wall-clock minutes per pilot")
     ap.add_argument("--throughput-minutes", type=float, default=1.5, help="minutes per throughput setting")
+    ap.add_argument("--only", nargs="+", help="--part throughput: measure just these settings again (e.g. a new one "
+                                              "and its baseline, in the same run)")
     ap.add_argument("--init", default=str(HERE.parent / "data" / "shapes"), help="starting weights")
     ap.add_argument("--captions", type=int, default=180, help="one-object captions judged per pilot")
+    ap.add_argument("--two-captions", type=int, default=180,
+                    help="--part judge: held-out two-object captions judged per row (0 = skip)")
+    ap.add_argument("--against", nargs="*", default=[],
+                    help="--part judge: judged rows to compare the pilot with, paired (the starting weights always)")
     ap.add_argument("--val-n", type=int, default=512, help="scenes in the validation loss")
     a = ap.parse_args()
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
@@ -226,9 +301,9 @@ def main() -> None:
     if a.part == "judge":
         if not (a.weights and a.name):
             raise SystemExit("--part judge needs --weights DIR and --name TEXT")
-        run_judge(results, a.init, a.weights, a.name, a.captions, a.val_n)
+        run_judge(results, a.init, a.weights, a.name, a.captions, a.val_n, a.two_captions, a.against)
     if a.part in ("throughput", "both"):
-        run_throughput(results, a.init, a.throughput_minutes)
+        run_throughput(results, a.init, a.throughput_minutes, a.only)
     if a.part in ("pilots", "both"):
         run_pilots(results, a.init, a.minutes, a.captions, a.val_n)
     print(table(results))

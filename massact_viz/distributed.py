@@ -9,7 +9,8 @@ dies loses only the unit it was running and the same command, launched again (wi
 processes), shares out the units not done yet. After a barrier the main process merges. Shared this way:
 ``scan`` (units: batches of prompts), ``disrupt`` (channel-set configurations), ``localize`` (chunks of
 prompts; resumable with ``out=``, else the scores are gathered in memory) and ``transport_study``
-(pair x seed; resumable with ``out=``, else gathered).
+(pair x seed; resumable with ``out=``, else gathered). The teaching model's trainer shares each step instead
+(``massact_viz.shapes.train``: every process a slice of the batch, gradients averaged with :meth:`Ranks.mean_`).
 
 Sharing is asked for (``distributed=True``; the command line does it when launched as one of several
 processes), never guessed: a script that gives each process its own prompts keeps working. Before any
@@ -79,6 +80,31 @@ class Ranks:
             return value
         from accelerate.utils import broadcast_object_list
         return broadcast_object_list([value], from_process=0)[0]
+
+    def mean_(self, tensors: Sequence[Any]) -> None:
+        """Replace each tensor, in place, by its mean over the processes (one collective over a flattened copy:
+        data-parallel training averages its gradients so). Nothing to do in a single process."""
+        if self.world == 1 or not tensors:
+            return
+        import torch
+        from accelerate.utils import reduce
+
+        flat = reduce(torch.cat([t.detach().reshape(-1) for t in tensors]), reduction="mean")
+        at = 0
+        for t in tensors:
+            t.copy_(flat[at:at + t.numel()].view_as(t))
+            at += t.numel()
+
+    def any(self, flags: Sequence[bool], device: Any = "cpu") -> list[bool]:
+        """For each flag, whether it is true on any process (one collective; ``device``: where its tensor lives,
+        the process's GPU under NCCL)."""
+        if self.world == 1:
+            return [bool(f) for f in flags]
+        import torch
+        from accelerate.utils import reduce
+
+        votes = reduce(torch.tensor([float(bool(f)) for f in flags], device=device), reduction="sum")
+        return [bool(v > 0) for v in votes.tolist()]
 
     def start_job(self, directory, settings: dict, what: str, hint: str) -> None:
         """Start or resume the resumable job in ``directory`` on every process: the main process creates (or

@@ -145,6 +145,18 @@ def test_heldout_split():
     assert 0.05 < frac < 0.2
 
 
+def test_the_training_yardsticks_are_fixed_and_what_they_say():
+    from massact_viz.shapes import train as T
+
+    one, two = T.one_object_eval_captions(180), T.two_object_eval_captions(180)
+    assert one == T.one_object_eval_captions(180) and two == T.two_object_eval_captions(180)
+    assert [sum(f" {s} " in c for c in one) for s in S.SHAPES] == [60, 60, 60]
+    assert all(S.parse_caption(c)["relation"] is None for c in one)
+    assert len(set(two)) == 180 and all(S.is_heldout(c) for c in two)
+    assert all(S.parse_caption(c)["relation"] is not None for c in two)
+    assert {S.parse_caption(c)["relation"] for c in two} == set(S.RELATIONS)
+
+
 # --------------------------------------------------------------------------- judge
 
 
@@ -331,7 +343,7 @@ def test_diffusers_save_and_from_pretrained(tiny_pipe, tmp_path):
     assert np.abs(a - b).max() < 1e-5
 
 
-def test_smoke_training_resume_and_generation(tmp_path):
+def test_smoke_training_resume_and_generation(tmp_path, monkeypatch):
     from massact_viz.shapes import train as T
     from massact_viz.shapes.model import load_shapes_pipeline
 
@@ -358,13 +370,113 @@ def test_smoke_training_resume_and_generation(tmp_path):
     assert out.images.shape == (1, 32, 32, 3) and np.isfinite(out.images).all()
     res = T.evaluate(pipe, ["a red circle on a blue background", S.heldout_captions(1)[0]], num_inference_steps=2)
     assert res["n"] == 2 and set(res["all"]) >= {"colour", "shape"}
-    # a new machine continues the shipped weights: warm start, fresh optimizer, provenance recorded
+    # a new machine continues the shipped weights: warm start, fresh optimizer, provenance recorded, and the
+    # data stream continues at the source's step 20 (a segment that replayed steps 0.. would re-see its scenes)
+    drawn = []
+    get = T.BatchSource.get
+    monkeypatch.setattr(T.BatchSource, "get", lambda self, step: drawn.append(step) or get(self, step))
     c = T.train(T.TrainArgs(out=str(tmp_path / "c"), ckpt_dir=str(tmp_path / "cc"), steps=1,
                             init_from=str(tmp_path / "a"), **common))
     first_warm = [h["loss_raw"] for h in c["history"] if "loss_raw" in h][0]
     assert first_warm < 0.9 * np.mean(losses[:5])  # starts from the trained weights, not from scratch
     doc = json.loads((tmp_path / "c" / "config.json").read_text())
-    assert doc["training"]["warm_start"]["previous_training"]["step"] == 20
+    tr = doc["training"]
+    assert drawn == [20] and tr["warm_start"]["data_from"] == 20
+    # totals over both segments, this segment's own figures, and one history line per segment
+    assert (tr["step"], tr["images_seen"], tr["segment"]["step"], tr["segment"]["images_seen"]) == (21, 168, 1, 8)
+    assert len(tr["history"]) == 2 and tr["history"][0].startswith("steps 0-20 ") and "from scratch" in tr["history"][0]
+    assert tr["history"][1].startswith("steps 20-21 ") and "warm start from" in tr["history"][1]
+    # resumed, the segment keeps its place in the stream and in the totals
+    T.train(T.TrainArgs(out=str(tmp_path / "c"), ckpt_dir=str(tmp_path / "cc"), steps=2, init_from=str(tmp_path / "a"),
+                        **common))
+    tr = json.loads((tmp_path / "c" / "config.json").read_text())["training"]
+    assert drawn == [20, 21] and (tr["step"], tr["images_seen"], tr["warm_start"]["data_from"]) == (22, 176, 20)
+    assert len(tr["history"]) == 2 and tr["history"][1].startswith("steps 20-22 ")
+
+
+def test_training_totals_read_configs_written_before_totals_were_kept():
+    """Weights written by the trainer before it kept totals hold only their own segment, their source's
+    training nested in warm_start: a warm start from them still carries every segment on."""
+    from massact_viz.shapes import train as T
+
+    shipped = {"step": 100, "images_seen": 800, "train_minutes": 9.0, "gpu_minutes": 2.0, "history": ["h0", "h1"],
+               "segment": {"step": 50}}
+    old = {"step": 30, "images_seen": 240, "train_minutes": 3.0, "device": "cpu",
+           "warm_start": {"from": "data/shapes", "previous_training": shipped}}
+    older_gpu = {"step": 5, "images_seen": 40, "train_minutes": 1.5, "device": "cuda:0",
+                 "warm_start": {"from": "x", "previous_training": old}}
+    assert T._totals(shipped) == {"step": 100, "images_seen": 800, "train_minutes": 9.0, "gpu_minutes": 2.0,
+                                  "history": ["h0", "h1"]}
+    got = T._totals(older_gpu)
+    assert (got["step"], got["images_seen"], got["train_minutes"], got["gpu_minutes"]) == (135, 1080, 12.0, 3.5)
+    assert got["history"][:2] == ["h0", "h1"] and got["history"][2].startswith("steps 100-130")
+    assert got["history"][3].startswith("steps 130-135")
+    assert T._totals(None)["step"] == 0 and T._totals({"step": None})["history"] == []
+
+
+def _train_cli(args, processes, tmp_path):
+    """The trainer's command line, in one process or launched as ``processes`` (torchrun, gloo)."""
+    import subprocess
+    import sys
+
+    head = [sys.executable] if processes == 1 else [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                                                    f"--nproc-per-node={processes}"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    return subprocess.run(head + ["-m", "massact_viz.shapes.train", *args], env=env, capture_output=True, text=True,
+                          timeout=300, cwd=tmp_path)
+
+
+def test_two_processes_train_as_one_and_resume(tmp_path):
+    """Data-parallel training: two launched processes, each on half of every batch, make the single process's
+    updates (up to the order of floating-point sums), resume from their checkpoint with two processes or one,
+    write once, and stop together on a time budget."""
+    import shutil
+
+    from massact_viz.shapes import train as T
+
+    base = ["--batch", "8", "--lr", "3e-3", "--warmup", "2", "--config", json.dumps(TINY), "--eval-n", "0",
+            "--val-n", "0", "--no-progress", "--threads", "1", "--device", "cpu"]
+    common = [*base, "--log-every", "1"]
+    ref = dict(batch=8, lr=3e-3, warmup=2, config=TINY, eval_n=0, val_n=0, progress=False, threads=1, log_every=1,
+               device="cpu")
+    one = T.train(T.TrainArgs(out=str(tmp_path / "one"), ckpt_dir=str(tmp_path / "c1"), steps=6, **ref))
+    mid = None
+    for steps in ("3", "6"):   # stop after 3 steps, then the same command with a larger budget resumes
+        r = _train_cli(["--out", "two", "--ckpt-dir", "c2", "--steps", steps, *common], 2, tmp_path)
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert r.stdout.count('"images_seen"') == 1, "one report from two processes"
+        if mid is None:
+            mid = torch.load(tmp_path / "c2" / "ckpt.pt", weights_only=True)["model"]
+            shutil.copytree(tmp_path / "c2", tmp_path / "c3")
+    assert "resumed from" in r.stderr
+    assert len((tmp_path / "c2" / "log.jsonl").read_text().splitlines()) == 6, "the main process logs, once"
+    # the two processes' checkpoint resumed in one process
+    T.train(T.TrainArgs(out=str(tmp_path / "three"), ckpt_dir=str(tmp_path / "c3"), steps=6, **ref))
+    a, b, c = (torch.load(tmp_path / d / "ckpt.pt", weights_only=True) for d in ("c1", "c2", "c3"))
+    assert (b["step"], b["images_seen"]) == (6, 48) == (a["step"], a["images_seen"]) == (c["step"], c["images_seen"])
+    assert a["model"].keys() == b["model"].keys()
+    diff = lambda x, y: max(float((x[k] - y[k]).abs().max()) for k in x)  # noqa: E731
+    print(f"two processes vs one: {diff(a['model'], b['model']):.2e}; steps 4-6 moved {diff(b['model'], mid):.2e}")
+    assert diff(b["model"], mid) > 1e-3, "the resumed steps trained"
+    # measured: 1e-4 (AdamW's normalised steps magnify sum-order differences of tiny gradients); without the
+    # gradient average (each process training on its own half) 3e-2
+    assert diff(a["model"], b["model"]) < 1e-3, "two processes drifted from one"
+    assert diff(a["model"], c["model"]) < 1e-3, "resumed in one process, drifted"
+    la = [h["loss_raw"] for h in one["history"] if "loss_raw" in h]
+    lb = [h["loss_raw"] for h in b["history"] if "loss_raw" in h]
+    assert len(la) == len(lb) == 6 and np.allclose(la, lb, rtol=1e-3), (la, lb)   # the whole batch's loss
+    assert json.loads((tmp_path / "two" / "config.json").read_text())["training"]["processes"] == 2
+    # a time budget: the processes vote at their log steps and stop together
+    r = _train_cli(["--out", "timed", "--ckpt-dir", "c4", "--minutes", "0.05", "--steps", "100000", *base,
+                    "--log-every", "4"], 2, tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    timed = torch.load(tmp_path / "c4" / "ckpt.pt", weights_only=True)
+    assert 0 < timed["step"] < 100000   # (a process that stopped alone would leave the other waiting: a timeout)
+    # a batch that does not split over the processes is refused before anything is built or written
+    r = _train_cli(["--out", "bad", "--ckpt-dir", "c5", "--steps", "1", "--batch", "7", "--config", json.dumps(TINY),
+                    "--eval-n", "0", "--no-progress", "--device", "cpu"], 2, tmp_path)
+    assert r.returncode != 0 and "does not split evenly over the 2 launched processes" in r.stderr
+    assert not (tmp_path / "c5").exists() and not (tmp_path / "bad").exists()
 
 
 def test_partial_warm_start_copies_what_fits_and_keeps_the_rest_fresh(tmp_path):

@@ -5,6 +5,19 @@ Usage::
     python -m massact_viz.shapes.train --out data/shapes --minutes 30 --seed 0
     python -m massact_viz.shapes.train --out data/shapes --steps 40000 --seed 0   # exact-step budget
     python -m massact_viz.shapes.train --out data/shapes --eval-only               # judge shipped weights
+    torchrun --standalone --nproc-per-node 2 -m massact_viz.shapes.train --out runs/x --minutes 30   # 2 processes
+
+Data-parallel: launched as several processes (``torchrun`` or ``accelerate launch``; gloo on the CPU, each
+GPU its own process under NCCL), every process draws the whole step's batch, noise and t and trains on its
+own equal slice; gradients and loss are averaged before each update, so the run is the single-process run
+up to the order of floating-point sums, and it resumes with any number of processes. ``--batch`` stays the
+whole batch (a multiple of the number of processes). The command line shares the work whenever it is launched
+as several processes (``TrainArgs(distributed=True)`` in Python); the main process writes the log, checkpoints
+and weights, and the processes agree on stopping (time budget, Ctrl-C) after every step on CPUs, at the steps
+they log at on GPUs. Ctrl-C under ``torchrun`` reaches the processes once, and the launcher kills them 30 s
+later: a checkpoint still being written then is lost (the one before it stays). On this project's 2-core CPU, two processes of one thread
+each draw 1.18x the images a second of one process with two threads, and keep their speed beside other work
+(``benchmarks/shapes_pilots.py``, BENCHMARKS.md).
 
 Objective (the convention FluxPipeline + FlowMatchEulerDiscreteScheduler sample with):
 ``x_t = (1 - t) * x0 + t * eps`` with ``t = sigma`` in [0, 1] (t = 1 is pure
@@ -25,7 +38,9 @@ classifier-free guidance through ``true_cfg_scale``.
 Reproducible from ``--seed`` (data: step ``s`` draws its batch from its own numpy
 Generator seeded by ``(seed, s)`` (:mod:`.batches`), in the loop or, with
 ``--data-workers N``, ahead of it in N processes, the same batches either way;
-noise and t: a torch CPU Generator saved in checkpoints) and resumable: the checkpoint directory
+noise and t: a torch CPU Generator saved in checkpoints; a warm start from weights trained ``n`` steps
+draws the scenes of steps ``n``, ``n + 1``, ... and a noise stream keyed by ``n``, so each segment sees scenes
+and noise the earlier ones did not) and resumable: the checkpoint directory
 (``--ckpt-dir``, default ``runs/shapes-seed{seed}``) holds ``ckpt.pt`` (model,
 EMA, optimizer, RNG states, step), written atomically every ``--ckpt-every``
 minutes and at the end; rerunning the same command resumes from it
@@ -36,7 +51,8 @@ steps 10-50 reaches by the end of the budget).  With a fixed thread count, a res
 ``--steps`` run reproduces the uninterrupted one.
 
 The EMA weights are written to ``--out`` (``model.safetensors``, fp16 by default,
-and ``config.json`` with the architecture, training summary and evaluation) at
+and ``config.json`` with the architecture, the training's totals over every segment and its history, one
+line per segment (a warm start carries its source's on), and the evaluation) at
 every checkpoint and at the end, then reloaded from disk and judged on
 ``--eval-n`` held-out captions (``scenes.heldout_captions``).
 """
@@ -44,6 +60,7 @@ every checkpoint and at the end, then reloaded from disk and judged on
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import io
 import json
@@ -61,6 +78,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import FluxPipeline
 
+from .. import distributed
 from ..files import atomic_write
 from . import scenes
 from .batches import BatchSource, check_workers
@@ -76,7 +94,8 @@ from .model import (
     trainable_modules,
 )
 
-__all__ = ["TrainArgs", "train", "evaluate", "validation_loss", "one_object_eval_captions", "main", "DEFAULT_SAMPLING"]
+__all__ = ["TrainArgs", "train", "evaluate", "validation_loss", "one_object_eval_captions", "two_object_eval_captions",
+           "main", "DEFAULT_SAMPLING"]
 
 #: sampling settings used for evaluation (and recommended for inference)
 DEFAULT_SAMPLING = {"num_inference_steps": 20, "true_cfg_scale": 4.0, "negative_prompt": ""}
@@ -116,6 +135,9 @@ class TrainArgs:
     compile: bool = False  # torch.compile the transformer's training forward (measured: +10 % images/s on CPU, ~3 min to compile)
     val_n: int = 256  # fixed-noise validation loss of the shipped weights at the end (0 = skip)
     data_workers: int = 0  # processes rendering batches ahead of the loop (a GPU run; 0 = in the loop)
+    # data-parallel over the launched processes (torchrun / accelerate launch): asked for, never guessed (the
+    # command line asks when launched as several); a script's processes training their own models stay apart
+    distributed: bool = False
 
 
 # --------------------------------------------------------------------------- helpers
@@ -215,6 +237,29 @@ def _lr_at(args: TrainArgs, step: int, start: int = 0) -> float:
         p = min(1.0, max(0, step - start) / max(1, args.steps - start))
         return args.lr * warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * p)))
     return args.lr * warm
+
+
+_TOTALS = ("step", "images_seen", "train_minutes", "gpu_minutes")
+
+
+def _totals(training: dict | None) -> dict:
+    """A config's training over every segment: totals and history lines. Configs written before totals were
+    kept hold only their own segment, with their source's training nested under ``warm_start``."""
+    tr = training or {}
+    if not tr or "segment" in tr or "history" in tr:
+        return {**{k: tr.get(k) or 0 for k in _TOTALS}, "history": list(tr.get("history") or [])}
+    prev = _totals((tr.get("warm_start") or {}).get("previous_training"))
+    own = "gpu_minutes" if str(tr.get("device", "cpu")).startswith("cuda") else "train_minutes"
+    out = {k: (prev[k] or 0) + (tr.get(k) or 0) for k in ("step", "images_seen")}
+    out.update({k: round((prev[k] or 0) + ((tr.get("train_minutes") or 0) if k == own else 0), 2)
+                for k in ("train_minutes", "gpu_minutes")})
+    steps = f"steps {prev['step']}-{out['step']}"
+    return {**out, "history": prev["history"] + ([f"{steps}: {tr.get('train_minutes')} min on {tr.get('device')}"]
+                                                   if tr.get("step") else [])}
+
+
+def _count(n: int, noun: str, plural: str = "s") -> str:
+    return f"{n} {noun}{'' if n == 1 else plural}"
 
 
 def _atomic_torch_save(obj, path: Path) -> None:
@@ -357,6 +402,13 @@ def one_object_eval_captions(n: int = 180, seed: int = 7) -> list[str]:
     return out
 
 
+def two_object_eval_captions(n: int = 180, seed: int = 11) -> list[str]:
+    """A fixed set of ``n`` distinct held-out two-object captions (``scenes.heldout_captions`` with every
+    scene a pair: the population of the all-caption targets' hard part), for judging colour, shape and
+    relation at equal cost across runs."""
+    return scenes.heldout_captions(n, seed=seed, p_two=1.0)
+
+
 # --------------------------------------------------------------------------- training
 
 
@@ -378,13 +430,32 @@ def _check_args(args: TrainArgs) -> None:
         raise ValueError("t_sampling must be 'mixed', 'logit-normal' or 'uniform'")
     if args.minutes is None and args.steps is None:
         raise ValueError("give a budget: --minutes and/or --steps")
+    if args.log_every < 1:
+        raise ValueError(f"--log-every must be 1 or more steps, got {args.log_every}")
     check_workers(args.data_workers)   # before the pipeline is built
+    if args.distributed and distributed.launched():
+        world, local = int(os.environ["WORLD_SIZE"]), _local_processes()
+        if args.batch % world:
+            raise ValueError(f"batch {args.batch} does not split evenly over the {world} launched processes: give a "
+                             f"multiple of {world}")
+        gpu = args.device.startswith("cuda") or (args.device == "auto" and torch.cuda.is_available())
+        if gpu and local > torch.cuda.device_count():
+            raise ValueError(f"{local} processes on this machine but {torch.cuda.device_count()} GPU(s): launch one "
+                             "process per GPU, or pass --device cpu")
     if not isinstance(getattr(torch, str(args.save_dtype), None), torch.dtype):
         raise ValueError(f"save_dtype must name a torch dtype such as 'float16', got {args.save_dtype!r}")
 
 
+def _local_processes() -> int:
+    """How many launched processes share this machine (1 when not launched)."""
+    if not distributed.launched():
+        return 1
+    return int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", "1")))
+
+
 def _set_threads(args: TrainArgs, device: torch.device) -> None:
-    n_threads = args.threads or os.cpu_count() or 1
+    # several launched processes on one machine share its cores (default: an equal share each)
+    n_threads = args.threads or max(1, (os.cpu_count() or 1) // _local_processes())
     torch.set_num_threads(n_threads)
     if device.type == "cpu" and n_threads > 1 and hasattr(os, "getloadavg") and os.getloadavg()[0] > 0.5:
         print(f"warning: load average {os.getloadavg()[0]:.1f} before training; on a busy CPU, {n_threads} torch "
@@ -399,8 +470,9 @@ class _Training:
     """One training run's state: the pipeline, optimizer, EMA, random streams and counters, with the
     operations the loop needs (one step, a checkpoint, the shipped weights, an evaluation)."""
 
-    def __init__(self, args: TrainArgs, device: torch.device):
+    def __init__(self, args: TrainArgs, device: torch.device, place: distributed.Ranks | None = None):
         self.args, self.device = args, device
+        self.place = place or distributed.Ranks()   # data-parallel: each process takes its slice of every batch
         self.cfg = ShapesConfig.from_dict({**ShapesConfig(seed=args.seed).to_dict(), **args.config})
         self.ckpt_path = Path(args.ckpt_dir or f"runs/shapes-seed{args.seed}") / "ckpt.pt"
         self.out_dir = Path(args.out)
@@ -429,6 +501,7 @@ class _Training:
         self.noise_gen = torch.Generator("cpu").manual_seed(args.seed + 1)
         self.step, self.images_seen, self.train_seconds, self.history = 0, 0, 0.0, []
         self.warm_start = None  # where a warm-started run came from (kept across resumes)
+        self.data_from = 0  # a warm start draws the batches of steps data_from + step (fresh scenes per segment)
         self.decay: dict | None = None  # a cosine fitted to a time budget: {"from": step, "to": step}
         self.last_eval: dict | None = None
 
@@ -447,13 +520,18 @@ class _Training:
         self.step, self.images_seen, self.train_seconds = ck["step"], ck["images_seen"], ck["train_seconds"]
         self.history = ck.get("history", [])
         self.warm_start = ck.get("warm_start")
+        if self.warm_start and "previous" not in self.warm_start:   # a checkpoint from before totals were kept
+            self.warm_start["previous"] = _totals(self.warm_start.pop("previous_training", None))
+        self.data_from = (self.warm_start or {}).get("data_from", 0)
         self.decay = ck.get("decay")
-        print(f"resumed from {self.ckpt_path} at step {self.step} ({self.images_seen} images, "
-              f"{self.train_seconds / 60:.1f} min)", file=sys.stderr)
+        if self.place.main:
+            print(f"resumed from {self.ckpt_path} at step {self.step} ({self.images_seen} images, "
+                  f"{self.train_seconds / 60:.1f} min)", file=sys.stderr)
 
     def warm_start_from(self, src: Path, partial: bool) -> None:
-        """Start from shipped (EMA, fp16) weights: fresh optimizer and random streams. ``partial``: copy only
-        the tensors whose name and shape fit this architecture; the others keep their fresh initialisation."""
+        """Start from shipped (EMA, fp16) weights with a fresh optimizer; the scenes continue at the source's
+        total step and the noise is a fresh stream keyed by it. ``partial``: copy only the tensors whose name and
+        shape fit this architecture; the others keep their fresh initialisation."""
         from safetensors.torch import load_file
         doc = read_shapes_config(src)
         state = {k: v.float() for k, v in load_file(str(src / WEIGHTS_NAME)).items()}
@@ -463,14 +541,20 @@ class _Training:
             if not partial:
                 raise ValueError(f"{src} holds another architecture or seed than this run; pass matching "
                                  f"--config/--seed, or --init-partial to copy only the tensors that fit")
-            state, fresh_keys = _fitting_tensors(self.mods, state)
+            state, fresh_keys = _fitting_tensors(self.mods, state, report=self.place.main)
         load_shapes_state_dict(self.mods, state)
         for s_, p_ in zip(self.ema.shadow, self.params):
             s_.copy_(p_.detach())
-        self.warm_start = {"from": str(src), "previous_training": doc.get("training")}
+        prev = _totals(doc.get("training"))   # the source's totals and history carry on
+        # scenes continue where the source's training left them (not at its step 0), with a noise stream of their own
+        self.data_from = prev["step"]
+        self.noise_gen.manual_seed(int(np.random.SeedSequence([self.args.seed + 1, self.data_from]).generate_state(1)[0]))
+        self.warm_start = {"from": str(src), "data_from": self.data_from, "previous": prev}
         if not same:
             self.warm_start.update(partial=True, fresh_tensors=fresh_keys, previous_config=doc["config"])
-        print(f"warm start from {src} (previous training: {doc.get('training', {}).get('step')} steps)", file=sys.stderr)
+        if self.place.main:
+            print(f"warm start from {src} (previous training: {prev['step']} steps)",
+                  file=sys.stderr)
 
     # ------------------------------------------------------------------ train
     def lr_at(self, step: int) -> float:
@@ -480,14 +564,22 @@ class _Training:
     def train_step(self) -> torch.Tensor:
         """One optimizer step on a fresh batch of scenes; returns the batch's loss, a detached 0-d tensor on
         the training device (reading it waits for the step: the loop reads it only when it logs, so on a GPU
-        the next step's batch is prepared while this one runs)."""
-        args, device, pipe = self.args, self.device, self.pipe
-        images, caps = self.batches.get(self.step)
+        the next step's batch is prepared while this one runs).
+
+        Data-parallel (several launched processes): every process draws the whole step's batch, noise and t
+        (the same streams a single process draws) and trains on its own equal slice; the gradients and the loss
+        are averaged over the processes before the update, so every process makes the same update a single
+        process makes on the whole batch (up to the order of floating-point sums)."""
+        args, device, pipe, place = self.args, self.device, self.pipe, self.place
+        images, caps = self.batches.get(self.data_from + self.step)
+        part = args.batch // place.world
+        mine = slice(place.rank * part, (place.rank + 1) * part)
         with torch.no_grad():
-            x0, img_ids = images_to_latents(pipe, images, device)
-        t = sample_t(args.t_sampling, args.batch, self.noise_gen)
-        eps = to_device(torch.randn(x0.shape, generator=self.noise_gen), device)
+            x0, img_ids = images_to_latents(pipe, images[mine], device)
+        t = sample_t(args.t_sampling, args.batch, self.noise_gen)[mine]
+        eps = to_device(torch.randn((args.batch, *x0.shape[1:]), generator=self.noise_gen)[mine], device)
         t = to_device(t, device)
+        caps = caps[mine]
         xt = (1 - t[:, None, None]) * x0 + t[:, None, None] * eps
         prompt_embeds, pooled, text_ids = encode_tokens(pipe, *self.tokens(caps), device)
         v = self.forward(
@@ -499,7 +591,12 @@ class _Training:
             g["lr"] = self.lr_at(self.step)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
-        bad = ~torch.isfinite(loss.detach())
+        loss = loss.detach().reshape(1)
+        if place.world > 1:
+            loss = loss.clone()
+            place.mean_([p.grad for p in self.params if p.grad is not None] + [loss])
+        loss = loss[0]
+        bad = ~torch.isfinite(loss)
         if args.grad_clip:
             bad |= ~torch.isfinite(torch.nn.utils.clip_grad_norm_(self.params, args.grad_clip))
         self.nonfinite = bad if self.nonfinite is None else self.nonfinite | bad
@@ -507,7 +604,7 @@ class _Training:
         self.ema.update(self.params, self.step)
         self.step += 1
         self.images_seen += args.batch
-        return loss.detach()
+        return loss
 
     # ------------------------------------------------------------------ write
     def check_finite(self) -> None:
@@ -535,17 +632,43 @@ class _Training:
                 for p, b in zip(self.params, backup):
                     p.copy_(b)
         meta = {
-            "training": {
-                "step": self.step, "images_seen": self.images_seen, "train_minutes": round(self.train_seconds / 60, 2),
-                "loss": self.history[-1]["loss"] if self.history else None, "status": tag,
-                "args": {k: v for k, v in dataclasses.asdict(self.args).items()},
-                "torch": torch.__version__, "device": str(self.device), "warm_start": self.warm_start,
-            },
+            "training": self.lineage(tag),
             "sampling": {**DEFAULT_SAMPLING, "height": self.cfg.image_size, "width": self.cfg.image_size},
         }
         if self.last_eval is not None:
             meta["eval"] = self.last_eval  # the latest evaluation (its "step" says of which weights)
         save_shapes_weights(state, self.out_dir, self.cfg, dtype=getattr(torch, self.args.save_dtype), metadata=meta)
+
+    def lineage(self, tag: str) -> dict:
+        """The shipped weights' whole training: totals over every segment (a warm start carries its source's
+        totals and history on), this segment's own figures, and the history with this segment's line."""
+        prev = (self.warm_start or {}).get("previous") or _totals(None)
+        minutes = round(self.train_seconds / 60, 2)
+        accel = self.device.type != "cpu"
+        loss = self.history[-1]["loss"] if self.history else None
+        first, last = prev["step"], prev["step"] + self.step
+        a = self.args
+        line = (f"steps {first}-{last} ({time.strftime('%Y-%m-%d')}, {tag}): "
+                + (f"warm start from {self.warm_start['from']} with a fresh AdamW" if self.warm_start else "from scratch")
+                + f", batch {a.batch}, lr {a.lr:g} after {a.warmup} warm-up steps"
+                + (", constant" if a.lr_schedule == "constant" else f" with cosine decay to 10 % at segment step "
+                   f"{a.steps}" if a.steps else " with cosine decay to 10 % fitted to the time budget")
+                + f", EMA {a.ema:g}, two-object scenes {a.p_two * 100:.0f} % of batches, "
+                + _count(self.place.world, "process", "es") + f" on {self.device}"
+                + ("" if accel else " with " + _count(torch.get_num_threads(), "thread") + (" each" if self.place.world > 1 else ""))
+                + f", {self.images_seen} images in {minutes:.1f} min "
+                f"({self.images_seen / max(self.train_seconds, 1e-9):.0f} images/s), final loss {loss}")
+        return {
+            "step": last, "images_seen": prev["images_seen"] + self.images_seen,
+            "train_minutes": round(prev["train_minutes"] + (0 if accel else minutes), 2),
+            "gpu_minutes": round(prev["gpu_minutes"] + (minutes if accel else 0), 2),
+            "loss": loss, "status": tag, "args": dataclasses.asdict(a),
+            "torch": torch.__version__, "device": str(self.device), "processes": self.place.world,
+            "warm_start": {k: v for k, v in self.warm_start.items() if k != "previous"} if self.warm_start else None,
+            "segment": {"step": self.step, "images_seen": self.images_seen, "train_minutes": minutes,
+                        "device": str(self.device), "processes": self.place.world},
+            "history": [*prev["history"], line],
+        }
 
     def checkpoint(self, tag: str = "running") -> None:
         """The resumable checkpoint (with optimizer state, outside git), then the shipped weights."""
@@ -571,7 +694,7 @@ class _Training:
         return res
 
 
-def _fitting_tensors(mods, state: dict) -> tuple[dict, list[str]]:
+def _fitting_tensors(mods, state: dict, report: bool = True) -> tuple[dict, list[str]]:
     """A partial warm start's state dict: the file's tensors whose name and shape fit ``mods``, the fresh
     initialisation for the rest; and the names kept fresh. A key the file lacks is new (kept fresh) unless
     it is a tied alias of a key the file has (an embedding shared by two modules): aliases are never
@@ -584,9 +707,10 @@ def _fitting_tensors(mods, state: dict) -> tuple[dict, list[str]]:
     state = {k: (v if v.shape == own[k].shape else own[k].detach().float()) for k, v in state.items() if k in own}
     state.update({k: own[k].detach().float() for k in new_keys})
     copied = sum(1 for k in own if k in state and k not in fresh_keys)
-    print(f"partial warm start: {copied} tensors copied, {len(fresh_keys)} keep their "
-          f"fresh initialisation ({', '.join(fresh_keys[:6])}{' ...' if len(fresh_keys) > 6 else ''})",
-          file=sys.stderr)
+    if report:
+        print(f"partial warm start: {copied} tensors copied, {len(fresh_keys)} keep their "
+              f"fresh initialisation ({', '.join(fresh_keys[:6])}{' ...' if len(fresh_keys) > 6 else ''})",
+              file=sys.stderr)
     return state, fresh_keys
 
 
@@ -613,15 +737,25 @@ class _StopOnCtrlC:
 
 
 def _train(args: TrainArgs) -> dict:
-    device = _device(args.device)
-    _set_threads(args, device)
     _check_args(args)
-    run = _Training(args, device)
-    if run.ckpt_path.exists() and not args.fresh:
+    # data-parallel over launched processes (torchrun / accelerate launch), each on its own device
+    place = distributed.Ranks()
+    if args.distributed:
+        place = distributed.ranks(cpu={"cpu": True, "auto": None}.get(args.device, False))
+        place.agree(dataclasses.asdict(args), "training argument")
+    device = torch.device(place.device) if place.world > 1 else _device(args.device)
+    _set_threads(args, device)
+    run = _Training(args, device, place)
+    resuming = place.from_main(run.ckpt_path.exists() and not args.fresh)   # the main process's view decides
+    if resuming:
         run.resume()
     elif args.init_from:
         run.warm_start_from(Path(args.init_from), args.init_partial)
-    if args.fresh and run.ckpt_path.exists():
+    # the same starting point everywhere (a checkpoint that some processes cannot see is refused), and every
+    # process has read it before the main one may write
+    place.agree({"step": run.step, "images_seen": run.images_seen, "decay": run.decay,
+                 "weights": float(sum(p.detach().double().sum() for p in run.params))}, "starting state")
+    if args.fresh and run.ckpt_path.exists() and place.main:
         print(f"--fresh: ignoring existing {run.ckpt_path}", file=sys.stderr)
 
     run.ckpt_path.parent.mkdir(parents=True, exist_ok=True)
@@ -634,26 +768,51 @@ def _train(args: TrainArgs) -> dict:
     if args.lr_schedule == "cosine" and args.steps is None and args.minutes:
         if run.decay and run.decay.get("to") is not None and run.step < run.decay["to"]:
             args = run.args = dataclasses.replace(args, steps=run.decay["to"])
-            print(f"continuing the cosine decay fitted before: steps {run.decay['from']}-{run.decay['to']}",
-                  file=sys.stderr)
+            if place.main:
+                print(f"continuing the cosine decay fitted before: steps {run.decay['from']}-{run.decay['to']}",
+                      file=sys.stderr)
         else:
             run.decay = {"from": run.step, "to": None}
             fit_at = run.step + _FIT_LAST
     start = time.time()
     t_fit = None
-    last_ckpt, last_eval, ckpt_step = start, start, None
+    last_ckpt, last_eval = start, start
     loss_ema, t_window, n_window = None, time.time(), 0
     pbar = None
-    if args.progress:
+    if args.progress and place.main:
         from ..progress import progress_bar
 
         pbar = progress_bar(total=args.steps, initial=run.step, desc="shapes training steps", unit="step")
-    with open(run.ckpt_path.parent / "log.jsonl", "a") as log_f, _StopOnCtrlC() as stop:
+    # the main process writes the log, checkpoints and weights; with several processes they all stop at the same
+    # step (any process's Ctrl-C or time budget stops all)
+    log_file = open(run.ckpt_path.parent / "log.jsonl", "a") if place.main else contextlib.nullcontext()
+    with log_file as log_f, _StopOnCtrlC() as stop:
         def log(rec: dict) -> None:
-            log_f.write(json.dumps(rec) + "\n")
-            log_f.flush()
+            if log_f is not None:
+                log_f.write(json.dumps(rec) + "\n")
+                log_f.flush()
+
+        # several processes decide together: on CPUs after every step (a vote costs far less than a step, and a
+        # Ctrl-C is acted on before torchrun's 30 s kill), on GPUs at the steps they log at (a vote waits for the
+        # device, which elsewhere only logging does)
+        vote_every = args.log_every if device.type == "cuda" else 1
+
+        def decide() -> tuple[bool, bool, bool]:
+            """(stop, checkpoint now, evaluate now): any process's Ctrl-C or time budget stops all, at the same
+            step; the step budget needs no vote."""
+            limit = args.steps is not None and run.step >= args.steps
+            now = time.time()
+            flags = [stop.flag or now - start >= budget_s, now - last_ckpt >= args.ckpt_every * 60,
+                     bool(args.eval_every and args.eval_n) and now - last_eval >= args.eval_every * 60]
+            if place.world > 1:
+                if run.step % vote_every:
+                    return limit, False, False
+                flags = place.any(flags, device)
+            return limit or flags[0], flags[1], flags[2]
+
         try:
-            while not stop.flag and (args.steps is None or run.step < args.steps) and time.time() - start < budget_s:
+            stop_now = decide()[0]
+            while not stop_now:
                 t0 = time.time()
                 lv = run.train_step()
                 run.train_seconds += time.time() - t0
@@ -662,11 +821,13 @@ def _train(args: TrainArgs) -> dict:
                 elif fit_at is not None and run.step == fit_at:
                     rate = (_FIT_LAST - _FIT_FIRST) / (time.time() - t_fit)
                     left = budget_s - (time.time() - start)
-                    args = run.args = dataclasses.replace(args, steps=run.step + max(1, int(rate * left * 0.98)))
+                    end = place.from_main(run.step + max(1, int(rate * left * 0.98)))   # one end for every process
+                    args = run.args = dataclasses.replace(args, steps=end)
                     run.decay["to"] = args.steps
                     fit_at = None
-                    print(f"cosine decay fitted to the time budget: {rate:.2f} steps/s, ends at step {args.steps}",
-                          file=sys.stderr)
+                    if place.main:
+                        print(f"cosine decay fitted to the time budget: {rate:.2f} steps/s, ends at step {args.steps}",
+                              file=sys.stderr)
                     if pbar is not None:
                         pbar.total = args.steps
                 loss_ema = lv if loss_ema is None else 0.98 * loss_ema + 0.02 * lv   # a tensor: no wait here
@@ -687,39 +848,41 @@ def _train(args: TrainArgs) -> dict:
                         pbar.set_postfix(loss=f"{loss_ema:.4f}", refresh=False)
                 if pbar is not None:
                     pbar.update(1)
-                if time.time() - last_ckpt >= args.ckpt_every * 60:
-                    run.checkpoint()
-                    last_ckpt, ckpt_step = time.time(), run.step
-                if args.eval_every and time.time() - last_eval >= args.eval_every * 60 and args.eval_n:
-                    if ckpt_step != run.step:
+                stop_now, ckpt_now, eval_now = decide()
+                if ckpt_now or eval_now:
+                    run.check_finite()   # on every process (they hold the same flags): a non-finite run stops all
+                    if place.main:
                         run.checkpoint()
-                        last_ckpt, ckpt_step = time.time(), run.step
-                    res = run.evaluate(args.eval_n)
-                    run.write_weights("running", res)
-                    log({"step": run.step, "eval": {k: res[k] for k in ("all", "one", "two")}})
-                    print(f"\n[eval @ step {run.step}] {_eval_summary(res)}", file=sys.stderr)
-                    last_eval = time.time()
+                        if eval_now:
+                            res = run.evaluate(args.eval_n)
+                            run.write_weights("running", res)
+                            log({"step": run.step, "eval": {k: res[k] for k in ("all", "one", "two")}})
+                            print(f"\n[eval @ step {run.step}] {_eval_summary(res)}", file=sys.stderr)
+                    last_ckpt = time.time()
+                    last_eval = time.time() if eval_now else last_eval
         finally:
             if pbar is not None:
                 pbar.close()
             run.batches.close()
-    interrupted = stop.flag
-    if interrupted:
+    interrupted = place.any([stop.flag], device)[0]
+    if interrupted and place.main:
         print(f"interrupted at step {run.step}: writing a checkpoint and the weights", file=sys.stderr)
 
     run.check_finite()
     if loss_ema is not None and (not run.history or run.history[-1]["step"] != run.step):
         run.history.append({"step": run.step, "loss": round(float(loss_ema), 5),
                             "minutes": round(run.train_seconds / 60, 2)})
-    run.checkpoint("interrupted" if interrupted else "final")
     summary = {"step": run.step, "images_seen": run.images_seen, "train_minutes": run.train_seconds / 60,
                "loss": run.history[-1]["loss"] if run.history else None, "out": str(run.out_dir),
-               "ckpt": str(run.ckpt_path)}
-    if args.eval_n and not interrupted:
-        res = run.evaluate(args.eval_n)
-        run.write_weights("final", res)
-        summary["eval"] = {k: res[k] for k in ("all", "one", "two", "val_loss") if k in res}
-        print(f"[eval] {_eval_summary(res)}", file=sys.stderr)
+               "ckpt": str(run.ckpt_path), "processes": place.world}
+    if place.main:
+        run.checkpoint("interrupted" if interrupted else "final")
+        if args.eval_n and not interrupted:
+            res = run.evaluate(args.eval_n)
+            run.write_weights("final", res)
+            summary["eval"] = {k: res[k] for k in ("all", "one", "two", "val_loss") if k in res}
+            print(f"[eval] {_eval_summary(res)}", file=sys.stderr)
+    place.barrier()   # the others wait for the main process's writing before they leave
     summary["history"] = run.history
     return summary
 
@@ -753,7 +916,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--p-style-mention", type=float, default=d.p_style_mention,
                    help="fraction of captions naming the background style")
     p.add_argument("--device", default=d.device, help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default os.cpu_count())")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads (default: the machine's cores, an equal share each for launched processes)")
     p.add_argument("--ckpt-every", type=float, default=d.ckpt_every, help="minutes between checkpoints")
     p.add_argument("--eval-n", type=int, default=d.eval_n, help="held-out captions judged at the end (0 = skip)")
     p.add_argument("--eval-every", type=float, default=d.eval_every, help="minutes between evaluations (0 = end only)")
@@ -773,6 +937,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--data-workers", type=int, default=d.data_workers,
                    help="processes rendering batches ahead of the training loop (a GPU run: the scenes are drawn on "
                         "the CPU); every step's batch is the same for any number")
+    p.add_argument("--log-every", type=int, default=d.log_every, help="steps between lines of log.jsonl")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--eval-only", action="store_true", help="judge the weights in --out and exit")
     p.add_argument("--cfg", type=float, default=DEFAULT_SAMPLING["true_cfg_scale"],
@@ -799,9 +964,11 @@ def main(argv: list[str] | None = None) -> int:
         save_dtype=ns.save_dtype, config=json.loads(ns.config), fresh=ns.fresh, init_from=ns.init_from,
         init_partial=ns.init_partial,
         progress=not ns.no_progress, compile=ns.compile, val_n=ns.val_n, data_workers=ns.data_workers,
+        log_every=ns.log_every, distributed=distributed.launched(),
     )
     summary = train(args)
-    print(json.dumps({k: v for k, v in summary.items() if k != "history"}, indent=2))
+    if int(os.environ.get("RANK", "0")) == 0:   # one report from several launched processes
+        print(json.dumps({k: v for k, v in summary.items() if k != "history"}, indent=2))
     return 0
 
 
