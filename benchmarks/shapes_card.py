@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import textwrap
 import time
 from pathlib import Path
 
@@ -121,15 +122,7 @@ def sample_sheet(pipe, captions: list[str], title: str, *, per_row: int = 4):
         d.text((x + big + pad, y + small + 18), "drawn", fill="dimgray", font=font)
         d.text((x + big + pad, y + small + 36), "left: model,", fill="dimgray", font=font)
         d.text((x + big + pad, y + small + 50), f"seed {i}", fill="dimgray", font=font)
-        words, lines, line = rec["caption"].split(), [], ""
-        for w in words:
-            if len(line) + len(w) + 1 > 38:
-                lines.append(line)
-                line = w
-            else:
-                line = f"{line} {w}".strip()
-        lines.append(line)
-        for j, ln in enumerate(lines[:3]):
+        for j, ln in enumerate(textwrap.wrap(rec["caption"], 38)[:3]):
             d.text((x, y + big + 4 + 13 * j), ln, fill="black", font=font)
         verdict = [f"colour {'yes' if rec['colour_ok'] else 'NO'}", f"shape {'yes' if rec['shape_ok'] else 'NO'}"]
         if rec["relation_ok"] is not None:

@@ -15,9 +15,9 @@ whole batch (a multiple of the number of processes). The command line shares the
 as several processes (``TrainArgs(distributed=True)`` in Python); the main process writes the log, checkpoints
 and weights, and the processes agree on stopping (time budget, Ctrl-C) after every step on CPUs, at the steps
 they log at on GPUs. Ctrl-C under ``torchrun`` reaches the processes once, and the launcher kills them 30 s
-later: a checkpoint still being written then is lost (the one before it stays). On this project's 2-core CPU, two processes of one thread
-each draw 1.18x the images a second of one process with two threads, and keep their speed beside other work
-(``benchmarks/shapes_pilots.py``, BENCHMARKS.md).
+later: a checkpoint still being written then is lost (the one before it stays). On this project's 2-core CPU,
+two processes of one thread each draw 1.18x the images a second of one process with two threads, and keep
+their speed beside other work (``benchmarks/shapes_pilots.py``, BENCHMARKS.md).
 
 Objective (the convention FluxPipeline + FlowMatchEulerDiscreteScheduler sample with):
 ``x_t = (1 - t) * x0 + t * eps`` with ``t = sigma`` in [0, 1] (t = 1 is pure
@@ -250,8 +250,8 @@ def _totals(training: dict | None) -> dict:
         return {**{k: tr.get(k) or 0 for k in _TOTALS}, "history": list(tr.get("history") or [])}
     prev = _totals((tr.get("warm_start") or {}).get("previous_training"))
     own = "gpu_minutes" if str(tr.get("device", "cpu")).startswith("cuda") else "train_minutes"
-    out = {k: (prev[k] or 0) + (tr.get(k) or 0) for k in ("step", "images_seen")}
-    out.update({k: round((prev[k] or 0) + ((tr.get("train_minutes") or 0) if k == own else 0), 2)
+    out = {k: prev[k] + (tr.get(k) or 0) for k in ("step", "images_seen")}
+    out.update({k: round(prev[k] + ((tr.get("train_minutes") or 0) if k == own else 0), 2)
                 for k in ("train_minutes", "gpu_minutes")})
     steps = f"steps {prev['step']}-{out['step']}"
     return {**out, "history": prev["history"] + ([f"{steps}: {tr.get('train_minutes')} min on {tr.get('device')}"]
@@ -553,8 +553,7 @@ class _Training:
         if not same:
             self.warm_start.update(partial=True, fresh_tensors=fresh_keys, previous_config=doc["config"])
         if self.place.main:
-            print(f"warm start from {src} (previous training: {prev['step']} steps)",
-                  file=sys.stderr)
+            print(f"warm start from {src} (previous training: {prev['step']} steps)", file=sys.stderr)
 
     # ------------------------------------------------------------------ train
     def lr_at(self, step: int) -> float:
@@ -967,7 +966,7 @@ def main(argv: list[str] | None = None) -> int:
         log_every=ns.log_every, distributed=distributed.launched(),
     )
     summary = train(args)
-    if int(os.environ.get("RANK", "0")) == 0:   # one report from several launched processes
+    if distributed.ranks().main:   # one report from several launched processes
         print(json.dumps({k: v for k, v in summary.items() if k != "history"}, indent=2))
     return 0
 
