@@ -194,6 +194,8 @@ def cmd_localize(args) -> int:
     from .distributed import launched
     from .probes.localization import localize
     check_output_file(args.out, (".json",), "localization result")
+    if args.k_clusters < 2:
+        raise MassActError(f"--k-clusters must be at least 2 (foreground and background), got {args.k_clusters}.")
     masks = args.masks
     if masks != "shapes":
         d = Path(masks)
@@ -204,7 +206,7 @@ def cmd_localize(args) -> int:
     model = _load(args)
     res = localize(model, prompts_from_args(args), masks, layers=parse_layer_words(args.layers), k=args.k,
                    sets=tuple(args.sets), random_draws=args.random_draws, seed=args.seed, num_steps=args.num_steps,
-                   size=parse_size(args.size),
+                   size=parse_size(args.size), k_clusters=args.k_clusters,
                    method=args.method, chunk=args.chunk, progress=not args.json, distributed=launched(),
                    out=args.out, **({} if args.foreground is None else {"foreground": args.foreground}),
                    **({} if args.steps is None else {"steps": _steps_arg(args.steps)}))
@@ -397,6 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="'shapes' (teaching model: masks from the image colours) or a directory of .npy/.png masks")
     sp.add_argument("--k", type=int, default=4)
     sp.add_argument("--sets", nargs="+", default=list(KINDS) + ["all"], choices=list(KINDS) + ["all"])
+    sp.add_argument("--k-clusters", type=int, default=2, help="K-means clusters per image (default 2, the paper's)")
     sp.add_argument("--method", default="kmeans", choices=["kmeans", "hdbscan"])
     sp.add_argument("--foreground", default=None, choices=["border", "max_sum", "min_sum", "minority"],
                     help="which cluster is the object: border (default: not the cluster holding the image's outer "

@@ -200,6 +200,12 @@ def test_disrupt_and_localize_pass_steps_and_random_draws_to_the_library(tmp_pat
     assert seen["localize"]["steps"] == [0, -1] and seen["localize"]["random_draws"] == 5
     assert main(["probe", "localize", *common, "--out", str(tmp_path / "l.json")]) == 2
     assert "steps" not in seen["localize"]   # the library's default (the last step), not every step
+    assert seen["localize"]["k_clusters"] == 2
+    assert main(["probe", "localize", *common, "--k-clusters", "3", "--out", str(tmp_path / "l.json")]) == 2
+    assert seen["localize"]["k_clusters"] == 3
+    seen.clear()
+    assert main(["probe", "localize", *common, "--k-clusters", "1", "--out", str(tmp_path / "l.json")]) == 2
+    assert "localize" not in seen   # refused before the model loads
 
 
 def test_probe_disrupt_layer_sets(tmp_path, capsys):

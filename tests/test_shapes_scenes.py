@@ -414,6 +414,25 @@ def test_training_totals_read_configs_written_before_totals_were_kept():
     assert T._totals(None)["step"] == 0 and T._totals({"step": None})["history"] == []
 
 
+def test_lineage_books_gpu_minutes_per_gpu_and_cpu_minutes_as_wall_time():
+    """A segment on N GPUs adds N GPU-minutes per wall minute; one on the CPU adds its wall minutes whatever
+    the number of processes; both carry the source's totals and history on."""
+    import types
+    from massact_viz.shapes import train as T
+
+    prev = {"step": 100, "images_seen": 800, "train_minutes": 9.0, "gpu_minutes": 2.0, "history": ["h0"]}
+    args = T.TrainArgs(out="o", batch=8, steps=None, lr_schedule="cosine")
+    for device, world, train_add, gpu_add in (("cuda", 2, 0.0, 6.0), ("cpu", 2, 3.0, 0.0)):
+        seg = types.SimpleNamespace(warm_start={"from": "data/shapes", "previous": prev}, train_seconds=180.0,
+                                    device=torch.device(device), history=[{"loss": 0.07}], step=20, images_seen=160,
+                                    args=args, place=types.SimpleNamespace(world=world))
+        got = T._Training.lineage(seg, "final")
+        assert (got["step"], got["images_seen"]) == (120, 960)
+        assert (got["train_minutes"], got["gpu_minutes"]) == (9.0 + train_add, 2.0 + gpu_add)
+        assert got["segment"]["train_minutes"] == 3.0 and got["history"][0] == "h0"
+        assert got["history"][1].startswith("steps 100-120") and "2 processes on " + device in got["history"][1]
+
+
 def _train_cli(args, processes, tmp_path):
     """The trainer's command line, in one process or launched as ``processes`` (torchrun, gloo)."""
     import subprocess

@@ -34,7 +34,7 @@ def run(flux):
 
 @pytest.fixture(scope="module")
 def cmap(run):
-    return TokenClusterMap(run, ks=(1, 4), Ks=(2, 3), sets=("top", "bottom", "random"))
+    return TokenClusterMap(run, ks=(1, 4), k_clusters_choices=(2, 3), sets=("top", "bottom", "random"))
 
 
 def _png_ok(b64: str) -> tuple[int, int]:
@@ -179,10 +179,10 @@ def test_cluster_map_state_and_precomputed_table(cmap, run):
     import json
     n = 16 * 16
     assert cmap.precomputed and cmap.grid == [16, 16] and cmap.layers == ["double.1", "single.3"]
-    assert cmap.steps == [0, 1] and cmap.ks == [1, 4] and cmap.Ks == [2, 3]
+    assert cmap.steps == [0, 1] and cmap.ks == [1, 4] and cmap.k_clusters_choices == [2, 3]
     assert len(cmap.labels) == n and len(cmap.values) == n * cmap.k * 4 and cmap.image_png
     table = json.loads(cmap.table)
-    n_cfg = 3 * 3 * 2 * 2  # (layer, step) pairs x sets x ks x Ks
+    n_cfg = 3 * 3 * 2 * 2  # (layer, step) pairs x sets x ks x k_clusters_choices
     assert len(table["configs"]) == n_cfg and len(cmap.table_labels) == n_cfg * n
     # every precomputed entry is what the library's own clustering gives
     from massact_viz.analysis import select
@@ -201,7 +201,7 @@ def test_cluster_map_slider_changes_update_state(cmap):
     assert cmap.channels != before[1]
     cmap.k = 1
     assert len(cmap.channels) == 1 and len(cmap.values) == 256 * 4
-    cmap.K = 3
+    cmap.k_clusters = 3
     assert set(np.frombuffer(cmap.labels, np.uint8)) <= {1, 2, 3}
     cmap.layer, cmap.step = "double.1", 0
     info = cmap.token_info(17)
@@ -212,13 +212,13 @@ def test_cluster_map_slider_changes_update_state(cmap):
     assert (cmap.layer, cmap.step) == ("single.3", 1)
     cmap.step = 0
     assert (cmap.layer, cmap.step) == ("double.1", 0)
-    cmap.channel_set, cmap.k, cmap.K, cmap.layer, cmap.step = "top", 4, 2, "single.3", 1
+    cmap.channel_set, cmap.k, cmap.k_clusters, cmap.layer, cmap.step = "top", 4, 2, "single.3", 1
 
 
 def test_cluster_map_on_change_mode_and_iou(run):
     mask = np.zeros((32, 32), bool)
     mask[:16] = True
-    m = TokenClusterMap(run, ks=(2,), Ks=(2,), sets=("top",), mask=mask, precompute=False)
+    m = TokenClusterMap(run, ks=(2,), k_clusters_choices=(2,), sets=("top",), mask=mask, precompute=False)
     assert not m.precomputed and m.table == "" and m.table_labels == b""
     assert m.has_mask and 0.0 <= m.iou <= 1.0
     fg = m.current["labels"].reshape(16, 16) == m.fg_cluster
@@ -233,7 +233,7 @@ def test_cluster_map_from_activations_dict():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(64, 12)).astype(np.float32)
     x[:20, 3] += 50  # a planted channel over a block of tokens
-    m = TokenClusterMap({"block.2/step0/image": x}, ks=(1,), Ks=(2,), sets=("top",))
+    m = TokenClusterMap({"block.2/step0/image": x}, ks=(1,), k_clusters_choices=(2,), sets=("top",))
     assert m.grid == [8, 8] and m.channels == [3] and m.image_png == ""
     fg = m.current["labels"] == m.fg_cluster
     assert fg[:20].all() and not fg[20:].any()
@@ -246,7 +246,7 @@ def test_cluster_map_static_and_bad_input(cmap, run, flux, tmp_path):
     with pytest.raises(MassActError, match="grid"):
         cmap.k = 3
     with pytest.raises(MassActError, match="grid"):
-        cmap.K = 9
+        cmap.k_clusters = 9
     with pytest.raises(MassActError, match="layer"):
         cmap.layer = "double.0"
     with pytest.raises(MassActError, match="step"):
@@ -257,12 +257,12 @@ def test_cluster_map_static_and_bad_input(cmap, run, flux, tmp_path):
         cmap.selected = [256]
     with pytest.raises(MassActError, match="opacity"):
         cmap.opacity = 2.0
-    with pytest.raises(MassActError, match="Ks"):
-        TokenClusterMap(run, Ks=(1,))
+    with pytest.raises(MassActError, match="k_clusters_choices"):
+        TokenClusterMap(run, k_clusters_choices=(1,))
     with pytest.raises(MassActError, match="no usable k"):
         TokenClusterMap(run, ks=(100,))
     with pytest.raises(MassActError, match="mask"):
-        TokenClusterMap(run, ks=(1,), Ks=(2,), mask=np.zeros((5, 7), bool))
+        TokenClusterMap(run, ks=(1,), k_clusters_choices=(2,), mask=np.zeros((5, 7), bool))
     bare = flux.run("a cat", num_steps=2, size=SIZE, progress=False)
     with pytest.raises(MassActError, match="mv.Raw"):
         TokenClusterMap(bare)
@@ -411,7 +411,7 @@ def test_one_palette_for_figures_widgets_and_javascript(cmap):
 def test_projection_view_has_axes_and_a_cluster_legend(cmap):
     p = ProjectionView(cmap, method="pca")
     fg = cmap.current["foreground"]
-    assert len(p.legend) == cmap.K and (fg < 0 or p.legend[fg].endswith("foreground"))
+    assert len(p.legend) == cmap.k_clusters and (fg < 0 or p.legend[fg].endswith("foreground"))
     assert "mv-axis-x" in p._esm and "mv-legend" in p._esm
     im = p.static_image()
     assert im.size[1] > im.size[0]   # the legend rows sit under the square plot

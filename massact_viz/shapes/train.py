@@ -660,7 +660,8 @@ class _Training:
         return {
             "step": last, "images_seen": prev["images_seen"] + self.images_seen,
             "train_minutes": round(prev["train_minutes"] + (0 if accel else minutes), 2),
-            "gpu_minutes": round(prev["gpu_minutes"] + (minutes if accel else 0), 2),
+            # GPU-minutes: with N GPUs (one process each) a wall minute is N GPU-minutes
+            "gpu_minutes": round(prev["gpu_minutes"] + (minutes * self.place.world if accel else 0), 2),
             "loss": loss, "status": tag, "args": dataclasses.asdict(a),
             "torch": torch.__version__, "device": str(self.device), "processes": self.place.world,
             "warm_start": {k: v for k, v in self.warm_start.items() if k != "previous"} if self.warm_start else None,

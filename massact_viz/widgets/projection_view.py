@@ -53,7 +53,7 @@ class ProjectionView(View):
         self._update()
         self.selected = list(cluster_map.selected)
         self._link = traitlets.link((cluster_map, "selected"), (self, "selected"))
-        cluster_map.observe(lambda change: self._update(), names=["layer", "step", "k", "K", "channel_set"])
+        cluster_map.observe(lambda change: self._update(), names=["layer", "step", "k", "k_clusters", "channel_set"])
 
     @traitlets.validate("selected")
     def _v_selected(self, p):
@@ -72,7 +72,7 @@ class ProjectionView(View):
             self.coords = self.projection.coords.astype("<f4").tobytes()
             self.labels = (cur["labels"] + 1).clip(0, 255).astype(np.uint8).tobytes()
             self.subtitle = (f"{self.method.upper()} of {m.layer} step {m.step}, {m.channel_set}-{m.k} channels, "
-                             f"K={m.K}")
+                             f"K={m.k_clusters}")
             self.legend = loc.cluster_legend(int(cur["labels"].max()) + 1 if cur["labels"].size else 0,
                                          cur.get("foreground", -1))
 

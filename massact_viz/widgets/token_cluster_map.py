@@ -7,9 +7,9 @@ Clustering is :func:`massact_viz.probes.localization.cluster_tokens` on the imag
 random-k by ``stat`` of that image, layer and step), scored with
 :func:`~massact_viz.probes.localization.iou` against a mask when one is given.
 
-Payload: when the slider grid (layers x steps x sets x ks x Ks) is small (``precompute=None``: at
-most 128 configurations and 4 MB of labels), every configuration's labels (uint8 per token) and the
-values of every channel any configuration uses (float32, tokens x channels) are computed once and
+Payload: when the slider grid (layers x steps x sets x ks x k_clusters_choices) is small
+(``precompute=None``: at most 128 configurations and 4 MB of labels), every configuration's labels (uint8
+per token) and the values of every channel any configuration uses (float32, tokens x channels) are computed once and
 sent once, so every slider move redraws in the browser; otherwise each change is computed in Python
 and only the current labels (tokens bytes) and values (tokens x k float32) travel. FLUX scale: 4096
 tokens, so one configuration is 4 kB of labels; a 2 x 2 x 3 x 4 x 3 grid (144 configurations) would be
@@ -46,16 +46,19 @@ def _parse_key(key: Any) -> tuple[str, int]:
 
 
 class TokenClusterMap(View):
-    """``TokenClusterMap(run_or_acts, *, image=0, ks=(1, 2, 4, 8), Ks=(2, 3, 4), sets=("top", "bottom",
-    "random"), layer=None, step=None, k=None, K=2, channel_set="top", mask=None, grid=None, picture=None,
-    stat="abs_mean", seed=0, precompute=None, opacity=0.5)``.
+    """``TokenClusterMap(run_or_acts, *, image=0, ks=(1, 2, 4, 8), k_clusters_choices=(2, 3, 4),
+    sets=("top", "bottom", "random"), layer=None, step=None, k=None, k_clusters=2, channel_set="top", mask=None,
+    grid=None, picture=None, stat="abs_mean", seed=0, precompute=None, opacity=0.5)``.
+
+    ``k`` is the number of channels clustered on (one of ``ks``, the slider's stops), ``k_clusters`` the number of
+    clusters (one of ``k_clusters_choices``), as ``k_clusters`` in :func:`~massact_viz.probes.localization.localize`.
 
     ``run_or_acts``: a :class:`~massact_viz.Run` with raw image-stream slices (all tokens and channels;
     capture them with ``mv.Capture(raw=[mv.Raw("double.3", 3)])``), or activations: a dict
     ``{"layer/stepS/image" or (layer, step): (tokens, channels) or (images, tokens, channels)}``, or one
     (tokens, channels) array. ``mask``: pixel-size or token-size bool mask (array, PIL image or file) for IoU.
 
-    Synced traits: ``layer``, ``step``, ``k``, ``K``, ``channel_set``, ``opacity`` (how strongly the image
+    Synced traits: ``layer``, ``step``, ``k``, ``k_clusters``, ``channel_set``, ``opacity`` (how strongly the image
     outside the foreground cluster is dimmed, 0..1: the "dim background" slider), ``selected`` (token
     indices); state: ``labels`` (uint8 bytes per token: cluster id + 1, 0 = noise), ``fg_cluster``,
     ``channels``, ``values`` (float32 bytes tokens x k), ``iou`` (None without a mask).
@@ -66,7 +69,7 @@ class TokenClusterMap(View):
     layer = traitlets.Unicode("").tag(sync=True)
     step = traitlets.Int(0).tag(sync=True)
     k = traitlets.Int(1).tag(sync=True)
-    K = traitlets.Int(2).tag(sync=True)
+    k_clusters = traitlets.Int(2).tag(sync=True)
     channel_set = traitlets.Unicode("top").tag(sync=True)
     opacity = traitlets.Float(0.5).tag(sync=True)
     selected = traitlets.List(traitlets.Int()).tag(sync=True)
@@ -74,7 +77,7 @@ class TokenClusterMap(View):
     layers = traitlets.List(traitlets.Unicode()).tag(sync=True)
     steps = traitlets.List(traitlets.Int()).tag(sync=True)
     ks = traitlets.List(traitlets.Int()).tag(sync=True)
-    Ks = traitlets.List(traitlets.Int()).tag(sync=True)
+    k_clusters_choices = traitlets.List(traitlets.Int()).tag(sync=True)
     sets = traitlets.List(traitlets.Unicode()).tag(sync=True)
     grid = traitlets.List(traitlets.Int(), [0, 0]).tag(sync=True)
     image_png = traitlets.Unicode("").tag(sync=True)
@@ -89,9 +92,10 @@ class TokenClusterMap(View):
     values = traitlets.Bytes(b"").tag(sync=True)
     iou = traitlets.Float(None, allow_none=True).tag(sync=True)
 
-    def __init__(self, run_or_acts, *, image: int = 0, ks: Sequence[int] = (1, 2, 4, 8), Ks: Sequence[int] = (2, 3, 4),
-                 sets: Sequence[str] = SETS, layer: str | None = None, step: int | None = None, k: int | None = None,
-                 K: int = 2, channel_set: str = "top", mask: Any = None, grid: Sequence[int] | None = None,
+    def __init__(self, run_or_acts, *, image: int = 0, ks: Sequence[int] = (1, 2, 4, 8),
+                 k_clusters_choices: Sequence[int] = (2, 3, 4), sets: Sequence[str] = SETS, layer: str | None = None,
+                 step: int | None = None, k: int | None = None,
+                 k_clusters: int = 2, channel_set: str = "top", mask: Any = None, grid: Sequence[int] | None = None,
                  picture: Any = None, stat: str = "abs_mean", seed: int = 0, precompute: bool | None = None,
                  opacity: float = 0.5, prompt: str | None = None):
         acts, grid, picture, prompt = self._sources(run_or_acts, image, grid, picture, prompt)
@@ -111,9 +115,10 @@ class TokenClusterMap(View):
         ks = sorted({int(x) for x in ks if 1 <= int(x) <= width and ("random" not in sets or 2 * int(x) <= width)})
         if not ks:
             raise MassActError(f"no usable k in ks: each k must be 1..{width} ({width // 2} with the random set).")
-        Ks = sorted({int(x) for x in Ks})
-        if not Ks or any(x < 2 or x > n for x in Ks):
-            raise MassActError(f"Ks must be cluster counts between 2 and {n} (the number of tokens), got {Ks}.")
+        k_clusters_choices = sorted({int(x) for x in k_clusters_choices})
+        if not k_clusters_choices or any(x < 2 or x > n for x in k_clusters_choices):
+            raise MassActError(f"k_clusters_choices must be cluster counts between 2 and {n} (the number of tokens), "
+                               f"got {k_clusters_choices}.")
         self._stats = self._build_stats(acts, lay, stp, prompt)
         self._mask = None
         if mask is not None:
@@ -125,13 +130,13 @@ class TokenClusterMap(View):
         self._picture = picture
         self._ready = False
         super().__init__()
-        self.layers, self.steps, self.ks, self.Ks, self.sets = lay, stp, ks, Ks, sets
+        self.layers, self.steps, self.ks, self.k_clusters_choices, self.sets = lay, stp, ks, k_clusters_choices, sets
         self.grid = [int(grid[0]), int(grid[1])]
         self.has_mask = self._mask is not None
         self.title = prompt or ""
         if picture is not None:
             self.image_png = png_b64(thumb(picture, 512))  # shown at 320 px
-        n_cfg = len(keys) * len(sets) * len(ks) * len(Ks)
+        n_cfg = len(keys) * len(sets) * len(ks) * len(k_clusters_choices)
         if precompute is None:
             precompute = n_cfg <= PRECOMPUTE_MAX_CONFIGS and n_cfg * n <= PRECOMPUTE_MAX_BYTES
         self._cache: dict[tuple, dict] = {}
@@ -144,7 +149,7 @@ class TokenClusterMap(View):
             raise MassActError(f"no activations for layer {self.layer!r} at step {self.step}; available: {keys}. "
                                f"Capture mv.Raw({self.layer!r}, {self.step}).")
         self.k = k if k is not None else ks[min(len(ks) - 1, 2)]
-        self.K, self.channel_set, self.opacity = K, channel_set, opacity
+        self.k_clusters, self.channel_set, self.opacity = k_clusters, channel_set, opacity
         self._ready = True
         self._update()
 
@@ -212,16 +217,17 @@ class TokenClusterMap(View):
                             [prompt or ""])
 
     # ---------------------------------------------------------------- compute
-    def compute(self, layer: str, step: int, channel_set: str, k: int, K: int) -> dict:
+    def compute(self, layer: str, step: int, channel_set: str, k: int, k_clusters: int) -> dict:
         """One configuration: ``labels`` (tokens,) int, ``foreground`` cluster id, ``channels``, ``iou``."""
-        key = (layer, step, channel_set, k, K)
+        key = (layer, step, channel_set, k, k_clusters)
         if key in self._cache:
             return self._cache[key]
         if (layer, step) not in self._acts:
             raise MassActError(f"no activations for layer {layer!r} at step {step}; available: "
                                f"{sorted(self._acts)}. Capture mv.Raw({layer!r}, {step}).")
         ch = select(self._stats, channel_set, k, layer=layer, step=step, stat=self._stat, seed=self._seed)
-        c = loc.cluster_tokens(self._acts[(layer, step)], tuple(self.grid), channels=ch, k_clusters=K, seed=self._seed)
+        c = loc.cluster_tokens(self._acts[(layer, step)], tuple(self.grid), channels=ch, k_clusters=k_clusters,
+                               seed=self._seed)
         lab = c.labels.ravel()
         fgc = np.unique(lab[c.foreground.ravel()])
         score = None
@@ -240,10 +246,10 @@ class TokenClusterMap(View):
         for lk, st in keys:
             for s in self.sets:
                 for k in self.ks:
-                    for K in self.Ks:
-                        r = self.compute(lk, st, s, k, K)
-                        index[f"{lk}|{st}|{s}|{k}|{K}"] = {"i": len(labels), "fg": r["foreground"],
-                                                         "channels": r["channels"], "iou": r["iou"]}
+                    for k_clusters in self.k_clusters_choices:
+                        r = self.compute(lk, st, s, k, k_clusters)
+                        index[f"{lk}|{st}|{s}|{k}|{k_clusters}"] = {"i": len(labels), "fg": r["foreground"],
+                                                                    "channels": r["channels"], "iou": r["iou"]}
                         labels.append((r["labels"] + 1).clip(0, 255).astype(np.uint8))
                         used.setdefault((lk, st), set()).update(r["channels"])
         vals, values_index, off = [], {}, 0
@@ -278,10 +284,11 @@ class TokenClusterMap(View):
                                f"(1..{self._width}, at most {self._width // 2} with the random set).")
         return p["value"]
 
-    @traitlets.validate("K")
-    def _v_K(self, p):
-        if self.Ks and p["value"] not in self.Ks:
-            raise MassActError(f"K={p['value']!r} clusters is not on this map's grid {self.Ks}; pass Ks=(...) to include it.")
+    @traitlets.validate("k_clusters")
+    def _v_k_clusters(self, p):
+        if self.k_clusters_choices and p["value"] not in self.k_clusters_choices:
+            raise MassActError(f"k_clusters={p['value']!r} is not on this map's grid {self.k_clusters_choices}; "
+                               "pass k_clusters_choices=(...) to include it.")
         return p["value"]
 
     @traitlets.validate("channel_set")
@@ -321,7 +328,7 @@ class TokenClusterMap(View):
         self._update()
 
     def _update(self) -> None:
-        r = self.compute(self.layer, self.step, self.channel_set, self.k, self.K)
+        r = self.compute(self.layer, self.step, self.channel_set, self.k, self.k_clusters)
         with self.hold_sync():
             self.labels = (r["labels"] + 1).clip(0, 255).astype(np.uint8).tobytes()
             self.fg_cluster = r["foreground"]
@@ -333,7 +340,7 @@ class TokenClusterMap(View):
     @property
     def current(self) -> dict:
         """The current configuration (as :meth:`compute` returns it)."""
-        return self.compute(self.layer, self.step, self.channel_set, self.k, self.K)
+        return self.compute(self.layer, self.step, self.channel_set, self.k, self.k_clusters)
 
     def features(self) -> np.ndarray:
         """(tokens, k) raw values of the current channels (what the hover shows)."""
@@ -383,12 +390,12 @@ class TokenClusterMap(View):
             for t in self.selected:
                 r, c = divmod(t, cols)
                 d0.rectangle([c * sx + 1, r * sy + 1, (c + 1) * sx - 2, (r + 1) * sy - 2], outline=MARK, width=2)
-        legend = loc.cluster_legend(self.K, self.fg_cluster)
+        legend = loc.cluster_legend(self.k_clusters, self.fg_cluster)
         top = 44
         out = Image.new("RGB", (10 + len(panels) * (side + 10), top + side + 8 + 14 * len(legend)), "white")
         d = ImageDraw.Draw(out)
         label(d, (5, 2), f"{self.layer} step {self.step} {self.channel_set}-{self.k} channels {self.channels[:8]}, "
-                         f"K={self.K}" + ("" if self.iou is None else f", IoU {self.iou:.3f}"))
+                         f"K={self.k_clusters}" + ("" if self.iou is None else f", IoU {self.iou:.3f}"))
         captions = (["image: foreground outlined, the rest dimmed"] if picture is not None else []) + \
             [f"token clusters ({rows} x {cols} tokens)"]
         for i, (panel, cap) in enumerate(zip(panels, captions)):
@@ -403,4 +410,4 @@ class TokenClusterMap(View):
     def static_html_body(self) -> str:
         iou = "" if self.iou is None else f"<p>IoU vs mask: {self.iou:.3f}</p>"
         return (f"<p>layer {esc(self.layer)}, step {self.step}, {esc(self.channel_set)}-{self.k} channels "
-                f"{esc(self.channels)}, K={self.K} clusters (foreground cluster {self.fg_cluster})</p>{iou}")
+                f"{esc(self.channels)}, {self.k_clusters} clusters (foreground cluster {self.fg_cluster})</p>{iou}")

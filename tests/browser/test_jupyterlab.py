@@ -31,7 +31,7 @@ ARTIFACTS = REPO / "test-artifacts" / "browser"
 # view tag -> (the slider the test moves, or None; what must be drawn)
 VIEWS = {
     "channel_explorer": ("input.mv-step", "canvas.mv-heatmap"),
-    "token_cluster_map": ("input.mv-K", "canvas.mv-clusters"),
+    "token_cluster_map": ("input.mv-k-clusters", "canvas.mv-clusters"),
     "projection_view": (None, "svg circle"),
     "transport_timeline": ("input.mv-step", "img.mv-frame"),
     "disruption_grid": ("input.mv-image", "img"),

@@ -1,12 +1,13 @@
 // TokenClusterMap: the generated image with the foreground cluster outlined (the rest dimmed) beside the
-// token clusters in solid colours; sliders for layer, step, k, K, channel set and dimming (a slider with one
+// token clusters in solid colours; sliders for layer, step, k (channels), clusters, channel set and dimming (a slider with one
 // position is greyed with the reason); hover shows (row, col) and values; click / shift-drag selects.
 
 function render({ model, el }) {
   const root = mvRoot(el, "token-cluster-map");
   const title = mvEl("div", { cls: "mv-title", style: "font-weight:600;margin-bottom:4px" }, root);
   const ctl = mvEl("div", { cls: "mv-controls", style: "margin-bottom:6px;max-width:640px" }, root);
-  const layers = model.get("layers"), steps = model.get("steps"), ks = model.get("ks"), Ks = model.get("Ks");
+  const layers = model.get("layers"), steps = model.get("steps"), ks = model.get("ks");
+  const Ks = model.get("k_clusters_choices");
   const layerSl = mvSlider(ctl, "layer", 0, layers.length - 1, Math.max(0, layers.indexOf(model.get("layer"))), 1,
     "the only layer with raw slices");
   layerSl.input.classList.add("mv-layer");
@@ -15,8 +16,9 @@ function render({ model, el }) {
   stepSl.input.classList.add("mv-step");
   const kSl = mvSlider(ctl, "k", 0, ks.length - 1, Math.max(0, ks.indexOf(model.get("k"))), 1, "one k given (ks)");
   kSl.input.classList.add("mv-k");
-  const KSl = mvSlider(ctl, "K", 0, Ks.length - 1, Math.max(0, Ks.indexOf(model.get("K"))), 1, "one K given (Ks)");
-  KSl.input.classList.add("mv-K");
+  const KSl = mvSlider(ctl, "clusters", 0, Ks.length - 1, Math.max(0, Ks.indexOf(model.get("k_clusters"))), 1,
+    "one cluster count given (k_clusters_choices)");
+  KSl.input.classList.add("mv-k-clusters");
   const setSel = mvSelect(ctl, "channels", model.get("sets"), model.get("channel_set"));
   setSel.classList.add("mv-set");
   const opSl = mvSlider(ctl, "dim background", 0, 100, Math.round(model.get("opacity") * 100));
@@ -49,7 +51,7 @@ function render({ model, el }) {
     tLabels = mvU8(model.get("table_labels"));
     tValues = mvF32(model.get("table_values"));
   }
-  const cfgKey = () => [model.get("layer"), model.get("step"), model.get("channel_set"), model.get("k"), model.get("K")].join("|");
+  const cfgKey = () => [model.get("layer"), model.get("step"), model.get("channel_set"), model.get("k"), model.get("k_clusters")].join("|");
 
   function current() {  // {labels, fg, channels, values(fn), iou}
     const [R, C] = model.get("grid"), n = R * C;
@@ -101,27 +103,27 @@ function render({ model, el }) {
       if (box) { g.strokeStyle = "#000"; g.lineWidth = 1; g.strokeRect(box.x0, box.y0, box.x1 - box.x0, box.y1 - box.y0); }
     }
     if (!model.get("image_png")) mvDisable(opSl, "no image");
-    else if (cur.fg < 0) mvDisable(opSl, `no foreground cluster at K=${model.get("K")}`);
+    else if (cur.fg < 0) mvDisable(opSl, `no foreground cluster at K=${model.get("k_clusters")}`);
     else mvEnable(opSl);
     leftCap.textContent = cur.fg >= 0
       ? `image: foreground cluster outlined, the rest dimmed (${opSl.input.value}%)`
       : "image (no foreground cluster chosen)";
-    rightCap.textContent = `token clusters: ${model.get("K")} clusters of ${R} x ${C} tokens on ${model.get("channel_set")}-${model.get("k")} channels`;
+    rightCap.textContent = `token clusters: ${model.get("k_clusters")} clusters of ${R} x ${C} tokens on ${model.get("channel_set")}-${model.get("k")} channels`;
     // controls and text (textContent only)
     layerSl.input.value = String(layers.indexOf(model.get("layer"))); layerSl.out.textContent = model.get("layer");
     stepSl.input.value = String(steps.indexOf(model.get("step"))); stepSl.out.textContent = String(model.get("step"));
     kSl.input.value = String(ks.indexOf(model.get("k"))); kSl.out.textContent = String(model.get("k"));
-    KSl.input.value = String(Ks.indexOf(model.get("K"))); KSl.out.textContent = String(model.get("K"));
+    KSl.input.value = String(Ks.indexOf(model.get("k_clusters"))); KSl.out.textContent = String(model.get("k_clusters"));
     setSel.value = model.get("channel_set"); opSl.out.textContent = opSl.input.value + "%";
     title.textContent = model.get("title");
     legend.replaceChildren();
-    for (let c = 0; c < model.get("K"); c++) {   // the colours of the overlay, named as every view names them
+    for (let c = 0; c < model.get("k_clusters"); c++) {   // the colours of the overlay, named as every view names them
       const item = mvEl("span", { cls: "mv-legend-item" }, legend);
       mvEl("span", { style: `display:inline-block;width:10px;height:10px;margin-right:4px;background:rgb(${MV_PALETTE[c % MV_PALETTE.length]})` }, item);
       mvEl("span", { text: `cluster ${c}: ` + (c === cur.fg ? "foreground (outlined)" : cur.fg >= 0 ? "background" : "cluster") }, item);
     }
     info.textContent = `${model.get("channel_set")}-${model.get("k")} channels [${cur.channels.join(", ")}], ` +
-      `K=${model.get("K")}, ` + (cur.fg >= 0 ? `foreground cluster ${cur.fg}` : "no foreground cluster") + (cur.iou === null || cur.iou === undefined ? "" : `, IoU vs mask ${cur.iou.toFixed(3)}`) +
+      `K=${model.get("k_clusters")}, ` + (cur.fg >= 0 ? `foreground cluster ${cur.fg}` : "no foreground cluster") + (cur.iou === null || cur.iou === undefined ? "" : `, IoU vs mask ${cur.iou.toFixed(3)}`) +
       `, ${model.get("selected").length} tokens selected`;
     root.dataset.lastDrawMs = (performance.now() - t0).toFixed(2);
     root.dataset.draws = String((+root.dataset.draws || 0) + 1);
@@ -174,12 +176,12 @@ function render({ model, el }) {
   const onSlide = (name, arr, sl) => sl.input.addEventListener("input", () => {
     model.set(name, arr[+sl.input.value]); draw(); model.save_changes();
   });
-  onSlide("layer", layers, layerSl); onSlide("step", steps, stepSl); onSlide("k", ks, kSl); onSlide("K", Ks, KSl);
+  onSlide("layer", layers, layerSl); onSlide("step", steps, stepSl); onSlide("k", ks, kSl); onSlide("k_clusters", Ks, KSl);
   setSel.addEventListener("change", () => { model.set("channel_set", setSel.value); draw(); model.save_changes(); });
   opSl.input.addEventListener("input", () => { model.set("opacity", +opSl.input.value / 100); draw(); model.save_changes(); });
 
   model.on("change:table", () => { loadTable(); draw(); });
-  for (const t of ["labels", "values", "channels", "iou", "fg_cluster", "selected", "layer", "step", "k", "K", "channel_set", "title"])
+  for (const t of ["labels", "values", "channels", "iou", "fg_cluster", "selected", "layer", "step", "k", "k_clusters", "channel_set", "title"])
     model.on("change:" + t, draw);
   model.on("change:opacity", () => { opSl.input.value = String(Math.round(model.get("opacity") * 100)); draw(); });
   loadTable(); draw();
