@@ -69,7 +69,7 @@ picture = Image.fromarray(pic)
 
 CELLS = {
     "channel_explorer": 'ce = ChannelExplorer(stats, k=4)\nce',
-    "token_cluster_map": 'tcm = TokenClusterMap(acts, grid=(64, 64), picture=picture, ks=(1, 4), Ks=(2, 3), '
+    "token_cluster_map": 'tcm = TokenClusterMap(acts, grid=(64, 64), picture=picture, ks=(1, 4), k_clusters_choices=(2, 3), '
                          'prompt="synthetic FLUX-scale")\ntcm',
     "payload": 'print("PAYLOAD" + json.dumps({"channel_explorer": ce.payload_bytes, '
                '"token_cluster_map": tcm.payload_bytes, "token_cluster_map_precomputed": tcm.precomputed}))',
@@ -77,7 +77,7 @@ CELLS = {
 
 # (view, slider) pairs whose moves are timed
 SLIDERS = [("channel_explorer", "input.mv-step"), ("channel_explorer", "input.mv-k"),
-           ("token_cluster_map", "input.mv-K"), ("token_cluster_map", "input.mv-layer"),
+           ("token_cluster_map", "input.mv-k-clusters"), ("token_cluster_map", "input.mv-layer"),
            ("token_cluster_map", "input.mv-k")]
 
 # called as locator.evaluate(JS_TIME_MOVES, [selector, n]): the view root is the first argument

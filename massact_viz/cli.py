@@ -193,9 +193,9 @@ def cmd_disrupt(args) -> int:
 def cmd_localize(args) -> int:
     from .distributed import launched
     from .probes.localization import localize
+    from .probes.localization.clustering import check_cluster_args
     check_output_file(args.out, (".json",), "localization result")
-    if args.k_clusters < 2:
-        raise MassActError(f"--k-clusters must be at least 2 (foreground and background), got {args.k_clusters}.")
+    check_cluster_args(None, args.k_clusters, args.method, args.foreground or "border", name="--k-clusters")
     masks = args.masks
     if masks != "shapes":
         d = Path(masks)

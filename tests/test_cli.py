@@ -180,7 +180,7 @@ def test_steps_flag_is_the_python_steps_rule(text, steps):
     assert _steps_arg(text) == steps
 
 
-def test_disrupt_and_localize_pass_steps_and_random_draws_to_the_library(tmp_path, monkeypatch):
+def test_disrupt_and_localize_pass_steps_and_random_draws_to_the_library(tmp_path, monkeypatch, capsys):
     import massact_viz.probes.disruption as dis
     import massact_viz.probes.localization as loc
     seen = {}
@@ -204,8 +204,10 @@ def test_disrupt_and_localize_pass_steps_and_random_draws_to_the_library(tmp_pat
     assert main(["probe", "localize", *common, "--k-clusters", "3", "--out", str(tmp_path / "l.json")]) == 2
     assert seen["localize"]["k_clusters"] == 3
     seen.clear()
+    capsys.readouterr()
     assert main(["probe", "localize", *common, "--k-clusters", "1", "--out", str(tmp_path / "l.json")]) == 2
     assert "localize" not in seen   # refused before the model loads
+    assert "--k-clusters must be an integer at least 2" in capsys.readouterr().err
 
 
 def test_probe_disrupt_layer_sets(tmp_path, capsys):

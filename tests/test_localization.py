@@ -99,6 +99,8 @@ def test_bad_inputs():
                {"foreground": "biggest"}, {"channels": [99]}, {"channels": []}, {"seed": -1}):
         with pytest.raises(MassActError):
             loc.cluster_tokens(x, (8, 8), **kw)
+    with pytest.raises(MassActError, match=r"k_clusters must be an integer between 2 and 64 \(the number of tokens\)"):
+        loc.cluster_tokens(x, (8, 8), k_clusters=65)
     with pytest.raises(MassActError):
         loc.cluster_tokens(x, (8, 9))
     with pytest.raises(MassActError):
@@ -255,13 +257,13 @@ def test_localize_recovers_a_square_planted_in_one_channel(tiny_model):
 
 
 @pytest.mark.parametrize("kwargs", [dict(k=33), dict(k=0), dict(k=17, sets=("random",)), dict(steps=2), dict(steps=(2,)),
-                                    dict(steps=[])])
+                                    dict(steps=[]), dict(k_clusters=1)])
 def test_localize_bad_specs_fail_before_anything_runs(tiny_model, monkeypatch, kwargs):
     import massact_viz as mv
     m = tiny_model("flux")
     assert m.width == 32
     monkeypatch.setattr(mv.Model, "run", lambda *a, **kw: pytest.fail("ran before validating"))
-    with pytest.raises(MassActError):
+    with pytest.raises(MassActError, match="at least 2 \\(foreground" if "k_clusters" in kwargs else None):
         loc.localize(m, ["a cat"], _centre_mask, **dict(dict(layers=[0], num_steps=2, progress=False, size=SIZE),
                                                         **kwargs))
 

@@ -72,7 +72,7 @@ class ProjectionView(View):
             self.coords = self.projection.coords.astype("<f4").tobytes()
             self.labels = (cur["labels"] + 1).clip(0, 255).astype(np.uint8).tobytes()
             self.subtitle = (f"{self.method.upper()} of {m.layer} step {m.step}, {m.channel_set}-{m.k} channels, "
-                             f"K={m.k_clusters}")
+                             f"{m.k_clusters} clusters")
             self.legend = loc.cluster_legend(int(cur["labels"].max()) + 1 if cur["labels"].size else 0,
                                          cur.get("foreground", -1))
 

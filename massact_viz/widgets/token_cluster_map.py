@@ -395,7 +395,7 @@ class TokenClusterMap(View):
         out = Image.new("RGB", (10 + len(panels) * (side + 10), top + side + 8 + 14 * len(legend)), "white")
         d = ImageDraw.Draw(out)
         label(d, (5, 2), f"{self.layer} step {self.step} {self.channel_set}-{self.k} channels {self.channels[:8]}, "
-                         f"K={self.k_clusters}" + ("" if self.iou is None else f", IoU {self.iou:.3f}"))
+                         f"{self.k_clusters} clusters" + ("" if self.iou is None else f", IoU {self.iou:.3f}"))
         captions = (["image: foreground outlined, the rest dimmed"] if picture is not None else []) + \
             [f"token clusters ({rows} x {cols} tokens)"]
         for i, (panel, cap) in enumerate(zip(panels, captions)):

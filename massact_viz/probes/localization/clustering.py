@@ -89,12 +89,15 @@ def cluster_foreground(feats: Any, *, k_clusters: int = 2, method: str = "kmeans
     return cluster_features(a, k_clusters, method, foreground, seed, min_cluster_size, token_grid(grid, a.shape[0]))[2]
 
 
-def check_cluster_args(n: int, k_clusters: Any, method: Any, foreground: Any) -> None:
+def check_cluster_args(n: int | None, k_clusters: Any, method: Any, foreground: Any, name: str = "k_clusters") -> None:
+    """Refuse bad clustering arguments in one line. ``n`` is the number of tokens, or None before it is known
+    (a plan, a command line); ``name`` is what the caller calls the cluster count (the CLI: ``--k-clusters``)."""
     if method not in METHODS:
         raise MassActError(f"method must be one of {METHODS}, got {method!r}.")
     if method == "kmeans" and (isinstance(k_clusters, bool) or not isinstance(k_clusters, (int, np.integer))
-                               or not 2 <= k_clusters <= n):
-        raise MassActError(f"k_clusters must be an integer between 2 and {n} (the number of tokens), got {k_clusters!r}.")
+                               or k_clusters < 2 or (n is not None and k_clusters > n)):
+        bound = "at least 2 (foreground and background)" if n is None else f"between 2 and {n} (the number of tokens)"
+        raise MassActError(f"{name} must be an integer {bound}, got {k_clusters!r}.")
     if not callable(foreground) and foreground not in FOREGROUND_RULES:
         raise MassActError(f"foreground must be one of {FOREGROUND_RULES} or a function (features, labels) -> "
                            f"cluster id or bool mask, got {foreground!r}.")

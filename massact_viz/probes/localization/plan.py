@@ -150,7 +150,7 @@ def plan_localization(model: "Model", prompts: str | Sequence[str], masks: Any, 
             raise MassActError(f"{key}= is how a plan is run, not part of it: execute(model, plan, {key}=...).")
     check_probe_kwargs(run_kwargs, "localize", ("capture", "prompt"),
                        "pass the prompts as localize's first argument and the layers and steps as its own arguments.")
-    check_cluster_args(2 ** 30, k_clusters, method, foreground)
+    check_cluster_args(None, k_clusters, method, foreground)
     blocks = [b for b in model.resolve_layers(layers) if "image" in b.streams]
     if not blocks:
         raise MassActError("none of the chosen layers has an image stream.")

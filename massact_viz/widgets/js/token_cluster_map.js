@@ -103,7 +103,7 @@ function render({ model, el }) {
       if (box) { g.strokeStyle = "#000"; g.lineWidth = 1; g.strokeRect(box.x0, box.y0, box.x1 - box.x0, box.y1 - box.y0); }
     }
     if (!model.get("image_png")) mvDisable(opSl, "no image");
-    else if (cur.fg < 0) mvDisable(opSl, `no foreground cluster at K=${model.get("k_clusters")}`);
+    else if (cur.fg < 0) mvDisable(opSl, `no foreground cluster among ${model.get("k_clusters")} clusters`);
     else mvEnable(opSl);
     leftCap.textContent = cur.fg >= 0
       ? `image: foreground cluster outlined, the rest dimmed (${opSl.input.value}%)`
@@ -123,7 +123,7 @@ function render({ model, el }) {
       mvEl("span", { text: `cluster ${c}: ` + (c === cur.fg ? "foreground (outlined)" : cur.fg >= 0 ? "background" : "cluster") }, item);
     }
     info.textContent = `${model.get("channel_set")}-${model.get("k")} channels [${cur.channels.join(", ")}], ` +
-      `K=${model.get("k_clusters")}, ` + (cur.fg >= 0 ? `foreground cluster ${cur.fg}` : "no foreground cluster") + (cur.iou === null || cur.iou === undefined ? "" : `, IoU vs mask ${cur.iou.toFixed(3)}`) +
+      `${model.get("k_clusters")} clusters, ` + (cur.fg >= 0 ? `foreground cluster ${cur.fg}` : "no foreground cluster") + (cur.iou === null || cur.iou === undefined ? "" : `, IoU vs mask ${cur.iou.toFixed(3)}`) +
       `, ${model.get("selected").length} tokens selected`;
     root.dataset.lastDrawMs = (performance.now() - t0).toFixed(2);
     root.dataset.draws = String((+root.dataset.draws || 0) + 1);
