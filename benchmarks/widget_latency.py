@@ -69,8 +69,8 @@ picture = Image.fromarray(pic)
 
 CELLS = {
     "channel_explorer": 'ce = ChannelExplorer(stats, k=4)\nce',
-    "token_cluster_map": 'tcm = TokenClusterMap(acts, grid=(64, 64), picture=picture, ks=(1, 4), k_clusters_choices=(2, 3), '
-                         'prompt="synthetic FLUX-scale")\ntcm',
+    "token_cluster_map": 'tcm = TokenClusterMap(acts, grid=(64, 64), picture=picture, ks=(1, 4), '
+                         'k_clusters_choices=(2, 3), prompt="synthetic FLUX-scale")\ntcm',
     "payload": 'print("PAYLOAD" + json.dumps({"channel_explorer": ce.payload_bytes, '
                '"token_cluster_map": tcm.payload_bytes, "token_cluster_map_precomputed": tcm.precomputed}))',
 }
