@@ -197,6 +197,20 @@ def test_judge_rejects_wrong_captions():
     assert np.mean(rel_ok) < 0.02
 
 
+def test_judge_reports_the_aspect_that_tells_a_rectangle_from_a_square():
+    # every one-object render is about as wide as tall (the shapes card leans on this: a miss with aspect < 0.9
+    # was drawn out of proportion, whatever template the judge then reads it as)
+    aspects = [S.judge(S.render(sc)[0], S.caption(sc))["objects"][0]["aspect"] for sc in _scenes(300, seed=8, p_two=0.0)]
+    assert min(aspects) >= 0.9
+    img = np.zeros((32, 32, 3), np.uint8)
+    img[:] = S.COLOURS["blue"]
+    img[8:20, 6:26] = S.COLOURS["red"]  # 20 x 12 px: a rectangle, no square
+    j = S.judge(img, "a red square on a blue background")
+    assert not j["shape_ok"] and j["objects"][0]["aspect"] == pytest.approx(12 / 20)
+    assert S.judge(np.full((32, 32, 3), S.COLOURS["blue"], np.uint8), "a red square on a blue background")[
+        "objects"][0]["aspect"] is None
+
+
 def test_judge_on_blank_and_noise():
     blank = np.zeros((32, 32, 3), np.uint8) + np.array(S.COLOURS["blue"], np.uint8)
     r = S.judge(blank, "a red circle on a blue background")

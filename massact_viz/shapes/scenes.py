@@ -660,6 +660,12 @@ def validity(image, *, min_area: float = 0.025, max_area: float = 0.55) -> dict:
             "palette_distance": pal_dist, "largest_area": largest, "reasons": reasons}
 
 
+def _aspect(xs: np.ndarray, ys: np.ndarray) -> float:
+    """Bounding-box shorter side / longer side (1 = as wide as tall; the data's squares and circles are >= 0.9)."""
+    w, h = int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)
+    return min(w, h) / max(w, h)
+
+
 def judge(image, text: str, *, min_iou: float = 0.75, min_area: float = 0.025, max_area: float = 0.55) -> dict:
     """Score an image against a caption with the procedural ground truth rules.
 
@@ -679,7 +685,8 @@ def judge(image, text: str, *, min_iou: float = 0.75, min_area: float = 0.025, m
     Returns a dict with ``colour_ok`` (background and every object colour right),
     ``shape_ok`` (every object's shape right), ``relation_ok`` (None for one
     object), ``ok`` (all of them), ``background`` (predicted), ``objects`` (per
-    object: colour, shape, iou, colour_ok, shape_ok, area, centroid), ``n_objects``
+    object: colour, shape, iou, colour_ok, shape_ok, area, centroid, aspect = bounding-box shorter / longer
+    side), ``n_objects``
     (components found) and ``clean`` (fraction of foreground pixels inside the
     judged objects)."""
     att = parse_caption(text)
@@ -710,6 +717,7 @@ def judge(image, text: str, *, min_iou: float = 0.75, min_area: float = 0.025, m
                     "ious": ious,
                     "area": int(areas[k]),
                     "centroid": ((xs.mean() + 0.5) / w, (ys.mean() + 0.5) / h),
+                    "aspect": _aspect(xs, ys),
                 }
             )
 
@@ -718,7 +726,7 @@ def judge(image, text: str, *, min_iou: float = 0.75, min_area: float = 0.025, m
     def obj_report(c, t):
         if c is None:
             return {"colour": None, "shape": None, "iou": 0.0, "colour_ok": False, "shape_ok": False,
-                    "area": 0, "centroid": None}
+                    "area": 0, "centroid": None, "aspect": None}
         iou = c["ious"][t["shape"]]
         return {
             "colour": c["colour"],
@@ -728,6 +736,7 @@ def judge(image, text: str, *, min_iou: float = 0.75, min_area: float = 0.025, m
             "shape_ok": c["shape"] == t["shape"] and iou >= min_iou,
             "area": c["area"],
             "centroid": tuple(float(v) for v in c["centroid"]),
+            "aspect": c["aspect"],
         }
 
     relation_ok = None

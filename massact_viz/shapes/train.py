@@ -330,7 +330,8 @@ def evaluate(
             j = scenes.judge(img, c)
             recs.append({"caption": c, **{k: j[k] for k in ("colour_ok", "shape_ok", "relation_ok", "ok")},
                          "shapes": [o["shape"] for o in j["objects"]],
-                         "ious": [round(o["iou"], 3) for o in j["objects"]]})
+                         "ious": [round(o["iou"], 3) for o in j["objects"]],
+                         "aspects": [None if o["aspect"] is None else round(o["aspect"], 3) for o in j["objects"]]})
             if return_images:
                 images.append(img)
 
