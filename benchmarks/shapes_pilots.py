@@ -1,6 +1,6 @@
 """Training levers for the ``shapes`` teaching model, measured at equal CPU time.
 
-Two parts, both with nothing else running on the machine:
+Four parts, each with nothing else running on the machine:
 
 * ``throughput``: images per second of the trainer in its steady state for each
   (batch, threads, compile) setting, from the trainer's own log (median over its
@@ -20,6 +20,9 @@ Two parts, both with nothing else running on the machine:
   two-object captions (``train.two_object_eval_captions``; ``--two-captions 0`` skips them), recorded
   beside the shipped weights' own score with the CPU minutes and images its training took, and compared
   paired (same captions, same seeds) with the shipped weights and any rows named in ``--against``.
+* ``replicate``: a judged row and its starting weights once more on fresh captions and noise
+  (``--caption-seed``), usually more of them than the fixed yardstick's 180, compared paired overall and per
+  shape: for differences of a few points the yardstick cannot resolve.  Stored under ``replications``.
 
 Usage::
 
@@ -32,6 +35,9 @@ Usage::
         --name "token grid 16x16 (vae_factor 1), partial warm start"
     python benchmarks/shapes_pilots.py --part judge --weights runs/armB/out --name "two-object scenes 70 %" \
         --against "two-object scenes 35 % (control)"
+    python benchmarks/shapes_pilots.py --part replicate --weights runs/armB/out --name "two-object scenes 70 %" \
+        --captions 360 --two-captions 360      # fresh captions and noise, paired against --init
+
 
 Results go to ``benchmarks/shapes_pilots.json`` (finished rows are kept and skipped on
 a rerun with the same settings) and a Markdown table is printed; the model card
@@ -56,7 +62,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from massact_viz.files import atomic_write  # noqa: E402
-from massact_viz.shapes import train as T  # noqa: E402
+from massact_viz.shapes import scenes, train as T  # noqa: E402
 from massact_viz.shapes.model import load_shapes_pipeline  # noqa: E402
 from massact_viz.intervals import compare, wilson_interval  # noqa: E402
 
@@ -93,24 +99,29 @@ def _acc(flags: list[bool]) -> dict:
     return {"k": k, "n": n, "p": k / n, "ci95": list(wilson_interval(k, n))}
 
 
-def judge(weights: Path, n_captions: int, n_val: int, n_two: int = 0) -> dict:
+def judge(weights: Path, n_captions: int, n_val: int, n_two: int = 0, caption_seed: int | None = None) -> dict:
     """The fixed yardstick: one-object shape and colour (``n_captions``), with ``n_two`` > 0 also colour, shape
-    and relation on that many held-out two-object captions, and the fixed-noise validation loss; per-caption
-    outcomes are kept for paired comparisons (same captions, same seeds)."""
+    and relation on that many held-out two-object captions, and (``n_val`` > 0) the fixed-noise validation loss;
+    per-caption outcomes are kept for paired comparisons (same captions, same seeds).  ``caption_seed`` draws
+    other captions and noise than the fixed yardstick's (a replication on fresh data)."""
     pipe = load_shapes_pipeline(weights)
-    recs = T.evaluate(pipe, T.one_object_eval_captions(n_captions), seed=0)["records"]
+    one_seed, two_seed, noise = (7, 11, 0) if caption_seed is None else (
+        1000 + 2 * caption_seed, 1001 + 2 * caption_seed, 100_000 * caption_seed)
+    recs = T.evaluate(pipe, T.one_object_eval_captions(n_captions, seed=one_seed), seed=noise)["records"]
     out = {"n": len(recs)}
     for key in ("shape", "colour"):
         out[key] = _acc([bool(r[f"{key}_ok"]) for r in recs])
     out["shape_by_kind"] = {s: _acc([bool(r["shape_ok"]) for r in recs if f" {s} " in r["caption"]])
                             for s in ("circle", "square", "triangle")}
     out["shape_ok"] = [bool(r["shape_ok"]) for r in recs]   # per caption, for paired comparisons
+    out["captions"] = [r["caption"] for r in recs]
     if n_two:
-        two = T.evaluate(pipe, T.two_object_eval_captions(n_two), seed=0)["records"]
+        two = T.evaluate(pipe, T.two_object_eval_captions(n_two, seed=two_seed), seed=noise)["records"]
         flags = {key: [bool(r[f"{key}_ok"]) for r in two] for key in ("colour", "shape", "relation")}
         flags["all"] = [bool(r["ok"]) for r in two]
         out["two"] = {"n": len(two), **{key: _acc(f) for key, f in flags.items()}, "per_caption": flags}
-    out["val_loss"] = T.validation_loss(pipe, n_val)
+    if n_val:
+        out["val_loss"] = T.validation_loss(pipe, n_val)
     return out
 
 
@@ -225,6 +236,35 @@ def run_judge(results: dict, init: str, weights: str, name: str, n_captions: int
     _save(results)
 
 
+def run_replicate(results: dict, init: str, weights: str, name: str, n_captions: int, n_two: int,
+                  caption_seed: int) -> None:
+    """A second, larger look at a judged row: ``weights`` and the starting weights ``init`` on fresh captions and
+    noise (``caption_seed``), compared paired; for a difference the fixed 180-caption yardstick cannot resolve."""
+    if caption_seed < 1:
+        raise SystemExit("--caption-seed must be 1 or more (0 would be the fixed yardstick's captions)")
+    population = len(scenes.all_single_captions(style_words=True))
+    if n_captions > population:
+        raise SystemExit(f"--captions {n_captions}: the language has {population} distinct one-object captions; "
+                         f"ask for at most that many")
+    start_step = json.loads((Path(init) / "config.json").read_text())["training"]["step"]
+    mine, theirs = (judge(Path(w), n_captions, 0, n_two, caption_seed) for w in (weights, init))
+    start = f"shipped weights (step {start_step}, 8x8 tokens)"
+    rec = {"weights": os.path.relpath(weights, HERE.parent), "against": start, "caption_seed": caption_seed,
+           "n_one": n_captions, "n_two": n_two, "paired": {}}
+    pairs = [("one-object shape", mine["shape_ok"], theirs["shape_ok"])]
+    pairs += [(f"one-object {s}", *[[f for f, c in zip(j["shape_ok"], j["captions"]) if f" {s} " in c]
+                                     for j in (mine, theirs)]) for s in ("circle", "square", "triangle")]
+    if n_two:
+        pairs += [(f"two-object {key}", mine["two"]["per_caption"][key], theirs["two"]["per_caption"][key])
+                  for key in ("colour", "shape", "relation")]
+    for label, a, b in pairs:
+        c = compare(a, b, name, start)
+        rec["paired"][label] = c.to_dict()
+        print(f"{label}, paired on fresh captions (seed {caption_seed}): {c.sentence}", flush=True)
+    results.setdefault("replications", {})[name] = rec
+    _save(results)
+
+
 def _fmt(x: dict) -> str:
     return f"{100 * x['p']:.0f} % [{100 * x['ci95'][0]:.0f}, {100 * x['ci95'][1]:.0f}]"
 
@@ -269,6 +309,18 @@ def table(results: dict) -> str:
                   "|---|---|---|---|---|---|---|---|---|"]
         for name, r in p.items():
             lines.append(_row(name, r))
+    if results.get("replications"):
+        lines += ["", "Replications (`--part replicate`: a row and its starting weights again on fresh captions and noise, "
+                  "paired; difference in points with its 95 % interval):", "",
+                  "| row | against | n one / two objects | one-object shape | circle / square / triangle "
+                  "| two-object colour / shape / relation |", "|---|---|---|---|---|---|"]
+        for name, r in results["replications"].items():
+            d = r["paired"]
+            pts = lambda key: ("-" if key not in d else  # noqa: E731
+                               "{:+d} [{:+d}, {:+d}]".format(*(round(100 * d[key]["diff"][q]) for q in ("mean", "lo", "hi"))))
+            lines.append(f"| {name} | {r['against']} | {r['n_one']} / {r['n_two']} | {pts('one-object shape')} | "
+                         + " / ".join(pts(f"one-object {s}") for s in ("circle", "square", "triangle")) + " | "
+                         + " / ".join(pts(f"two-object {k}") for k in ("colour", "shape", "relation")) + " |")
     return "\n".join(lines)
 
 
@@ -278,7 +330,7 @@ def _save(results: dict) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--part", choices=["throughput", "pilots", "both", "judge"], default="both")
+    ap.add_argument("--part", choices=["throughput", "pilots", "both", "judge", "replicate"], default="both")
     ap.add_argument("--weights", help="--part judge: the pilot's weights (the trainer's --out)")
     ap.add_argument("--name", help="--part judge: the pilot's name in the table")
     ap.add_argument("--minutes", type=float, default=8.0, help="wall-clock minutes per pilot")
@@ -292,6 +344,8 @@ def main() -> None:
     ap.add_argument("--against", nargs="*", default=[],
                     help="--part judge: judged rows to compare the pilot with, paired (the starting weights always)")
     ap.add_argument("--val-n", type=int, default=512, help="scenes in the validation loss")
+    ap.add_argument("--caption-seed", type=int, default=1,
+                    help="--part replicate: which fresh captions and noise (1, 2, ...; the yardstick's are fixed)")
     a = ap.parse_args()
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     results["machine"] = {"cpus": os.cpu_count(), "torch": torch.__version__}
@@ -302,6 +356,11 @@ def main() -> None:
         if not (a.weights and a.name):
             raise SystemExit("--part judge needs --weights DIR and --name TEXT")
         run_judge(results, a.init, a.weights, a.name, a.captions, a.val_n, a.two_captions, a.against)
+    if a.part == "replicate":
+        if not (a.weights and a.name):
+            raise SystemExit("--part replicate needs --weights DIR and --name TEXT (the judged row's name)")
+        run_replicate(results, a.init, a.weights, a.name, a.captions, a.two_captions, a.caption_seed)
+        return
     if a.part in ("throughput", "both"):
         run_throughput(results, a.init, a.throughput_minutes, a.only)
     if a.part in ("pilots", "both"):
