@@ -20,9 +20,12 @@ Four parts, each with nothing else running on the machine:
   two-object captions (``train.two_object_eval_captions``; ``--two-captions 0`` skips them), recorded
   beside the shipped weights' own score with the CPU minutes and images its training took, and compared
   paired (same captions, same seeds) with the shipped weights and any rows named in ``--against``.
-* ``replicate``: a judged row and its starting weights once more on fresh captions and noise
-  (``--caption-seed``), usually more of them than the fixed yardstick's 180, compared paired overall and per
-  shape: for differences of a few points the yardstick cannot resolve.  Stored under ``replications``.
+* ``replicate``: a judged row and the weights it is compared with (``--init``) once more on other captions
+  and fresh noise (``--caption-seed``), usually more of them than the fixed yardstick's 180, compared paired
+  overall and per shape: for differences of a few points the yardstick cannot resolve.  The one-object
+  language has only 360 captions, so ``--captions 360`` judges all of them (the yardstick's 180 included: only
+  the noise is new for those); how many captions each set shares with the yardstick is recorded and shown.
+  Stored under ``replications``, one entry per row and caption seed.
 
 Usage::
 
@@ -36,7 +39,7 @@ Usage::
     python benchmarks/shapes_pilots.py --part judge --weights runs/armB/out --name "two-object scenes 70 %" \
         --against "two-object scenes 35 % (control)"
     python benchmarks/shapes_pilots.py --part replicate --weights runs/armB/out --name "two-object scenes 70 %" \
-        --captions 360 --two-captions 360      # fresh captions and noise, paired against --init
+        --captions 360 --two-captions 360      # other captions, fresh noise, paired against --init
 
 
 Results go to ``benchmarks/shapes_pilots.json`` (finished rows are kept and skipped on
@@ -119,7 +122,8 @@ def judge(weights: Path, n_captions: int, n_val: int, n_two: int = 0, caption_se
         two = T.evaluate(pipe, T.two_object_eval_captions(n_two, seed=two_seed), seed=noise)["records"]
         flags = {key: [bool(r[f"{key}_ok"]) for r in two] for key in ("colour", "shape", "relation")}
         flags["all"] = [bool(r["ok"]) for r in two]
-        out["two"] = {"n": len(two), **{key: _acc(f) for key, f in flags.items()}, "per_caption": flags}
+        out["two"] = {"n": len(two), **{key: _acc(f) for key, f in flags.items()}, "per_caption": flags,
+                      "captions": [r["caption"] for r in two]}
     if n_val:
         out["val_loss"] = T.validation_loss(pipe, n_val)
     return out
@@ -236,21 +240,45 @@ def run_judge(results: dict, init: str, weights: str, name: str, n_captions: int
     _save(results)
 
 
+def check_counts(n_captions: int, n_two: int) -> None:
+    """Caption counts are checked before any model loads: one-object captions come in threes (one per shape)."""
+    if n_captions < 3 or n_captions % 3:
+        raise SystemExit(f"--captions {n_captions}: ask for a positive multiple of 3 (one caption per shape each)")
+    if n_two < 0:
+        raise SystemExit(f"--two-captions {n_two}: ask for 0 (skip two-object scenes) or more")
+
+
+def _shared(captions: list[str], yardstick: list[str]) -> int:
+    return len(set(captions) & set(yardstick))
+
+
 def run_replicate(results: dict, init: str, weights: str, name: str, n_captions: int, n_two: int,
                   caption_seed: int) -> None:
-    """A second, larger look at a judged row: ``weights`` and the starting weights ``init`` on fresh captions and
-    noise (``caption_seed``), compared paired; for a difference the fixed 180-caption yardstick cannot resolve."""
+    """A second, larger look at a judged row: ``weights`` and the weights it is compared with (``init``) on other
+    captions and fresh noise (``caption_seed``), compared paired; for a difference the fixed 180-caption yardstick
+    cannot resolve."""
+    check_counts(n_captions, n_two)
     if caption_seed < 1:
-        raise SystemExit("--caption-seed must be 1 or more (0 would be the fixed yardstick's captions)")
+        raise SystemExit("--caption-seed must be 1 or more (0 would reuse the fixed yardstick's noise)")
     population = len(scenes.all_single_captions(style_words=True))
     if n_captions > population:
         raise SystemExit(f"--captions {n_captions}: the language has {population} distinct one-object captions; "
                          f"ask for at most that many")
+    judged = {**results.get("pilots", {}), **results.get("architecture", {})}
+    if name not in judged:
+        raise SystemExit(f"--name {name!r} is not a judged row: run --part judge with it first "
+                         f"(benchmarks/shapes_pilots.json lists the judged rows)")
     start_step = json.loads((Path(init) / "config.json").read_text())["training"]["step"]
     mine, theirs = (judge(Path(w), n_captions, 0, n_two, caption_seed) for w in (weights, init))
+    if mine["captions"] != theirs["captions"]:
+        raise RuntimeError("the two weights were judged on different captions; nothing to pair")
     start = f"shipped weights (step {start_step}, 8x8 tokens)"
-    rec = {"weights": os.path.relpath(weights, HERE.parent), "against": start, "caption_seed": caption_seed,
-           "n_one": n_captions, "n_two": n_two, "paired": {}}
+    rec = {"row": name, "weights": os.path.relpath(weights, HERE.parent), "against": start,
+           "caption_seed": caption_seed, "n_one": len(mine["shape_ok"]), "n_two": mine["two"]["n"] if n_two else 0,
+           "shared_with_yardstick": {"one": _shared(mine["captions"], T.one_object_eval_captions(180, seed=7))},
+           "paired": {}}
+    if n_two:
+        rec["shared_with_yardstick"]["two"] = _shared(mine["two"]["captions"], T.two_object_eval_captions(180, seed=11))
     pairs = [("one-object shape", mine["shape_ok"], theirs["shape_ok"])]
     pairs += [(f"one-object {s}", *[[f for f, c in zip(j["shape_ok"], j["captions"]) if f" {s} " in c]
                                      for j in (mine, theirs)]) for s in ("circle", "square", "triangle")]
@@ -260,8 +288,8 @@ def run_replicate(results: dict, init: str, weights: str, name: str, n_captions:
     for label, a, b in pairs:
         c = compare(a, b, name, start)
         rec["paired"][label] = c.to_dict()
-        print(f"{label}, paired on fresh captions (seed {caption_seed}): {c.sentence}", flush=True)
-    results.setdefault("replications", {})[name] = rec
+        print(f"{label}, paired on caption seed {caption_seed}: {c.sentence}", flush=True)
+    results.setdefault("replications", {})[f"{name} (caption seed {caption_seed})"] = rec
     _save(results)
 
 
@@ -310,18 +338,28 @@ def table(results: dict) -> str:
         for name, r in p.items():
             lines.append(_row(name, r))
     if results.get("replications"):
-        lines += ["", "Replications (`--part replicate`: a row and its starting weights again on fresh captions and noise, "
-                  "paired; difference in points with its 95 % interval):", "",
-                  "| row | against | n one / two objects | one-object shape | circle / square / triangle "
-                  "| two-object colour / shape / relation |", "|---|---|---|---|---|---|"]
-        for name, r in results["replications"].items():
-            d = r["paired"]
-            pts = lambda key: ("-" if key not in d else  # noqa: E731
-                               "{:+d} [{:+d}, {:+d}]".format(*(round(100 * d[key]["diff"][q]) for q in ("mean", "lo", "hi"))))
-            lines.append(f"| {name} | {r['against']} | {r['n_one']} / {r['n_two']} | {pts('one-object shape')} | "
+        lines += ["", "Replications (`--part replicate`: a judged row and the weights it was compared with, judged again "
+                  "on other captions and fresh noise, paired; difference in points with its 95 % interval; the "
+                  "one-object language has 360 captions, so a set of 360 includes the yardstick's 180):", "",
+                  "| row | against | n one / two objects (shared with the yardstick) | one-object shape "
+                  "| circle / square / triangle | two-object colour / shape / relation |", "|---|---|---|---|---|---|"]
+        for key, r in results["replications"].items():
+            d, shared = r["paired"], r.get("shared_with_yardstick", {})
+            pts = lambda k: "-" if k not in d else "{} [{}, {}]".format(  # noqa: E731
+                *(_points(d[k]["diff"][q]) for q in ("mean", "lo", "hi")))
+            n = f"{r['n_one']} / {r['n_two']}"
+            if shared:
+                n += f" ({shared.get('one', '-')} / {shared.get('two', '-')})"
+            lines.append(f"| {key} | {r['against']} | {n} | {pts('one-object shape')} | "
                          + " / ".join(pts(f"one-object {s}") for s in ("circle", "square", "triangle")) + " | "
                          + " / ".join(pts(f"two-object {k}") for k in ("colour", "shape", "relation")) + " |")
     return "\n".join(lines)
+
+
+def _points(x: float) -> str:
+    """A difference of proportions in signed percentage points; no sign on zero."""
+    v = round(100 * x)
+    return f"{v:+d}" if v else "0"
 
 
 def _save(results: dict) -> None:
@@ -352,6 +390,8 @@ def main() -> None:
     if a.part != "judge":   # the lever pilots' starting weights (an architecture pilot records its own)
         results["init"] = {"path": os.path.relpath(a.init, HERE.parent),
                            "step": json.loads((Path(a.init) / "config.json").read_text())["training"]["step"]}
+    if a.part in ("judge", "replicate", "pilots", "both"):
+        check_counts(a.captions, a.two_captions)
     if a.part == "judge":
         if not (a.weights and a.name):
             raise SystemExit("--part judge needs --weights DIR and --name TEXT")

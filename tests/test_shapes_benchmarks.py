@@ -44,17 +44,64 @@ def test_the_pilots_table_shows_replications_as_paired_points():
     def diff(mean, lo, hi):
         return {"diff": {"mean": mean, "lo": lo, "hi": hi}}
 
-    results = {"replications": {"arm B": {"against": "shipped weights (step 1, 8x8 tokens)", "n_one": 360,
-                                          "n_two": 0, "paired": {"one-object shape": diff(0.034, 0.008, 0.064),
-                                                                 "one-object square": diff(-0.05, -0.12, 0.01)}}}}
+    results = {"replications": {"arm B (caption seed 1)": {
+        "against": "shipped weights (step 1, 8x8 tokens)", "n_one": 360, "n_two": 0,
+        "shared_with_yardstick": {"one": 180},
+        "paired": {"one-object shape": diff(0.034, 0.008, 0.064), "one-object circle": diff(0.0, 0.0, 0.0),
+                   "one-object square": diff(-0.05, -0.12, 0.01)}}}}
     row = pilots.table(results).splitlines()[-1]
-    assert row.startswith("| arm B | shipped weights (step 1, 8x8 tokens) | 360 / 0 | +3 [+1, +6] |")
-    assert "- / -5 [-12, +1] / -" in row and row.endswith("| - / - / - |")
+    assert row.startswith("| arm B (caption seed 1) | shipped weights (step 1, 8x8 tokens) | 360 / 0 (180 / -) | "
+                          "+3 [+1, +6] |")
+    assert "| 0 [0, 0] / -5 [-12, +1] / - |" in row and row.endswith("| - / - / - |")
 
 
-def test_replicate_refuses_more_captions_than_the_language_has(tmp_path):
+def test_replicate_checks_its_input_before_loading_a_model(tmp_path):
     pilots = _module("shapes_pilots")
+    shipped = str(BENCH.parent / "data" / "shapes")
+    judged = {"architecture": {"x": {}}}
     with pytest.raises(SystemExit, match="has 360 distinct one-object captions"):
-        pilots.run_replicate({}, str(BENCH.parent / "data" / "shapes"), str(tmp_path), "x", 361, 0, 1)
+        pilots.run_replicate(judged, shipped, str(tmp_path), "x", 363, 0, 1)
     with pytest.raises(SystemExit, match="1 or more"):
-        pilots.run_replicate({}, str(BENCH.parent / "data" / "shapes"), str(tmp_path), "x", 10, 0, 0)
+        pilots.run_replicate(judged, shipped, str(tmp_path), "x", 12, 0, 0)
+    for n_one, n_two in ((0, 0), (10, 0), (12, -1)):
+        with pytest.raises(SystemExit, match="--captions|--two-captions"):
+            pilots.run_replicate(judged, shipped, str(tmp_path), "x", n_one, n_two, 1)
+    with pytest.raises(SystemExit, match="not a judged row"):
+        pilots.run_replicate(judged, shipped, str(tmp_path), "y", 12, 0, 1)
+
+
+def test_replicate_pairs_each_shape_on_the_same_captions(monkeypatch):
+    """The pairing itself, on judged records made up here: per-shape subsets line up caption by caption,
+    n is what was judged, and each caption seed is its own entry."""
+    pilots = _module("shapes_pilots")
+    captions = [f"a red {s} on a blue background" for s in ("circle", "square", "triangle")] * 4
+    mine = [True] * 12                                   # the row draws every shape
+    theirs = [s != 1 for s in range(3)] * 4              # its baseline misses every square
+    seen = []
+
+    def fake_judge(weights, n_captions, n_val, n_two, caption_seed):
+        seen.append((str(weights), n_captions, n_val, n_two, caption_seed))
+        return {"shape_ok": mine if str(weights) == "row" else theirs, "captions": captions}
+
+    monkeypatch.setattr(pilots, "judge", fake_judge)
+    monkeypatch.setattr(pilots, "_save", lambda results: None)
+    results = {"architecture": {"arm B": {}}}
+    shipped = str(BENCH.parent / "data" / "shapes")
+    for seed in (1, 2):
+        pilots.run_replicate(results, shipped, "row", "arm B", 12, 0, seed)
+    assert seen[0] == ("row", 12, 0, 0, 1) and seen[1] == (shipped, 12, 0, 0, 1)
+    assert sorted(results["replications"]) == ["arm B (caption seed 1)", "arm B (caption seed 2)"]
+    rec = results["replications"]["arm B (caption seed 1)"]
+    assert rec["n_one"] == 12 and rec["row"] == "arm B"
+    d = {k: v["diff"]["mean"] for k, v in rec["paired"].items()}
+    assert d == pytest.approx({"one-object shape": 4 / 12, "one-object circle": 0.0, "one-object square": 1.0,
+                               "one-object triangle": 0.0})
+    assert rec["paired"]["one-object square"]["a"]["n"] == 4
+
+
+def test_replicate_refuses_to_pair_different_captions(monkeypatch):
+    pilots = _module("shapes_pilots")
+    monkeypatch.setattr(pilots, "judge", lambda w, *a: {"shape_ok": [True] * 3,
+                                                         "captions": ["a", "b", "c"] if w.name == "row" else ["a", "c", "b"]})
+    with pytest.raises(RuntimeError, match="different captions"):
+        pilots.run_replicate({"pilots": {"arm B": {}}}, str(BENCH.parent / "data" / "shapes"), "row", "arm B", 3, 0, 1)

@@ -198,8 +198,8 @@ def test_judge_rejects_wrong_captions():
 
 
 def test_judge_reports_the_aspect_that_tells_a_rectangle_from_a_square():
-    # every one-object render is about as wide as tall (the shapes card leans on this: a miss with aspect < 0.9
-    # was drawn out of proportion, whatever template the judge then reads it as)
+    # every one-object render is about as wide as tall (the shapes card leans on this: a drawing with aspect < 0.9
+    # is out of the data's proportions, whatever template the judge then reads it as)
     aspects = [S.judge(S.render(sc)[0], S.caption(sc))["objects"][0]["aspect"] for sc in _scenes(300, seed=8, p_two=0.0)]
     assert min(aspects) >= 0.9
     img = np.zeros((32, 32, 3), np.uint8)
