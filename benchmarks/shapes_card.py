@@ -81,6 +81,7 @@ def accuracy(pipe, captions: list[str]) -> dict:
             flags = [f for f in flags if f is not None]
             out[tag][key] = proportion_interval(flags).to_dict() if flags else None
     out["one_misses"] = misses(groups["one"])
+    out["relation_misses"] = relation_misses(groups["two"])
     return out
 
 
@@ -99,6 +100,26 @@ def misses(records: list[dict]) -> dict:
             read[k] = read.get(k, 0) + 1
         out[s] = {"n": len(rs), "missed": len(miss), "read_as": read,
                   "aspect_missed": aspect(miss), "aspect_passed": aspect([r for r in rs if r["shape_ok"]])}
+    return out
+
+
+def relation_misses(records: list[dict]) -> dict:
+    """Why two-object captions miss their relation: the judge found fewer than two objects (one blob, or two merged
+    into one), or found two (matched to the caption's colours first) on the wrong side of each other, or on the
+    right side but further apart along the other axis (diagonal)."""
+    two = [r for r in records if r["relation_ok"] is not None]
+    out = {"n": len(two), "missed": 0, "fewer than two objects": 0, "wrong side": 0, "diagonal": 0}
+    for r in two:
+        if r["relation_ok"]:
+            continue
+        out["missed"] += 1
+        a, b = (r["centroids"] + [None, None])[:2]
+        if a is None or b is None:
+            out["fewer than two objects"] += 1
+            continue
+        axis, sign = scenes.RELATIONS[scenes.parse_caption(r["caption"])["relation"]]
+        d = (a[0] - b[0], a[1] - b[1])
+        out["wrong side" if d[axis] * sign <= 0 else "diagonal"] += 1
     return out
 
 
@@ -343,6 +364,13 @@ def markdown(card: dict) -> str:
             read = ", ".join(f"{k} {v}" for k, v in sorted(m["read_as"].items(), key=lambda kv: -kv[1])) or "-"
             lines.append(f"| {asked} | {m['missed']} of {m['n']} | {read} | {_aspect_range(m['aspect_missed'])} | "
                          f"{_aspect_range(m['aspect_passed'])} |")
+    rm = card["accuracy_heldout"].get("relation_misses")
+    if rm and rm["n"]:
+        lines += ["", f"Why the held-out two-object captions missed their relation ({rm['missed']} of {rm['n']}; the "
+                      "judge matches the caption's colours first, then reads the pair's centroids):", "",
+                  "| fewer than two objects found | two found, wrong side | two found, right side but diagonal |",
+                  "|---|---|---|",
+                  f"| {rm['fewer than two objects']} | {rm['wrong side']} | {rm['diagonal']} |"]
     lines += ["", "## The project's targets, checked", "", "| target | met | measured |", "|---|---|---|"]
     lines += [f"| {t} | {'yes' if ok else '**no**'} | {v} |" for t, ok, v in _targets(card)]
     lines += ["", f"## Massive-activation profile ({len(card['prompts'])} one-object captions, image stream)", "",

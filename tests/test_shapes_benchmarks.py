@@ -38,6 +38,22 @@ def test_the_card_says_what_the_misses_drew():
     assert card._aspect_range([]) == "-"
 
 
+def test_the_card_says_why_relations_missed():
+    card = _module("shapes_card")
+
+    def two(caption, ok, centroids):
+        return {"caption": caption, "relation_ok": ok, "centroids": centroids}
+
+    recs = [two("a red circle left of a blue square on a white background", True, [[0.2, 0.5], [0.8, 0.5]]),
+            two("a red circle left of a blue square on a white background", False, [[0.8, 0.5], [0.2, 0.5]]),
+            two("a red circle above a blue square on a white background", False, [[0.2, 0.4], [0.8, 0.5]]),
+            two("a red circle below a blue square on a white background", False, [[0.5, 0.5], None]),
+            two("a red circle right of a blue square on a white background", False, [[0.9, 0.2], [0.3, 0.9]]),
+            {"caption": "a red circle on a white background", "relation_ok": None, "centroids": [[0.5, 0.5]]}]
+    assert card.relation_misses(recs) == {"n": 5, "missed": 4, "fewer than two objects": 1, "wrong side": 1,
+                                          "diagonal": 2}
+
+
 def test_the_pilots_table_shows_replications_as_paired_points():
     pilots = _module("shapes_pilots")
 

@@ -307,7 +307,8 @@ def evaluate(
     """Generate one image per caption (generator seed ``seed + i``) and judge it.
 
     Returns accuracies (``colour``, ``shape``, ``relation`` (two-object captions
-    only), ``all``), the same split by one/two objects, and per-caption records."""
+    only), ``all``), the same split by one/two objects, and per-caption records (the judge's verdicts, and per
+    judged object its shape reading, template IoU, bounding-box aspect and centroid, plus how many objects it found)."""
     captions = scenes.heldout_captions(100) if captions is None else list(captions)
     kw = {**DEFAULT_SAMPLING, **sampling}
     size = size or pipe.default_sample_size * pipe.vae_scale_factor
@@ -331,7 +332,10 @@ def evaluate(
             recs.append({"caption": c, **{k: j[k] for k in ("colour_ok", "shape_ok", "relation_ok", "ok")},
                          "shapes": [o["shape"] for o in j["objects"]],
                          "ious": [round(o["iou"], 3) for o in j["objects"]],
-                         "aspects": [None if o["aspect"] is None else round(o["aspect"], 3) for o in j["objects"]]})
+                         "aspects": [None if o["aspect"] is None else round(o["aspect"], 3) for o in j["objects"]],
+                         "centroids": [None if o["centroid"] is None else [round(v, 3) for v in o["centroid"]]
+                                       for o in j["objects"]],
+                         "n_objects": j["n_objects"]})
             if return_images:
                 images.append(img)
 
