@@ -106,7 +106,8 @@ def judge(weights: Path, n_captions: int, n_val: int, n_two: int = 0, caption_se
     """The fixed yardstick: one-object shape and colour (``n_captions``), with ``n_two`` > 0 also colour, shape
     and relation on that many held-out two-object captions, and (``n_val`` > 0) the fixed-noise validation loss;
     per-caption outcomes are kept for paired comparisons (same captions, same seeds).  ``caption_seed`` draws
-    other captions and noise than the fixed yardstick's (a replication on fresh data)."""
+    other captions (for the two-object ones; the one-object language has 360 in all) and other noise than the
+    fixed yardstick's (a replication)."""
     pipe = load_shapes_pipeline(weights)
     one_seed, two_seed, noise = (7, 11, 0) if caption_seed is None else (
         1000 + 2 * caption_seed, 1001 + 2 * caption_seed, 100_000 * caption_seed)
@@ -383,7 +384,7 @@ def main() -> None:
                     help="--part judge: judged rows to compare the pilot with, paired (the starting weights always)")
     ap.add_argument("--val-n", type=int, default=512, help="scenes in the validation loss")
     ap.add_argument("--caption-seed", type=int, default=1,
-                    help="--part replicate: which fresh captions and noise (1, 2, ...; the yardstick's are fixed)")
+                    help="--part replicate: which other captions and fresh noise (1, 2, ...; the yardstick's are fixed)")
     a = ap.parse_args()
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     results["machine"] = {"cpus": os.cpu_count(), "torch": torch.__version__}

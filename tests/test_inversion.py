@@ -3,7 +3,7 @@
 Bounds sit above the values measured on CPU float32 (one thread) and well below what a broken
 inversion gives (a generation from another seed). Measured (mean |diff| in uint8 units):
 
-* shapes (trained, exact pixel-unshuffle VAE; shipped weights, step 22490), own output, 20 steps, no CFG:
+* shapes (trained, exact pixel-unshuffle VAE; the weights shipped at step 22490, later steps in the comments below), own output, 20 steps, no CFG:
   "fixed-point" 1.85, "euler" 10.2, "noise" with another seed (= a generation from that seed) 25.1;
 * tiny FLUX / SD3 (random weights, 4 steps), reconstruction vs the VAE round trip (``inv_*``):
   "euler" 2.70 / 1.60, "fixed-point" 0.0 / 0.0, "noise" with another seed 39.1 / 35.0; the random

@@ -24,7 +24,7 @@ The paper's image-conditioned transport (``../shared/research/paper.md`` 1.3 use
     guess and then solves the implicit equation ``x_s = x_{s+1} - (sigma_{s+1} - sigma_s) v(x_s, sigma_s)``
     (the exact inverse of the pipeline's own Euler step ``x_{s+1} = x_s + (sigma_{s+1} - sigma_s)
     v(x_s, sigma_s)``) by ``iterations`` fixed-point iterations (``1 + iterations`` transformer calls per
-    step). Measured on the trained ``shapes`` model (shipped weights, step 29771), own output, 20 steps,
+    step). Measured on the trained ``shapes`` model (the weights shipped at step 29771), own output, 20 steps,
     no CFG: mean |regenerated - reference| = 0.18 uint8 units (PSNR 55.5 dB) with 5 iterations, against
     19.0 for ``"euler"`` and 27.2 for a generation from another seed (at step 22490: 1.85, 10.2 and 25.1;
     plain inverse Euler drifts, more the longer the model trains; the fixed point much less, when the step
