@@ -30,10 +30,11 @@ bench: $(BIN)/massact-viz  ## capture overhead, memory and probe benchmarks (wri
 	$(BIN)/python benchmarks/capture_overhead.py
 	$(BIN)/python benchmarks/probes.py
 
-# the recipe of the shipped CPU segments (data/shapes/CARD.md), data-parallel over PROCESSES processes: by default
+# the recipe of the shipped CPU segments (data/shapes/CARD.md; the binding loss since step 60767, whose attention
+# softening was a one-time start and is not repeated), data-parallel over PROCESSES processes: by default
 # one per GPU, else two of one thread each (on 2 cores faster than one process of two threads), one on one core;
 # PROCESSES=1: one process with every core's threads
-SHAPES_RECIPE = --batch 64 --lr 1.5e-4 --warmup 100 --lr-schedule cosine --ema 0.998 --p-two $(or $(P_TWO),0.7)
+SHAPES_RECIPE = --batch 64 --lr 1.5e-4 --warmup 100 --lr-schedule cosine --ema 0.998 --p-two $(or $(P_TWO),0.7) --binding-loss 0.05
 PROCESSES ?= $(shell $(BIN)/python -c "import os, torch; print(torch.cuda.device_count() or min(2, os.cpu_count() or 1))")
 SHAPES_LAUNCH = $(if $(filter 1,$(PROCESSES)),$(BIN)/python,OMP_NUM_THREADS=1 $(BIN)/torchrun --standalone --nproc-per-node $(PROCESSES))
 

@@ -25,6 +25,7 @@ BATCH=${BATCH:-512}            # with PROFILE=1: the smallest batch tried (then 
 PROFILE=${PROFILE:-1}
 P_TWO=${P_TWO:-0.7}            # share of two-object scenes (the CPU arms of 2026-12-05: 70 % beat 35 %)
 LR=${LR:-4e-4}
+BINDING_LOSS=${BINDING_LOSS:-0.05}   # the T5 slot's binding loss (the CPU segment of 2026-12-08: relations 51 -> 96 %)
 WORKERS=${WORKERS:-6}          # processes drawing scenes per training run (the GPU step is faster than one core)
 PILOT=${PILOT:-}               # a second model folder (config.json + model.safetensors) to continue beside it
 FRESH=${FRESH:-}
@@ -67,7 +68,7 @@ train() {   # NAME INIT_DIR: continue INIT_DIR's weights (its own architecture) 
   cfg=$(python3 -c "import json,sys; print(json.dumps(json.load(open(sys.argv[1]))['config']))" "$init/config.json")
   python3 -m massact_viz.shapes.train --out "$OUT/$name" --ckpt-dir "/tmp/ckpt-$name" --init-from "$init" \
     --config "$cfg" --device "$DEVICE" --batch "$BATCH" --lr "$LR" --warmup 200 --lr-schedule cosine \
-    --minutes "$MINUTES" --ema 0.998 --p-two "$P_TWO" --data-workers "$WORKERS" --ckpt-every 2 \
+    --minutes "$MINUTES" --ema 0.998 --p-two "$P_TWO" --binding-loss "$BINDING_LOSS" --data-workers "$WORKERS" --ckpt-every 2 \
     --eval-n 0 --val-n 0 --no-progress ${FRESH:+--fresh} > "$OUT/train-$name.log" 2>&1
   local rc=$?
   tail -n 4 "/tmp/ckpt-$name/log.jsonl" >> "$OUT/train-$name.log" 2>/dev/null

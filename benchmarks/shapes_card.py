@@ -20,6 +20,9 @@ carries its 95 % interval (Wilson for accuracies, bootstrap over captions or pai
   per layer with top-k against bottom-k, random-k and all channels;
 * transport (:func:`massact_viz.probes.transport_study` over the colour pairs of
   ``data/prompts/shapes_pairs.tsv``, the library's defaults) against random-k and bottom-k;
+* what the two-object captions' objects were drawn as (their own shape, the other object's, a third, or the
+  right one below the judge's bar) and why their relations missed; and whether the T5 slot's output tells the
+  two objects apart at all (``massact_viz.shapes.binding.word_context``);
 * a sample sheet (``samples.png``): the first 8 one-object and 8 two-object held-out captions, the model's
   image beside the caption drawn by the scene generator, with the judge's verdict;
 * the training history and the training-lever pilots (``benchmarks/shapes_pilots.json``) when present.
@@ -82,6 +85,7 @@ def accuracy(pipe, captions: list[str]) -> dict:
             out[tag][key] = proportion_interval(flags).to_dict() if flags else None
     out["one_misses"] = misses(groups["one"])
     out["relation_misses"] = relation_misses(groups["two"])
+    out["two_object_shapes"] = two_object_shapes(groups["two"])
     return out
 
 
@@ -121,6 +125,41 @@ def relation_misses(records: list[dict]) -> dict:
         d = (a[0] - b[0], a[1] - b[1])
         out["wrong side" if d[axis] * sign <= 0 else "diagonal"] += 1
     return out
+
+
+TWO_OBJECT_READINGS = ("drawn", "the other object's shape", "a third shape", "right shape, below the template bar",
+                       "not found")
+
+
+def two_object_shapes(records: list[dict]) -> dict:
+    """What each object of the two-object captions was drawn as (the judge matches objects to the caption's colours):
+    its shape; the *other* object's shape (the text told the colours apart but not which shape goes with which);
+    the third shape; the right shape but below the template-IoU bar; or no object of that colour found."""
+    out = dict.fromkeys(TWO_OBJECT_READINGS, 0)
+    for r in records:
+        if r["relation_ok"] is None:
+            continue
+        asked = [o["shape"] for o in scenes.parse_caption(r["caption"])["objects"]]
+        for i, want in enumerate(asked):
+            got = r["shapes"][i] if i < len(r["shapes"]) else None
+            if got is None:
+                out["not found"] += 1
+            elif got == want:
+                out["drawn" if r["ious"][i] >= scenes.MIN_IOU else "right shape, below the template bar"] += 1
+            else:
+                out["the other object's shape" if got == asked[1 - i] else "a third shape"] += 1
+    return {"objects": sum(out.values()), **out}
+
+
+def text_binding(pipe, captions: list[str]) -> dict:
+    """How much the T5 slot's output at an object's words changes when the two objects trade places
+    (``binding.word_context``: 1.0 = a bag of words), with its interval over the captions whose objects differ."""
+    from massact_viz.intervals import mean_interval
+    from massact_viz.shapes.binding import word_context
+
+    sims = word_context(pipe, captions)
+    iv = mean_interval(sims[~np.isnan(sims)])
+    return {"cosine": iv.to_dict(), "sentence": str(iv), "captions": int((~np.isnan(sims)).sum())}
 
 
 def _aspect_range(xs: list[float]) -> str:
@@ -187,7 +226,7 @@ def measure(model, n_eval: int = 100) -> dict:
     from massact_viz.probes import disrupt, transport_study
     from massact_viz.probes.localization import localize
     from massact_viz.shapes.model import build_shapes_pipeline, default_weights_dir, read_shapes_config
-    from massact_viz.shapes.train import one_object_eval_captions, validation_loss
+    from massact_viz.shapes.train import one_object_eval_captions, two_object_eval_captions, validation_loss
 
     import massact_viz as mv
 
@@ -199,6 +238,7 @@ def measure(model, n_eval: int = 100) -> dict:
     card["accuracy_heldout"] = accuracy(model.pipe, scenes.heldout_captions(n_eval))
     card["accuracy_one_object"] = accuracy(model.pipe, one_object_eval_captions(180))
     card["val_loss"] = validation_loss(model.pipe, 512)
+    card["text_binding"] = text_binding(model.pipe, two_object_eval_captions(180))
     prompts = _prompts(N_PROMPTS)
     card["prompts"] = prompts
     card["profile"] = profile(model, prompts)
@@ -364,13 +404,29 @@ def markdown(card: dict) -> str:
             read = ", ".join(f"{k} {v}" for k, v in sorted(m["read_as"].items(), key=lambda kv: -kv[1])) or "-"
             lines.append(f"| {asked} | {m['missed']} of {m['n']} | {read} | {_aspect_range(m['aspect_missed'])} | "
                          f"{_aspect_range(m['aspect_passed'])} |")
-    rm = card["accuracy_heldout"].get("relation_misses")
-    if rm and rm["n"]:
-        lines += ["", f"Why the held-out two-object captions missed their relation ({rm['missed']} of {rm['n']}; the "
+    rmiss = card["accuracy_heldout"].get("relation_misses")
+    if rmiss and rmiss["n"]:
+        lines += ["", f"Why the held-out two-object captions missed their relation ({rmiss['missed']} of {rmiss['n']}; the "
                       "judge matches the caption's colours first, then reads the pair's centroids):", "",
                   "| fewer than two objects found | two found, wrong side | two found, right side but diagonal |",
                   "|---|---|---|",
-                  f"| {rm['fewer than two objects']} | {rm['wrong side']} | {rm['diagonal']} |"]
+                  f"| {rmiss['fewer than two objects']} | {rmiss['wrong side']} | {rmiss['diagonal']} |"]
+    ts = card["accuracy_heldout"].get("two_object_shapes")
+    if ts and ts["objects"]:
+        lines += ["", f"What the {ts['objects']} objects of those two-object captions were drawn as (each object found "
+                      "by its colour):", "", "| " + " | ".join(TWO_OBJECT_READINGS) + " |",
+                  "|" + "---|" * len(TWO_OBJECT_READINGS), "| " + " | ".join(str(ts[k]) for k in TWO_OBJECT_READINGS)
+                  + " |"]
+    tb = card.get("text_binding")
+    if tb:
+        lines += ["", "## The text path: does the T5 slot tell the two objects apart?", "",
+                  "Cosine similarity between the T5 slot's output at each object word (`a`, colour, shape) of a "
+                  "two-object caption and at the same word once the two objects trade places (`massact_viz.shapes."
+                  f"binding.word_context`, {tb['captions']} of the 180 two-object yardstick captions whose objects "
+                  f"differ): **{tb['sentence']}**. An encoder that reads 1.0 is a bag of words: the transformer "
+                  "cannot learn from it which colour wears which shape, nor which object goes on which side, and "
+                  "draws both at chance (the step-60767 weights read 1.000, BENCHMARKS.md); the trainer's "
+                  "`--soften-text-attention` and `--binding-loss` taught it the difference."]
     lines += ["", "## The project's targets, checked", "", "| target | met | measured |", "|---|---|---|"]
     lines += [f"| {t} | {'yes' if ok else '**no**'} | {v} |" for t, ok, v in _targets(card)]
     lines += ["", f"## Massive-activation profile ({len(card['prompts'])} one-object captions, image stream)", "",

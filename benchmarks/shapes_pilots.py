@@ -80,6 +80,8 @@ THROUGHPUT = {  # name -> TrainArgs overrides
     "batch 64, 2 threads, torch.compile": dict(batch=64, threads=2, compile=True),
     # data-parallel: two launched processes (torchrun, gloo), one thread each, 32 images each per step
     "batch 64, 2 processes x 1 thread": dict(batch=64, threads=1, processes=2),
+    # the same with bfloat16 autocast (the trainer's --bf16; on a CPU with bfloat16 matrix units)
+    "batch 64, 2 processes x 1 thread, bf16": dict(batch=64, threads=1, processes=2, bf16=True),
 }
 
 PILOTS = {  # name -> (throughput row giving its speed, TrainArgs overrides); all: 2 threads, warm start,
@@ -132,14 +134,14 @@ def judge(weights: Path, n_captions: int, n_val: int, n_two: int = 0, caption_se
 
 def _launched(out: Path, init: str, minutes: float, processes: int, **over) -> dict:
     """The trainer's command line launched as ``processes`` processes (torchrun); its summary and log."""
-    if not set(over) <= {"batch", "threads"}:
-        raise SystemExit(f"a launched throughput row passes only batch and threads, not {sorted(set(over))}")
+    if not set(over) <= {"batch", "threads", "bf16"}:
+        raise SystemExit(f"a launched throughput row passes only batch, threads and bf16, not {sorted(set(over))}")
     a = _args(out, init, minutes, lr=1e-5, log_every=5, **over)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
            "-m", "massact_viz.shapes.train", "--out", a.out, "--ckpt-dir", a.ckpt_dir, "--init-from", init,
            "--minutes", str(minutes), "--batch", str(a.batch), "--lr", str(a.lr), "--warmup", str(a.warmup),
            "--threads", str(a.threads), "--eval-n", "0", "--val-n", "0", "--ckpt-every", "1e9", "--log-every", "5",
-           "--fresh", "--no-progress", "--device", "cpu"]
+           "--fresh", "--no-progress", "--device", "cpu", *(["--bf16"] if a.bf16 else [])]
     r = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS=str(a.threads)),
                        timeout=60 * minutes + 600)
     if r.returncode or "{" not in r.stdout:

@@ -17,7 +17,7 @@ FLOORS = {
     "massact_viz.stats": 0, "massact_viz.run": 0, "massact_viz.dit": 0, "massact_viz.testing": 0, "massact_viz.palette": 0,
     "massact_viz.progress": 0,
     "massact_viz.shapes.scenes": 0, "massact_viz.shapes.vae": 0, "massact_viz.shapes.model": 0,
-    "massact_viz.shapes": 0,
+    "massact_viz.shapes.binding": 0, "massact_viz.shapes": 0,
     # 1 engine: running a model with hooks, edits and resumable scans
     "massact_viz.capture": 1, "massact_viz.edits": 1, "massact_viz.scan": 1, "massact_viz.model": 1,
     "massact_viz.distributed": 1,

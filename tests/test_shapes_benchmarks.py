@@ -54,6 +54,22 @@ def test_the_card_says_why_relations_missed():
                                           "diagonal": 2}
 
 
+def test_the_card_says_what_each_object_of_a_pair_was_drawn_as():
+    card = _module("shapes_card")
+
+    def two(caption, shapes, ious):
+        return {"caption": caption, "relation_ok": False, "shapes": shapes, "ious": ious}
+
+    recs = [two("a red circle left of a blue square on a white background", ["circle", "circle"], [0.9, 0.8]),
+            two("a red triangle above a blue square on a white background", ["triangle", "circle"], [0.6, 0.8]),
+            two("a red circle below a blue circle on a white background", ["square", None], [0.9, None]),
+            {"caption": "a red circle on a white background", "relation_ok": None, "shapes": ["square"], "ious": [0.9]}]
+    got = card.two_object_shapes(recs)
+    assert got == {"objects": 6, "drawn": 1, "the other object's shape": 1, "a third shape": 2,
+                   "right shape, below the template bar": 1, "not found": 1}
+    assert list(got)[1:] == list(card.TWO_OBJECT_READINGS)
+
+
 def test_the_pilots_table_shows_replications_as_paired_points():
     pilots = _module("shapes_pilots")
 

@@ -439,7 +439,7 @@ def test_lineage_books_gpu_minutes_per_gpu_and_cpu_minutes_as_wall_time():
     for device, world, train_add, gpu_add in (("cuda", 2, 0.0, 6.0), ("cpu", 2, 3.0, 0.0)):
         seg = types.SimpleNamespace(warm_start={"from": "data/shapes", "previous": prev}, train_seconds=180.0,
                                     device=torch.device(device), history=[{"loss": 0.07}], step=20, images_seen=160,
-                                    args=args, place=types.SimpleNamespace(world=world))
+                                    args=args, place=types.SimpleNamespace(world=world), softened=1.0)
         got = T._Training.lineage(seg, "final")
         assert (got["step"], got["images_seen"]) == (120, 960)
         assert (got["train_minutes"], got["gpu_minutes"]) == (9.0 + train_add, 2.0 + gpu_add)
@@ -469,9 +469,10 @@ def test_two_processes_train_as_one_and_resume(tmp_path):
 
     base = ["--batch", "8", "--lr", "3e-3", "--warmup", "2", "--config", json.dumps(TINY), "--eval-n", "0",
             "--val-n", "0", "--no-progress", "--threads", "1", "--device", "cpu"]
-    common = [*base, "--log-every", "1"]
+    # with the binding head: its gradients are averaged too (else the processes' heads, then encoders, drift)
+    common = [*base, "--log-every", "1", "--binding-loss", "0.1", "--p-two", "0.7"]
     ref = dict(batch=8, lr=3e-3, warmup=2, config=TINY, eval_n=0, val_n=0, progress=False, threads=1, log_every=1,
-               device="cpu")
+               device="cpu", binding_loss=0.1, p_two=0.7)
     one = T.train(T.TrainArgs(out=str(tmp_path / "one"), ckpt_dir=str(tmp_path / "c1"), steps=6, **ref))
     mid = None
     for steps in ("3", "6"):   # stop after 3 steps, then the same command with a larger budget resumes
@@ -489,6 +490,7 @@ def test_two_processes_train_as_one_and_resume(tmp_path):
     assert (b["step"], b["images_seen"]) == (6, 48) == (a["step"], a["images_seen"]) == (c["step"], c["images_seen"])
     assert a["model"].keys() == b["model"].keys()
     diff = lambda x, y: max(float((x[k] - y[k]).abs().max()) for k in x)  # noqa: E731
+    assert diff(a["binding_head"], b["binding_head"]) < 1e-3 and diff(a["binding_head"], c["binding_head"]) < 1e-3
     print(f"two processes vs one: {diff(a['model'], b['model']):.2e}; steps 4-6 moved {diff(b['model'], mid):.2e}")
     assert diff(b["model"], mid) > 1e-3, "the resumed steps trained"
     # measured: 1e-4 (AdamW's normalised steps magnify sum-order differences of tiny gradients); without the
@@ -619,3 +621,27 @@ def test_a_loss_that_is_not_finite_stops_training_without_writing(tmp_path, monk
                                 config=TINY, eval_n=0, val_n=0, progress=False, threads=1, log_every=log_every,
                                 ckpt_every=ckpt_every))
         assert not (tmp_path / f"c{i}" / "ckpt.pt").exists() and not (tmp_path / f"o{i}").exists()
+
+
+def test_bfloat16_autocast_trains_resumes_bit_for_bit_and_ships_float16(tmp_path):
+    from safetensors.torch import load_file
+
+    from massact_viz.shapes import train as T
+
+    common = dict(batch=8, lr=3e-3, warmup=5, config=TINY, eval_n=0, val_n=0, progress=False, log_every=1,
+                  threads=1, bf16=True)
+    a = T.train(T.TrainArgs(out=str(tmp_path / "a"), ckpt_dir=str(tmp_path / "ca"), steps=12, **common))
+    losses = [h["loss_raw"] for h in a["history"] if "loss_raw" in h]
+    assert np.isfinite(losses).all() and np.mean(losses[-4:]) < np.mean(losses[:4])
+    T.train(T.TrainArgs(out=str(tmp_path / "b"), ckpt_dir=str(tmp_path / "cb"), steps=6, **common))
+    T.train(T.TrainArgs(out=str(tmp_path / "b"), ckpt_dir=str(tmp_path / "cb"), steps=12, **common))
+    wa, wb = load_file(str(tmp_path / "a" / "model.safetensors")), load_file(str(tmp_path / "b" / "model.safetensors"))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa) and all(v.dtype == torch.float16 for v in wa.values())
+    ck = torch.load(tmp_path / "ca" / "ckpt.pt", weights_only=True)
+    assert all(v.dtype == torch.float32 for v in ck["model"].values() if v.is_floating_point())   # fp32 master weights
+    # autocast changes the arithmetic: the same seed without it trains to other weights
+    T.train(T.TrainArgs(out=str(tmp_path / "f"), ckpt_dir=str(tmp_path / "cf"), steps=12, **{**common, "bf16": False}))
+    wf = load_file(str(tmp_path / "f" / "model.safetensors"))
+    assert any(not torch.equal(wa[k], wf[k]) for k in wa)
+    line = json.loads((tmp_path / "a" / "config.json").read_text())["training"]["history"][-1]
+    assert "bfloat16 autocast" in line

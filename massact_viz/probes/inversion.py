@@ -24,12 +24,12 @@ The paper's image-conditioned transport (``../shared/research/paper.md`` 1.3 use
     guess and then solves the implicit equation ``x_s = x_{s+1} - (sigma_{s+1} - sigma_s) v(x_s, sigma_s)``
     (the exact inverse of the pipeline's own Euler step ``x_{s+1} = x_s + (sigma_{s+1} - sigma_s)
     v(x_s, sigma_s)``) by ``iterations`` fixed-point iterations (``1 + iterations`` transformer calls per
-    step). Measured on the trained ``shapes`` model (the weights shipped at step 29771), own output, 20 steps,
-    no CFG: mean |regenerated - reference| = 0.18 uint8 units (PSNR 55.5 dB) with 5 iterations, against
-    19.0 for ``"euler"`` and 27.2 for a generation from another seed (at step 22490: 1.85, 10.2 and 25.1;
-    plain inverse Euler drifts, more the longer the model trains; the fixed point much less, when the step
-    is small enough for the iteration to contract; with the step-5130 weights: 0.05 vs 25.9, and 9.8 at 4
-    steps).
+    step). Measured on the trained ``shapes`` model (the weights shipped at step 66168), own output, 20 steps,
+    no CFG: mean |regenerated - reference| = 0.02 uint8 units (PSNR 62.7 dB) with 5 iterations, against
+    9.2 for ``"euler"`` and 30.4 for a generation from another seed (at step 29771: 0.18, 19.0 and 27.2; at
+    step 22490: 1.85, 10.2 and 25.1: plain inverse Euler drifts by an amount that changes with the weights,
+    the fixed point much less, when the step is small enough for the iteration to contract; with the
+    step-5130 weights: 0.05 vs 25.9, and 9.8 at 4 steps).
   - ``"noise"``, **forward noising**: ``x_s = (1 - sigma_s) x_clean + sigma_s * eps`` with ``eps`` the
     initial noise that ``Model.run(seed=seed)`` draws (taken from the pipeline's own ``prepare_latents``
     through a probe call), so the source shares the target's noise exactly (``x_0 == eps`` when

@@ -86,6 +86,7 @@ __all__ = [
     "heldout_captions",
     "all_single_captions",
     "judge",
+    "MIN_IOU",
     "classify_shape",
     "nearest_colour",
 ]
@@ -666,7 +667,12 @@ def _aspect(xs: np.ndarray, ys: np.ndarray) -> float:
     return min(w, h) / max(w, h)
 
 
-def judge(image, text: str, *, min_iou: float = 0.75, min_area: float = 0.025, max_area: float = 0.55) -> dict:
+#: the judge's template-IoU bar: an object's shape counts as drawn when its best-fitting template is the caption's
+#: shape and fits at least this well
+MIN_IOU = 0.75
+
+
+def judge(image, text: str, *, min_iou: float = MIN_IOU, min_area: float = 0.025, max_area: float = 0.55) -> dict:
     """Score an image against a caption with the procedural ground truth rules.
 
     * Pixels are classified to the nearest palette colour.  The background

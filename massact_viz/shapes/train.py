@@ -70,6 +70,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -82,6 +83,7 @@ from .. import distributed
 from ..files import atomic_write
 from . import scenes
 from .batches import BatchSource, check_workers
+from .binding import IGNORE, BindingHead, soften_attention, token_targets
 from .model import (
     ShapesConfig,
     build_shapes_pipeline,
@@ -120,6 +122,12 @@ class TrainArgs:
     t_sampling: str = "mixed"  # mixed (75% logit-normal(0,1) + 25% uniform) | logit-normal | uniform
     p_two: float = 0.5
     p_style_mention: float = 0.5
+    # the T5 slot's binding (massact_viz.shapes.binding): the weight of the training-only loss that asks each
+    # object word for its object's colour, shape and side (0 = off), and the factor its attention logits are
+    # divided by once, when the run starts from weights (1 = unchanged; never on a resume)
+    binding_loss: float = 0.0
+    binding_lr: float | None = None  # peak lr of the T5 slot and the binding head (None: lr)
+    soften_text_attention: float = 1.0
     device: str = "auto"
     threads: int | None = None
     ckpt_every: float = 5.0  # minutes
@@ -132,6 +140,10 @@ class TrainArgs:
     init_partial: bool = False  # warm start from another architecture: copy the tensors whose name and shape match
     progress: bool = True
     log_every: int = 25
+    # bfloat16 autocast of the text encoders' and the transformer's training forward (weights, optimizer, EMA and
+    # loss stay float32); on a CPU attention then runs as plain matrix products (the fused kernel's bfloat16
+    # backward is several times slower there)
+    bf16: bool = False
     compile: bool = False  # torch.compile the transformer's training forward (measured: +10 % images/s on CPU, ~3 min to compile)
     val_n: int = 256  # fixed-noise validation loss of the shipped weights at the end (0 = skip)
     data_workers: int = 0  # processes rendering batches ahead of the loop (a GPU run; 0 = in the loop)
@@ -437,6 +449,13 @@ def _check_args(args: TrainArgs) -> None:
         raise ValueError("give a budget: --minutes and/or --steps")
     if args.log_every < 1:
         raise ValueError(f"--log-every must be 1 or more steps, got {args.log_every}")
+    if not args.binding_loss >= 0:
+        raise ValueError(f"--binding-loss is a loss weight: 0 (off) or more, got {args.binding_loss}")
+    if args.binding_lr is not None and not args.binding_lr > 0:
+        raise ValueError(f"--binding-lr must be a positive learning rate, got {args.binding_lr}")
+    if not args.soften_text_attention > 0:
+        raise ValueError(f"--soften-text-attention divides attention logits: give a positive factor (1 = unchanged), "
+                         f"got {args.soften_text_attention}")
     check_workers(args.data_workers)   # before the pipeline is built
     if args.distributed and distributed.launched():
         world, local = int(os.environ["WORLD_SIZE"]), _local_processes()
@@ -490,13 +509,27 @@ class _Training:
         self.params = [p for _, p in named]
         for m in self.mods.values():
             m.train().requires_grad_(True)
-        decay, no_decay = [], []
-        for n, p in named:
-            (decay if p.ndim >= 2 and "embed" not in n and "shared" not in n else no_decay).append(p)
-        self.opt = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=args.lr, betas=tuple(args.betas), eps=1e-8,
-        )
+        # AdamW groups: matrices decay, the rest not; with --binding-lr the T5 slot has groups of its own, whose
+        # learning rate is the schedule's times binding_lr / lr
+        scale = 1.0 if args.binding_lr is None else args.binding_lr / args.lr
+        groups = []
+        for own in ((False, True) if args.binding_lr is not None else (None,)):
+            part = [(n, p) for n, p in named if own is None or n.startswith("text_encoder_2.") == own]
+            for decays in (True, False):
+                ps = [p for n, p in part if (p.ndim >= 2 and "embed" not in n and "shared" not in n) == decays]
+                groups.append({"params": ps, "weight_decay": args.weight_decay if decays else 0.0,
+                               "lr_scale": scale if own else 1.0})
+        # the binding head trains beside the pipeline and is never shipped (no EMA); seeded, so every process
+        # and every rerun starts from the same head
+        self.binding: BindingHead | None = None
+        self.aux_params: list[torch.nn.Parameter] = []
+        if args.binding_loss:
+            gen = torch.Generator("cpu").manual_seed(args.seed + 3)
+            self.binding = BindingHead(self.cfg.t5_d_model, generator=gen).to(device).train()
+            self.aux_params = list(self.binding.parameters())
+            groups.append({"params": self.aux_params, "weight_decay": 0.0, "lr_scale": scale})
+        self.opt = torch.optim.AdamW(groups, lr=args.lr, betas=tuple(args.betas), eps=1e-8)
+        self.lr_scales = [g["lr_scale"] for g in groups]
         self.ema = _EMA(self.params, args.ema)
         self.batches = BatchSource(args.seed, args.batch, self.cfg.image_size, p_two=args.p_two,
                                    p_style_mention=args.p_style_mention, cond_drop=args.cond_drop,
@@ -509,6 +542,8 @@ class _Training:
         self.data_from = 0  # a warm start draws the batches of steps data_from + step (fresh scenes per segment)
         self.decay: dict | None = None  # a cosine fitted to a time budget: {"from": step, "to": step}
         self.last_eval: dict | None = None
+        self.softened = 1.0  # the factor this run divided the T5 slot's attention logits by at its start
+        self.last_binding: torch.Tensor | None = None  # (loss, colour, shape, side accuracy) of the last step
 
     # ------------------------------------------------------------------ start
     def resume(self) -> None:
@@ -517,8 +552,17 @@ class _Training:
         if ck["config"] != self.cfg.to_dict():
             raise ValueError(f"{self.ckpt_path} was trained with a different architecture or seed; "
                              "use --fresh or another --ckpt-dir")
+        if (ck.get("binding_head") is None) != (self.binding is None):
+            had = "with" if ck.get("binding_head") is not None else "without"
+            raise ValueError(f"{self.ckpt_path} was trained {had} a binding head (--binding-loss): resume it with "
+                             f"{'a positive' if had == 'with' else 'no'} --binding-loss, or use --fresh or another "
+                             "--ckpt-dir")
         load_shapes_state_dict(self.mods, ck["model"])
+        if self.binding is not None:
+            self.binding.load_state_dict(ck["binding_head"])
         self.opt.load_state_dict(ck["optimizer"])
+        for g, scale in zip(self.opt.param_groups, self.lr_scales):   # this invocation's --binding-lr
+            g["lr_scale"] = scale
         for s, v in zip(self.ema.shadow, ck["ema"]):
             s.copy_(v)
         self.noise_gen.set_state(ck["noise_rng"])
@@ -529,6 +573,7 @@ class _Training:
             self.warm_start["previous"] = _totals(self.warm_start.pop("previous_training", None))
         self.data_from = (self.warm_start or {}).get("data_from", 0)
         self.decay = ck.get("decay")
+        self.softened = ck.get("softened", 1.0)
         if self.place.main:
             print(f"resumed from {self.ckpt_path} at step {self.step} ({self.images_seen} images, "
                   f"{self.train_seconds / 60:.1f} min)", file=sys.stderr)
@@ -560,10 +605,37 @@ class _Training:
         if self.place.main:
             print(f"warm start from {src} (previous training: {prev['step']} steps)", file=sys.stderr)
 
+    def soften(self, factor: float) -> None:
+        """At the start (fresh or warm, never a resume): divide the T5 slot's attention logits by ``factor``
+        (:func:`.binding.soften_attention`); the EMA starts from the softened weights."""
+        if factor == 1:
+            return
+        soften_attention(self.pipe.text_encoder_2, factor)
+        with torch.no_grad():
+            for s_, p_ in zip(self.ema.shadow, self.params):
+                s_.copy_(p_.detach())
+        self.softened = factor
+        if self.place.main:
+            print(f"T5 slot: attention logits divided by {factor:g}", file=sys.stderr)
+
     # ------------------------------------------------------------------ train
     def lr_at(self, step: int) -> float:
         """This run's learning rate at ``step`` (a decay fitted to a time budget starts where it began)."""
         return _lr_at(self.args, step, self.decay["from"] if self.decay else 0)
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """The training forward's precision: float32, or (``bf16``) bfloat16 autocast, with attention as plain
+        matrix products on a CPU."""
+        stack = contextlib.ExitStack()
+        if self.args.bf16:
+            stack.enter_context(torch.autocast(self.device.type, dtype=torch.bfloat16))
+            # the transformer's RMSNorms see bfloat16 inputs and float32 weights (so they run unfused): expected
+            stack.enter_context(warnings.catch_warnings())
+            warnings.filterwarnings("ignore", message="Mismatch dtype between input and weight")
+            if self.device.type == "cpu":
+                from torch.nn.attention import SDPBackend, sdpa_kernel
+                stack.enter_context(sdpa_kernel(SDPBackend.MATH))
+        return stack
 
     def train_step(self) -> torch.Tensor:
         """One optimizer step on a fresh batch of scenes; returns the batch's loss, a detached 0-d tensor on
@@ -583,26 +655,36 @@ class _Training:
         t = sample_t(args.t_sampling, args.batch, self.noise_gen)[mine]
         eps = to_device(torch.randn((args.batch, *x0.shape[1:]), generator=self.noise_gen)[mine], device)
         t = to_device(t, device)
-        caps = caps[mine]
+        batch_caps, caps = caps, caps[mine]
         xt = (1 - t[:, None, None]) * x0 + t[:, None, None] * eps
-        prompt_embeds, pooled, text_ids = encode_tokens(pipe, *self.tokens(caps), device)
-        v = self.forward(
-            hidden_states=xt, timestep=t, guidance=None, pooled_projections=pooled,
-            encoder_hidden_states=prompt_embeds, txt_ids=text_ids, img_ids=img_ids, return_dict=False,
-        )[0]
+        with self.autocast():
+            prompt_embeds, pooled, text_ids = encode_tokens(pipe, *self.tokens(caps), device)
+            v = self.forward(
+                hidden_states=xt, timestep=t, guidance=None, pooled_projections=pooled,
+                encoder_hidden_states=prompt_embeds, txt_ids=text_ids, img_ids=img_ids, return_dict=False,
+            )[0]
         loss = F.mse_loss(v.float(), (eps - x0).float())
+        total, report = loss, [loss.detach()]
+        if self.binding is not None:
+            # the whole batch's numbers of object words: the processes' average is then the whole batch's mean
+            targets = token_targets(batch_caps, prompt_embeds.shape[1])
+            counts = (targets != IGNORE).sum(dim=(0, 1)) / place.world
+            aux, accs = self.binding(prompt_embeds, targets[mine], counts)
+            total = loss + args.binding_loss * aux
+            report += [aux.detach(), *accs]
         for g in self.opt.param_groups:
-            g["lr"] = self.lr_at(self.step)
+            g["lr"] = self.lr_at(self.step) * g["lr_scale"]
         self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        loss = loss.detach().reshape(1)
+        total.backward()
+        report = torch.stack(report)
+        params = self.params + self.aux_params
         if place.world > 1:
-            loss = loss.clone()
-            place.mean_([p.grad for p in self.params if p.grad is not None] + [loss])
-        loss = loss[0]
+            place.mean_([p.grad for p in params if p.grad is not None] + [report])
+        loss = report[0]
+        self.last_binding = report[1:] if self.binding is not None else None
         bad = ~torch.isfinite(loss)
         if args.grad_clip:
-            bad |= ~torch.isfinite(torch.nn.utils.clip_grad_norm_(self.params, args.grad_clip))
+            bad |= ~torch.isfinite(torch.nn.utils.clip_grad_norm_(params, args.grad_clip))
         self.nonfinite = bad if self.nonfinite is None else self.nonfinite | bad
         self.opt.step()
         self.ema.update(self.params, self.step)
@@ -658,6 +740,10 @@ class _Training:
                 + (", constant" if a.lr_schedule == "constant" else f" with cosine decay to 10 % at segment step "
                    f"{a.steps}" if a.steps else " with cosine decay to 10 % fitted to the time budget")
                 + f", EMA {a.ema:g}, two-object scenes {a.p_two * 100:.0f} % of batches, "
+                + (f"T5 attention logits divided by {self.softened:g} at the start, " if self.softened != 1 else "")
+                + (f"binding loss {a.binding_loss:g}, " if a.binding_loss else "")
+                + (f"T5 slot and binding head at lr {a.binding_lr:g}, " if a.binding_lr is not None else "")
+                + ("bfloat16 autocast, " if a.bf16 else "")
                 + _count(self.place.world, "process", "es") + f" on {self.device}"
                 + ("" if accel else " with " + _count(torch.get_num_threads(), "thread") + (" each" if self.place.world > 1 else ""))
                 + f", {self.images_seen} images in {minutes:.1f} min "
@@ -684,7 +770,9 @@ class _Training:
                 "ema": [t.detach().cpu() for t in self.ema.shadow], "noise_rng": self.noise_gen.get_state(),
                 "step": self.step, "images_seen": self.images_seen, "train_seconds": self.train_seconds,
                 "history": self.history, "args": dataclasses.asdict(self.args), "warm_start": self.warm_start,
-                "decay": self.decay,
+                "decay": self.decay, "softened": self.softened,
+                "binding_head": None if self.binding is None else {k: v.detach().cpu() for k, v in
+                                                                  self.binding.state_dict().items()},
             },
             self.ckpt_path,
         )
@@ -754,8 +842,10 @@ def _train(args: TrainArgs) -> dict:
     resuming = place.from_main(run.ckpt_path.exists() and not args.fresh)   # the main process's view decides
     if resuming:
         run.resume()
-    elif args.init_from:
-        run.warm_start_from(Path(args.init_from), args.init_partial)
+    else:
+        if args.init_from:
+            run.warm_start_from(Path(args.init_from), args.init_partial)
+        run.soften(args.soften_text_attention)
     # the same starting point everywhere (a checkpoint that some processes cannot see is refused), and every
     # process has read it before the main one may write
     place.agree({"step": run.step, "images_seen": run.images_seen, "decay": run.decay,
@@ -846,6 +936,9 @@ def _train(args: TrainArgs) -> dict:
                     rec = {"step": run.step, "loss": round(loss_ema, 5), "loss_raw": round(lv, 5),
                            "lr": run.lr_at(run.step - 1), "it_s": round(n_window / (now - t_window), 3),
                            "minutes": round(run.train_seconds / 60, 2)}
+                    if run.last_binding is not None:   # this step's binding loss and colour / shape / side accuracy
+                        b = [round(float(x), 4) for x in run.last_binding]
+                        rec["binding"] = {"loss": b[0], "colour": b[1], "shape": b[2], "side": b[3]}
                     run.history.append(rec)
                     log(rec)
                     t_window, n_window = now, 0
@@ -920,6 +1013,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--p-two", type=float, default=d.p_two, help="fraction of two-object scenes")
     p.add_argument("--p-style-mention", type=float, default=d.p_style_mention,
                    help="fraction of captions naming the background style")
+    p.add_argument("--binding-loss", type=float, default=d.binding_loss,
+                   help="weight of a training-only loss on the T5 slot's output: at each word of an object, a linear "
+                        "head predicts that object's colour, shape and side, so the text tells the two objects apart "
+                        "(massact_viz.shapes.binding; 0 = off)")
+    p.add_argument("--binding-lr", type=float, default=None,
+                   help="peak learning rate of the T5 slot and the binding head, on the same schedule (default: --lr)")
+    p.add_argument("--soften-text-attention", type=float, default=d.soften_text_attention,
+                   help="when the run starts from weights (not on a resume), divide the T5 slot's attention logits "
+                        "by this factor once (1 = unchanged): saturated attention passes no gradient")
     p.add_argument("--device", default=d.device, help="auto | cpu | cuda | cuda:N")
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads (default: the machine's cores, an equal share each for launched processes)")
@@ -936,6 +1038,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--init-partial", action="store_true",
                    help="with --init-from of another architecture (e.g. --config '{\"vae_factor\": 1}'): copy the "
                         "tensors whose name and shape match, keep the rest freshly initialised")
+    p.add_argument("--bf16", action="store_true",
+                   help="bfloat16 autocast of the training forward (weights, optimizer and loss stay float32); on a "
+                        "CPU with bfloat16 matrix units (AVX512-BF16, AMX) attention runs as plain matrix products")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the transformer for training (CPU: about +10%% images/s after ~3 min of compiling)")
     p.add_argument("--val-n", type=int, default=d.val_n, help="scenes in the fixed validation loss at the end (0 = skip)")
@@ -964,11 +1069,13 @@ def main(argv: list[str] | None = None) -> int:
         out=ns.out, ckpt_dir=ns.ckpt_dir, seed=ns.seed, minutes=ns.minutes, steps=ns.steps, batch=ns.batch,
         lr=ns.lr, warmup=ns.warmup, lr_schedule=ns.lr_schedule, weight_decay=ns.weight_decay,
         betas=tuple(ns.betas), grad_clip=ns.grad_clip, ema=ns.ema, cond_drop=ns.cond_drop,
-        t_sampling=ns.t_sampling, p_two=ns.p_two, p_style_mention=ns.p_style_mention, device=ns.device,
+        t_sampling=ns.t_sampling, p_two=ns.p_two, p_style_mention=ns.p_style_mention,
+        binding_loss=ns.binding_loss, binding_lr=ns.binding_lr, soften_text_attention=ns.soften_text_attention,
+        device=ns.device,
         threads=ns.threads, ckpt_every=ns.ckpt_every, eval_n=ns.eval_n, eval_every=ns.eval_every,
         save_dtype=ns.save_dtype, config=json.loads(ns.config), fresh=ns.fresh, init_from=ns.init_from,
         init_partial=ns.init_partial,
-        progress=not ns.no_progress, compile=ns.compile, val_n=ns.val_n, data_workers=ns.data_workers,
+        progress=not ns.no_progress, bf16=ns.bf16, compile=ns.compile, val_n=ns.val_n, data_workers=ns.data_workers,
         log_every=ns.log_every, distributed=distributed.launched(),
     )
     summary = train(args)
